@@ -1,0 +1,91 @@
+"""What the browser saw while driving one flow at one viewport on one side (base or head).
+
+Produced by :mod:`diffie.browser` (the only code importing Playwright) and consumed by
+:mod:`diffie.compare`. Every string here came from the app under test: untrusted. The browser
+bounds its size (see ``MAX_TEXT``); renderers escape it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MAX_TEXT = 4000          # characters kept of one console message, error, URL or stack
+MAX_ENTRIES = 500        # entries kept per list (console, errors, requests)
+
+Side = Literal["base", "head", "head2"]
+
+
+class Box(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ConsoleEntry(BaseModel):
+    type: str                         # log, info, warning, error, debug, ...
+    text: str
+    url: str | None = None            # source location of the call
+    line: int | None = None
+    column: int | None = None
+    step: int | None = None           # index of the step that was running
+
+
+class PageError(BaseModel):
+    message: str
+    name: str | None = None           # Error name (TypeError, ...)
+    stack: str | None = None
+    url: str | None = None            # top frame's source, when the stack names one
+    line: int | None = None
+    column: int | None = None
+    step: int | None = None
+
+
+class RequestIssue(BaseModel):
+    method: str
+    url: str
+    status: int | None = None         # HTTP status when a response arrived (>= 400)
+    failure: str | None = None        # network error text when none did
+    resource_type: str = ""
+    step: int | None = None
+
+
+class StepResult(BaseModel):
+    index: int
+    action: str
+    description: str
+    ok: bool
+    error: str | None = None
+    duration_ms: float = 0.0
+    line: int | None = None           # line in .diffie.yml
+
+
+class Screenshot(BaseModel):
+    name: str                          # the spec's screenshot name
+    step: int
+    artifact: str                      # file name inside the run's ArtifactDir
+    width: int
+    height: int
+    attempts: int = 1                  # shots taken until two consecutive ones agreed
+    stable: bool = True
+    mask_boxes: list[Box] = Field(default_factory=list)   # page-coordinates of masked elements
+
+
+class Capture(BaseModel):
+    flow: str
+    viewport: str
+    side: Side
+    steps: list[StepResult] = Field(default_factory=list)
+    console: list[ConsoleEntry] = Field(default_factory=list)
+    page_errors: list[PageError] = Field(default_factory=list)
+    requests: list[RequestIssue] = Field(default_factory=list)   # failed or status >= 400
+    screenshots: list[Screenshot] = Field(default_factory=list)
+    trace: str | None = None           # artifact name of trace.zip
+    completed: bool = True             # False when a step failed and the flow stopped
+    error: str | None = None           # infrastructure problem (browser crashed, ...)
+    duration_ms: float = 0.0
+
+    def failed_step(self) -> StepResult | None:
+        return next((s for s in self.steps if not s.ok), None)

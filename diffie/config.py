@@ -1,0 +1,71 @@
+"""Settings: every knob is a ``DIFFIE_*`` environment variable. Built once, passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class Settings(BaseSettings):
+    """Diffie's configuration. Nothing reads the environment at import time: call ``Settings()``."""
+
+    model_config = SettingsConfigDict(env_prefix="DIFFIE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./.diffie-data"), description="Database, artifacts, images.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir.")
+    broker_url: str = Field(default="", description="Celery broker; default embedded SQLite broker.")
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer tokens; empty = no auth.")
+    github_webhook_secret: str = ""
+    github_app_id: str = ""
+    github_private_key_path: Path | None = None
+    github_api_url: str = "https://api.github.com"
+    github_process_drafts: bool = False
+    public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of reports.")
+    max_body_bytes: int = 1_000_000
+    chromium_path: str = "/usr/bin/chromium"
+    # VM sandbox
+    vm_images_dir: Path = Field(default=Path("vm_images"), description="Recipes (vm_images/<name>).")
+    image_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "diffie" / "images",
+        description="Built golden images, content-addressed; kept across checkouts.")
+    vm_domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+    libvirt_uri: str = "qemu:///system"
+    vm_slots: int = 2
+    vm_port_base: int = 47100
+    # Verification
+    noise_floor: bool = True
+    task_time_limit_s: int = 1800
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'diffie.db').resolve()}"
+
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.artifacts_dir, self.images_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""VM sandbox: restore a golden snapshot per change, deploy, expose the app, destroy."""

@@ -1,0 +1,303 @@
+"""The project's ``.diffie.yml``: flows, steps, viewports, masks, sandbox/deploy.
+
+Validation errors name the file, the line and the field::
+
+    .diffie.yml:14 (flows[1].steps[2].click): a click step needs a selector
+
+Steps are written as one-key mappings, with a short form for the common argument::
+
+    - goto: /products
+    - click: "#add-to-cart"
+    - fill: {selector: "#email", value: "ada@example.com"}
+    - press: {selector: "#q", key: Enter}       # or: press: Enter
+    - select: {selector: "#size", value: "M"}
+    - check: "#terms"
+    - hover: ".menu"
+    - wait_for: {selector: ".loaded", state: visible}
+    - expect_text: {selector: h1, text: "Cart"}
+    - expect_visible: ".cart-total"
+    - expect_url: "/cart"                         # substring of the page URL
+    - screenshot: {name: cart, full_page: true, mask: [".ad"]}   # or: screenshot: cart
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from diffie.errors import SpecError
+
+ACTIONS: tuple[str, ...] = (
+    "goto", "click", "fill", "press", "select", "check", "hover", "wait_for",
+    "expect_text", "expect_visible", "expect_url", "screenshot",
+)
+Action = Literal[
+    "goto", "click", "fill", "press", "select", "check", "hover", "wait_for",
+    "expect_text", "expect_visible", "expect_url", "screenshot",
+]
+# The argument a short form (``click: "#x"``) fills in.
+_SHORT_FIELD: dict[str, str] = {
+    "goto": "url", "click": "selector", "check": "selector", "hover": "selector",
+    "wait_for": "selector", "expect_visible": "selector", "expect_url": "url",
+    "screenshot": "name", "press": "key",
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "goto": ("url",), "click": ("selector",), "fill": ("selector", "value"),
+    "press": ("key",), "select": ("selector", "value"), "check": ("selector",),
+    "hover": ("selector",), "wait_for": ("selector",), "expect_text": ("selector", "text"),
+    "expect_visible": ("selector",), "expect_url": ("url",), "screenshot": ("name",),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Step(_Strict):
+    action: Action
+    selector: str | None = None
+    url: str | None = None
+    value: str | None = None
+    key: str | None = None
+    text: str | None = None
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$")
+    full_page: bool = False
+    mask: list[str] = Field(default_factory=list)
+    state: Literal["visible", "hidden", "attached", "detached"] = "visible"
+    timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
+    line: int | None = None
+
+    @model_validator(mode="after")
+    def _check_required(self) -> Step:
+        for field in _REQUIRED[self.action]:
+            if getattr(self, field) in (None, ""):
+                raise ValueError(f"a {self.action} step needs a {field}")
+        return self
+
+    def describe(self) -> str:
+        """A short human description (``click #add``)."""
+        arg = self.selector or self.url or self.name or self.key or ""
+        extra = f" = {self.value!r}" if self.value is not None else ""
+        extra += f" contains {self.text!r}" if self.text is not None else ""
+        return f"{self.action} {arg}{extra}".strip()
+
+
+class Viewport(_Strict):
+    width: int = Field(gt=0, le=7680)
+    height: int = Field(gt=0, le=4320)
+    mobile: bool = False
+    device_scale_factor: float = Field(default=1.0, gt=0, le=4)
+
+
+DEFAULT_VIEWPORTS: dict[str, Viewport] = {
+    "desktop": Viewport(width=1280, height=800),
+    "mobile": Viewport(width=390, height=844, mobile=True),
+}
+
+
+class Cookie(_Strict):
+    name: str
+    value: str
+    path: str = "/"
+
+
+class Flow(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$")
+    steps: list[Step] = Field(min_length=1)
+    viewports: list[str] | None = None
+    signed_in: bool = False
+    line: int | None = None
+
+
+class SandboxSpec(_Strict):
+    image: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    source_dir: str = "/srv/app"
+    deploy: list[str] = Field(default_factory=list)
+    port: int = Field(default=8000, gt=0, lt=65536)
+    ready_path: str = "/health"
+    ready_timeout_s: float = Field(default=60, gt=0, le=900)
+    deploy_timeout_s: float = Field(default=300, gt=0, le=3600)
+
+
+class Spec(_Strict):
+    version: Literal[1] = 1
+    viewports: dict[str, Viewport] = Field(default_factory=lambda: dict(DEFAULT_VIEWPORTS))
+    timeout_ms: int = Field(default=10_000, gt=0, le=600_000)
+    masks: list[str] = Field(default_factory=list)
+    session_cookies: list[Cookie] = Field(default_factory=list)
+    noise_floor: bool = True
+    flows: list[Flow] = Field(min_length=1)
+    sandbox: SandboxSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> Spec:
+        names = [f.name for f in self.flows]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate flow names: {', '.join(dupes)}")
+        for flow in self.flows:
+            for vp in flow.viewports or []:
+                if vp not in self.viewports:
+                    raise ValueError(
+                        f"flow {flow.name!r} uses viewport {vp!r}; defined: {', '.join(self.viewports)}")
+            shots = [s.name for s in flow.steps if s.action == "screenshot"]
+            if len(shots) != len(set(shots)):
+                raise ValueError(f"flow {flow.name!r} has two screenshots with one name")
+            if flow.signed_in and not self.session_cookies:
+                raise ValueError(f"flow {flow.name!r} is signed_in but session_cookies is empty")
+        return self
+
+    def flow_viewports(self, flow: Flow) -> list[tuple[str, Viewport]]:
+        names = flow.viewports or list(self.viewports)
+        return [(n, self.viewports[n]) for n in names]
+
+
+# --- parsing with line numbers ---------------------------------------------------------------
+
+def _normalise_step(raw: Any, line: int | None) -> Any:
+    """Turn ``{click: "#x", timeout_ms: 5}`` into ``{action: click, selector: "#x", ...}``."""
+    if not isinstance(raw, dict):
+        return raw
+    actions = [k for k in raw if k in ACTIONS]
+    if len(actions) != 1:
+        if not actions:
+            raise _StepShapeError(
+                f"a step needs exactly one action key ({', '.join(ACTIONS)}); got {sorted(raw)}")
+        raise _StepShapeError(f"a step has several action keys: {actions}")
+    action = actions[0]
+    arg = raw[action]
+    out: dict[str, Any] = {k: v for k, v in raw.items() if k != action}
+    out["action"] = action
+    if isinstance(arg, dict):
+        for k, v in arg.items():
+            out[k] = v
+    elif arg is not None:
+        if action not in _SHORT_FIELD:
+            raise _StepShapeError(f"{action} takes a mapping (e.g. {{selector: ..., value: ...}})")
+        out[_SHORT_FIELD[action]] = arg if isinstance(arg, str) else str(arg)
+    out["line"] = line
+    return out
+
+
+class _StepShapeError(ValueError):
+    pass
+
+
+class _LineMap:
+    """Maps a path inside the YAML document (``("flows", 1, "steps", 2)``) to a line number."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                self.walk(value_node, path + (key,))
+                # keep the key's own line for the key itself
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.walk(item, path + (i,))
+
+    def line_for(self, path: tuple[Any, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _doc_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Map a pydantic error location onto the YAML document's path (undo step normalisation)."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        else:
+            # a normalised step field: point at the action's line
+            break
+    return tuple(path)
+
+
+def parse_spec(text: str, *, file: str = ".diffie.yml") -> Spec:
+    """Parse and validate a spec; raises :class:`SpecError` naming the file, line and field."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError(f"not valid YAML: {exc.problem or exc}", file=file, line=line) from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}", file=file) from exc
+    if node is None or data is None:
+        raise SpecError("the spec is empty; it needs at least a 'flows' list", file=file, line=1)
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a mapping with a 'flows' list", file=file, line=1)
+    lines = _LineMap()
+    lines.walk(node, ())
+
+    normalised = dict(data)
+    flows = data.get("flows")
+    if isinstance(flows, list):
+        new_flows: list[Any] = []
+        for fi, flow in enumerate(flows):
+            if isinstance(flow, dict):
+                flow = dict(flow)
+                flow["line"] = lines.line_for(("flows", fi))
+                steps = flow.get("steps")
+                if isinstance(steps, list):
+                    new_steps = []
+                    for si, step in enumerate(steps):
+                        step_line = lines.line_for(("flows", fi, "steps", si))
+                        try:
+                            new_steps.append(_normalise_step(step, step_line))
+                        except _StepShapeError as exc:
+                            raise SpecError(str(exc), file=file, line=step_line,
+                                            field=f"flows[{fi}].steps[{si}]") from exc
+                    flow["steps"] = new_steps
+            new_flows.append(flow)
+        normalised["flows"] = new_flows
+    try:
+        return Spec.model_validate(normalised)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        doc_path = _doc_path(loc, data)
+        line = lines.line_for(doc_path)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field {loc[-1]!r}"
+        elif err["type"] == "missing":
+            msg = f"missing required field {loc[-1]!r}"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise SpecError(msg + more, file=file, line=line, field=_field_name(loc) or None) from exc
+
+
+def load_spec(path: Path) -> Spec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from exc
+    return parse_spec(text, file=str(path))

@@ -1,0 +1,124 @@
+"""The public verdict: what agents, engineers and GitHub read. A stable JSON contract.
+
+``schemas/verdict.schema.json`` is generated from :class:`Verdict` (``diffie schema``) and served
+at ``GET /v1/schema/verdict.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["pass", "changed", "fail", "error"]
+FindingKind = Literal[
+    "console_error",      # new console.error in head
+    "page_error",         # new uncaught exception in head
+    "request_failed",     # new failed request / HTTP >= 400 in head
+    "step_failed",        # an action step (goto, click, fill, ...) failed in head
+    "assertion_failed",   # an expect_* step failed in head
+    "visual_change",      # a screenshot differs between base and head
+    "size_change",        # a screenshot changed dimensions (page got taller, ...)
+    "deploy_error",       # the change could not be deployed in the sandbox
+]
+ERROR_KINDS: frozenset[str] = frozenset({
+    "console_error", "page_error", "request_failed", "step_failed", "assertion_failed",
+    "deploy_error",
+})
+CHANGE_KINDS: frozenset[str] = frozenset({"visual_change", "size_change"})
+
+
+class Region(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+    pixels: int = 0
+    elements: list[dict[str, str]] = Field(default_factory=list)   # {selector, text}
+
+
+class Finding(BaseModel):
+    id: str = ""
+    kind: FindingKind
+    flow: str | None = None
+    viewport: str | None = None
+    step: int | None = None
+    step_description: str | None = None
+    message: str
+    evidence: list[str] = Field(default_factory=list)      # artifact names
+    details: dict[str, Any] = Field(default_factory=dict)
+    pre_existing: bool = False                              # also failed on base: not blamed
+    regions: list[Region] = Field(default_factory=list)
+
+    def with_id(self) -> Finding:
+        key = "|".join(str(x) for x in (self.kind, self.flow, self.viewport, self.step,
+                                         self.details.get("key", self.message)))
+        self.id = "f-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        return self
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind in ERROR_KINDS and not self.pre_existing
+
+
+class Flaky(BaseModel):
+    """Differences between two renders of the same code: evidence of noise, not findings."""
+
+    flow: str
+    viewport: str
+    screenshot: str
+    pixels: int
+    evidence: list[str] = Field(default_factory=list)
+
+
+class Verdict(BaseModel):
+    schema_version: Literal["1"] = "1"
+    run_id: str
+    status: Status
+    summary: str
+    reason: str | None = None                 # why the run is `error`
+    findings: list[Finding] = Field(default_factory=list)
+    flaky: list[Flaky] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+    flows: int = 0
+    viewports: int = 0
+    duration_s: float | None = None
+    report_url: str | None = None
+    approved: bool = False
+
+
+def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = None,
+          flows: int = 0, viewports: int = 0, duration_s: float | None = None,
+          report_url: str | None = None) -> Verdict:
+    """``fail`` on any (non pre-existing) error-type finding, ``changed`` on visual ones only,
+    ``pass`` on none."""
+    findings = [f if f.id else f.with_id() for f in findings]
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+    errors = [f for f in findings if f.is_error]
+    changes = [f for f in findings if f.kind in CHANGE_KINDS]
+    if errors:
+        status: Status = "fail"
+        summary = f"{len(errors)} error finding(s): " + ", ".join(
+            sorted({f.kind for f in errors}))
+    elif changes:
+        status = "changed"
+        summary = f"{len(changes)} visual change(s) to approve"
+    else:
+        status = "pass"
+        summary = "no findings"
+    return Verdict(run_id=run_id, status=status, summary=summary, findings=findings,
+                   flaky=flaky or [], counts=counts, flows=flows, viewports=viewports,
+                   duration_s=duration_s, report_url=report_url)
+
+
+def error_verdict(run_id: str, reason: str, findings: list[Finding] | None = None) -> Verdict:
+    """A run that could not be verified. ``findings`` may carry a deploy_error."""
+    findings = [f if f.id else f.with_id() for f in findings or []]
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+    return Verdict(run_id=run_id, status="error", summary=f"could not verify: {reason[:200]}",
+                   reason=reason, findings=findings, counts=counts)
