@@ -71,6 +71,8 @@ class Screenshot(BaseModel):
     attempts: int = 1                  # shots taken until two consecutive ones agreed
     stable: bool = True
     mask_boxes: list[Box] = Field(default_factory=list)   # page-coordinates of masked elements
+    elements: str | None = None        # artifact name of a JSON list of visible elements:
+                                       # [{selector, text, x, y, width, height}] (page coords)
 
 
 class Capture(BaseModel):

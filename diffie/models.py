@@ -1,0 +1,138 @@
+"""Tables: Change, Run, Finding, Artifact, Delivery, Slot. Alembic migrations mirror these."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+RUN_STATUSES = ("queued", "running", "done", "error", "cancelled")
+
+
+class Change(Base):
+    """What to verify: two URLs (URL mode) or a repository at two revisions."""
+
+    __tablename__ = "changes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    mode: Mapped[str] = mapped_column(String(16))            # url | repo | github
+    base_url: Mapped[str | None] = mapped_column(Text)
+    head_url: Mapped[str | None] = mapped_column(Text)
+    repo: Mapped[str | None] = mapped_column(Text)            # local path or clone URL
+    base_rev: Mapped[str | None] = mapped_column(String(128))
+    head_rev: Mapped[str | None] = mapped_column(String(128))
+    spec_text: Mapped[str | None] = mapped_column(Text)       # inline .diffie.yml, if given
+    spec_path: Mapped[str] = mapped_column(String(512), default=".diffie.yml")
+    # GitHub pull request (mode github)
+    installation_id: Mapped[int | None] = mapped_column(Integer)
+    gh_owner: Mapped[str | None] = mapped_column(String(200))
+    gh_repo: Mapped[str | None] = mapped_column(String(200))
+    pr_number: Mapped[int | None] = mapped_column(Integer)
+    head_repo_url: Mapped[str | None] = mapped_column(Text)  # forks: the head repository
+    title: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="change")
+
+
+class Run(Base):
+    """One verification of a change. queued → running → done (verdict) | error (reason)."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    change_id: Mapped[str] = mapped_column(ForeignKey("changes.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    phase: Mapped[str] = mapped_column(String(32), default="queued")   # finer progress
+    verdict_status: Mapped[str | None] = mapped_column(String(16))     # pass|changed|fail|error
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    check_run_id: Mapped[int | None] = mapped_column(Integer)
+    published: Mapped[bool] = mapped_column(default=False)
+    approved: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    change: Mapped[Change] = relationship(back_populates="runs")
+    findings: Mapped[list[Finding]] = relationship(back_populates="run",
+                                                   cascade="all, delete-orphan")
+    artifacts: Mapped[list[Artifact]] = relationship(back_populates="run",
+                                                     cascade="all, delete-orphan")
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    finding_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    flow: Mapped[str | None] = mapped_column(String(100))
+    viewport: Mapped[str | None] = mapped_column(String(100))
+    step: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    run: Mapped[Run] = relationship(back_populates="findings")
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+
+    run: Mapped[Run] = relationship(back_populates="artifacts")
+
+
+class Delivery(Base):
+    """A received webhook delivery; (hook_id, delivery_id) is unique, so replays are ignored."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("hook_id", "delivery_id"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hook_id: Mapped[str] = mapped_column(String(64), default="")
+    delivery_id: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Slot(Base):
+    """A VM slot on one hypervisor host. Leased with row locks, never in process memory."""
+
+    __tablename__ = "slots"
+    __table_args__ = (UniqueConstraint("host", "index"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(200))
+    index: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str | None] = mapped_column(String(200))    # "<worker>/<pid>:<run id>"
+    leased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
