@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The demo: verify one example change to the bundled shop app, in real VMs, with the embedded
+# defaults (SQLite + embedded broker). Prints the verdict and the path of the HTML report.
+# Usage: scripts/demo.sh [CHANGE_ID]   (ids: examples/shop/changes/manifest.yml)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+change=${1:-layout-shift}
+export DIFFIE_DATA_DIR=${DIFFIE_DATA_DIR:-$PWD/.diffie-data}
+scripts/bootstrap.sh
+echo "[demo] building (or reusing) the shop VM image" >&2
+.venv/bin/diffie image build shop
+repo="$DIFFIE_DATA_DIR/demo/$change"
+echo "[demo] materialising example change '$change' as a git repository in $repo" >&2
+read -r base head < <(.venv/bin/python -m diffie.examples materialize "$change" "$repo")
+echo "[demo] verifying $base..$head in VMs" >&2
+set +e
+.venv/bin/diffie verify --repo "$repo" --base "$base" --head "$head" --wait
+code=$?
+set -e
+echo "[demo] diffie verify exited $code (0 pass, 1 fail, 3 changed, 2 error)" >&2
+# A changed or failed verdict is the demo working: only an error is a demo failure.
+[ "$code" -ne 2 ]
