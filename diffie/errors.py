@@ -12,6 +12,7 @@ Every module that wraps an external library turns that library's errors into one
     ├── BrowserError                 Playwright could not start or drive the browser
     ├── SourceError                  git fetch/checkout of the change failed
     ├── GitHubError                  the GitHub API answered with an error
+    │   └── GitHubUnavailable        GitHub is down or rate-limits us: retry later, lose nothing
     └── RunError                     the pipeline could not finish a run
 """
 
@@ -80,3 +81,14 @@ class GitHubError(DiffieError):
 
 class RunError(DiffieError):
     """The pipeline could not finish a run."""
+
+
+class GitHubUnavailable(GitHubError):
+    """GitHub could not be reached, kept answering 5xx, or rate-limited us for longer than we
+    wait inline. Retryable: the caller keeps the result and publishes it later
+    (``retry_after`` seconds, when GitHub said so)."""
+
+    def __init__(self, message: str, *, status: int | None = None, method: str = "",
+                 path: str = "", retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status, method=method, path=path)
