@@ -1,0 +1,54 @@
+"""Base vs head, per flow and viewport: every finding of a run, and the flaky evidence.
+
+Captures are matched by (flow, viewport). For each head capture: the log findings
+(:mod:`diffie.compare.logs`) against the base capture, and the visual findings
+(:mod:`diffie.compare.visual`) per screenshot present on both sides. A head capture with no
+base counterpart is compared against an empty base (everything in it is new); a base capture
+with no head counterpart gives nothing.
+"""
+
+from __future__ import annotations
+
+from diffie.artifacts import ArtifactDir
+from diffie.capture import Capture
+from diffie.compare.logs import log_findings
+from diffie.compare.visual import visual_findings
+from diffie.verdict import Finding, Flaky
+
+Key = tuple[str, str]
+
+
+def _by_key(captures: list[Capture] | None) -> dict[Key, Capture]:
+    return {(c.flow, c.viewport): c for c in captures or []}
+
+
+def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
+                 head2: list[Capture] | None = None, masks_in_count: bool = False,
+                 ) -> tuple[list[Finding], list[Flaky]]:
+    """All findings (with stable ids, in head's flow×viewport order) and flaky evidence.
+
+    ``head2`` is a second render of head (the noise floor); ``masks_in_count`` compares the
+    pixels under mask boxes too (see :func:`diffie.compare.visual.compare_screenshot`).
+    Diff images are written into ``out``.
+    """
+    base_by = _by_key(base)
+    head2_by = _by_key(head2)
+    findings: list[Finding] = []
+    flaky: list[Flaky] = []
+    for cap in head:
+        key = (cap.flow, cap.viewport)
+        base_cap = base_by.get(key)
+        findings.extend(log_findings(base_cap, cap))
+        if base_cap is not None:
+            visual, noise = visual_findings(base_cap, cap, out, head2=head2_by.get(key),
+                                            masks_in_count=masks_in_count)
+            findings.extend(visual)
+            flaky.extend(noise)
+    seen: dict[str, int] = {}
+    for f in findings:
+        f.with_id()
+        n = seen.get(f.id, 0)
+        seen[f.id] = n + 1
+        if n:                           # same kind/flow/viewport/step/key twice: keep ids unique
+            f.id = f"{f.id}-{n + 1}"
+    return findings, flaky

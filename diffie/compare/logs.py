@@ -1,0 +1,255 @@
+"""Compare what the browser logged on base and on head: console errors, uncaught exceptions,
+failed requests and failed steps.
+
+Base and head run on different hosts and ports, and a change moves code around, so entries are
+matched on a *normalised* key: URL origins, line:column numbers, long numbers (ids, ports,
+timestamps), UUIDs and hashes are replaced by placeholders. An entry of head whose key does not
+occur in base is new, and becomes one finding (repeats are counted in ``details["count"]``).
+
+Every finding explains itself: the message names what failed, where (source URL path, line,
+column) and during which step; ``details`` carries the full URL, stack, status, failure text and
+the step; ``evidence`` names the artifacts to look at (trace, screenshots).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from diffie.capture import Capture, ConsoleEntry, PageError, RequestIssue, StepResult
+from diffie.verdict import Finding, FindingKind
+
+MAX_MESSAGE = 300          # characters of app text quoted in a finding's message
+MAX_STACK = 2000           # characters of a stack kept in details
+
+# Request failures that are cancellations by the page itself (a navigation interrupting
+# in-flight requests), not server or network faults: they come and go with timing.
+IGNORED_FAILURES: frozenset[str] = frozenset({"net::ERR_ABORTED"})
+
+_ORIGIN = re.compile(r"\b(?:https?|wss?)://[^/\s'\"<>()]+", re.IGNORECASE)
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_LOCALHOST = re.compile(r"\blocalhost(?::\d+)?\b", re.IGNORECASE)
+_FILE_LINECOL = re.compile(r"(\.[A-Za-z0-9]{1,8}):\d+(?::\d+)?")
+_LINECOL = re.compile(r":\d+:\d+")
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
+_HEX = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{12,}\b", re.IGNORECASE)
+_LONGNUM = re.compile(r"\d{4,}")
+_WS = re.compile(r"\s+")
+_FAILED_TO_LOAD = "failed to load resource"
+
+
+def normalise(text: str) -> str:
+    """A host- and position-independent key for an app message.
+
+    >>> normalise("TypeError at http://10.0.0.5:8001/static/app.js:12:5")
+    'TypeError at /static/app.js:L'
+    """
+    t = _ORIGIN.sub("", text)
+    t = _IPV4.sub("<host>", t)
+    t = _LOCALHOST.sub("<host>", t)
+    t = _FILE_LINECOL.sub(r"\1:L", t)
+    t = _LINECOL.sub(":L", t)
+    t = _UUID.sub("<uuid>", t)
+    t = _HEX.sub("<hex>", t)
+    t = _LONGNUM.sub("#", t)
+    return _WS.sub(" ", t).strip()
+
+
+def url_path(url: str | None) -> str:
+    """The host-independent part of a URL: path plus query (``/api/cart?id=3``)."""
+    if not url:
+        return ""
+    if url.startswith("data:"):
+        return url[:40]
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url[:MAX_MESSAGE]
+    if not parts.scheme and not parts.netloc:
+        return url
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def clip(text: str | None, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most ``limit`` characters."""
+    if not text:
+        return ""
+    one = _WS.sub(" ", text).strip()
+    return one if len(one) <= limit else one[: limit - 1] + "…"
+
+
+def _step(cap: Capture, index: int | None) -> StepResult | None:
+    if index is None:
+        return None
+    return next((s for s in cap.steps if s.index == index), None)
+
+
+def _during(cap: Capture, index: int | None) -> str:
+    st = _step(cap, index)
+    if st is None:
+        return "" if index is None else f" during step {index}"
+    return f" during step {index} ({clip(st.description, 80)})"
+
+
+def _where(url: str | None, line: int | None, column: int | None) -> str:
+    if not url:
+        return ""
+    loc = url_path(url)
+    if line is not None:
+        loc += f":{line}" + (f":{column}" if column is not None else "")
+    return f" at {loc}"
+
+
+def _evidence(cap: Capture, step: int | None) -> list[str]:
+    """The trace, then the first screenshot taken at or after ``step`` (else the last one)."""
+    ev: list[str] = []
+    if cap.trace:
+        ev.append(cap.trace)
+    shots = sorted(cap.screenshots, key=lambda s: s.step)
+    after = [s for s in shots if step is None or s.step >= step]
+    pick = after[0] if after else (shots[-1] if shots else None)
+    if pick is not None:
+        ev.append(pick.artifact)
+    return ev
+
+
+def _step_fields(cap: Capture, index: int | None) -> dict[str, Any]:
+    st = _step(cap, index)
+    return {"step": index, "step_description": st.description if st else None}
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+def console_key(entry: ConsoleEntry) -> str:
+    return normalise(entry.text)
+
+
+def page_error_key(err: PageError) -> str:
+    return normalise(f"{err.name or 'Error'}: {err.message}")
+
+
+def request_key(req: RequestIssue) -> str:
+    outcome = str(req.status) if req.status is not None else f"failed {normalise(req.failure or '')}"
+    return f"{req.method.upper()} {normalise(url_path(req.url))} {outcome}"
+
+
+def _grouped(items: Iterable[Any], key: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return out
+
+
+# -- findings -----------------------------------------------------------------------------------
+
+def console_findings(base: Capture | None, head: Capture) -> list[Finding]:
+    """New ``console.error`` messages in head.
+
+    Chromium echoes every failed resource load as a console error ("Failed to load resource:
+    ... 404"); when the failed request itself was captured, the request finding covers it.
+    """
+    base_keys = {console_key(e) for e in (base.console if base else []) if e.type == "error"}
+    failed_paths = {url_path(r.url) for r in head.requests}
+    errors = [e for e in head.console if e.type == "error"]
+    findings: list[Finding] = []
+    for key, group in _grouped(errors, console_key).items():
+        if key in base_keys:
+            continue
+        first: ConsoleEntry = group[0]
+        if first.text.lower().startswith(_FAILED_TO_LOAD) and url_path(first.url) in failed_paths:
+            continue
+        msg = (f"console error: {clip(first.text)}{_where(first.url, first.line, first.column)}"
+               f"{_during(head, first.step)}")
+        findings.append(Finding(
+            kind="console_error", flow=head.flow, viewport=head.viewport, message=msg,
+            evidence=_evidence(head, first.step),
+            details={"key": key, "text": first.text, "url": first.url, "line": first.line,
+                     "column": first.column, "count": len(group),
+                     **_step_fields(head, first.step)},
+            **_step_fields(head, first.step),
+        ))
+    return findings
+
+
+def page_error_findings(base: Capture | None, head: Capture) -> list[Finding]:
+    """New uncaught exceptions in head, with their stack."""
+    base_keys = {page_error_key(e) for e in (base.page_errors if base else [])}
+    findings: list[Finding] = []
+    for key, group in _grouped(head.page_errors, page_error_key).items():
+        if key in base_keys:
+            continue
+        first: PageError = group[0]
+        name = first.name or "Error"
+        text = first.message if first.message.startswith(name) else f"{name}: {first.message}"
+        msg = f"{clip(text)}{_where(first.url, first.line, first.column)}{_during(head, first.step)}"
+        findings.append(Finding(
+            kind="page_error", flow=head.flow, viewport=head.viewport, message=msg,
+            evidence=_evidence(head, first.step),
+            details={"key": key, "name": first.name, "message": first.message, "url": first.url,
+                     "line": first.line, "column": first.column,
+                     "stack": (first.stack or "")[:MAX_STACK] or None, "count": len(group),
+                     **_step_fields(head, first.step)},
+            **_step_fields(head, first.step),
+        ))
+    return findings
+
+
+def request_findings(base: Capture | None, head: Capture) -> list[Finding]:
+    """New failed requests and HTTP >= 400 responses in head (method + path + status)."""
+    base_keys = {request_key(r) for r in (base.requests if base else [])}
+    relevant = [r for r in head.requests if r.status is not None or r.failure not in IGNORED_FAILURES]
+    findings: list[Finding] = []
+    for key, group in _grouped(relevant, request_key).items():
+        if key in base_keys:
+            continue
+        first: RequestIssue = group[0]
+        what = (f"returned HTTP {first.status}" if first.status is not None
+                else f"failed ({clip(first.failure, 120) or 'no response'})")
+        kind = f" [{first.resource_type}]" if first.resource_type else ""
+        msg = (f"{first.method.upper()} {clip(url_path(first.url), 160)}{kind} {what}"
+               f"{_during(head, first.step)}")
+        findings.append(Finding(
+            kind="request_failed", flow=head.flow, viewport=head.viewport, message=msg,
+            evidence=_evidence(head, first.step),
+            details={"key": key, "method": first.method.upper(), "url": first.url,
+                     "path": url_path(first.url), "status": first.status,
+                     "failure": first.failure, "resource_type": first.resource_type,
+                     "count": len(group), **_step_fields(head, first.step)},
+            **_step_fields(head, first.step),
+        ))
+    return findings
+
+
+def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
+    """The failed step of head: ``assertion_failed`` for expect_* steps, ``step_failed`` for
+    actions; ``pre_existing`` when the same step failed on base too."""
+    findings: list[Finding] = []
+    for st in head.steps:
+        if st.ok:
+            continue
+        base_st = _step(base, st.index) if base else None
+        pre = base_st is not None and not base_st.ok and base_st.action == st.action
+        kind: FindingKind = "assertion_failed" if st.action.startswith("expect_") else "step_failed"
+        msg = f"step {st.index} ({clip(st.description, 120)}) failed: {clip(st.error) or 'no reason given'}"
+        if pre:
+            msg += " (also fails on base)"
+        elif not head.completed:
+            msg += "; the flow stopped here"
+        findings.append(Finding(
+            kind=kind, flow=head.flow, viewport=head.viewport, step=st.index,
+            step_description=st.description, message=msg, pre_existing=pre,
+            evidence=_evidence(head, st.index),
+            details={"key": f"{st.index} {st.action} {normalise(st.description)}",
+                     "action": st.action, "description": st.description, "error": st.error,
+                     "spec_line": st.line, "duration_ms": round(st.duration_ms, 1),
+                     "base_ok": None if base_st is None else base_st.ok},
+        ))
+    return findings
+
+
+def log_findings(base: Capture | None, head: Capture) -> list[Finding]:
+    """Every log-type finding of one flow×viewport: steps first, then errors and requests."""
+    return (step_findings(base, head) + page_error_findings(base, head)
+            + console_findings(base, head) + request_findings(base, head))

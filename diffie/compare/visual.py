@@ -1,0 +1,272 @@
+"""Visual findings: compare one screenshot of base with the same screenshot of head.
+
+Per screenshot name present on both sides:
+
+* masked areas (``Screenshot.mask_boxes`` of either side) are ignored;
+* with a second render of head (``head2``), the head-vs-head2 differences are *flaky*: they are
+  reported as :class:`~diffie.verdict.Flaky` evidence, the head-vs-base pixels inside them (a
+  little dilated) are not counted, and what remains must exceed the flaky pixel count (an
+  adaptive threshold) to become a finding;
+* changed pixels left → a ``visual_change`` finding; different dimensions → ``size_change``
+  (the common area is compared too). Each region names the DOM elements under it, taken from
+  the head's element map (and base's, for what disappeared), so an agent can go from "pixels
+  changed" to "this element moved".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from diffie.artifacts import ArtifactDir, slug
+from diffie.capture import Box, Capture, Screenshot
+from diffie.compare.pixeldiff import DiffResult, RegionBox, compare_files
+from diffie.errors import DiffieError, ImageError
+from diffie.verdict import Finding, FindingKind, Flaky, Region
+
+log = logging.getLogger(__name__)
+
+NOISE_DILATE = 8            # px around a flaky region whose base-vs-head changes are not counted
+MAX_REGIONS = 20            # regions kept per finding (largest first)
+ELEMENTS_PER_REGION = 3
+MAX_ELEMENTS = 5000         # entries read from one element map
+ELEMENT_TEXT = 80           # characters of an element's text kept
+
+Rect = tuple[int, int, int, int]   # x, y, width, height
+
+
+@dataclass(frozen=True)
+class Element:
+    selector: str
+    text: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+
+def load_elements(out: ArtifactDir, shot: Screenshot | None) -> list[Element]:
+    """The screenshot's element map (``[{selector, text, x, y, width, height}]``); [] if absent
+    or unreadable — element names are a help, never a reason to fail a comparison."""
+    if shot is None or not shot.elements:
+        return []
+    try:
+        raw = json.loads(out.path(shot.elements).read_text(encoding="utf-8"))
+    except (OSError, ValueError, DiffieError) as exc:
+        log.warning("element map %s unreadable: %s", shot.elements, exc)
+        return []
+    elements: list[Element] = []
+    for item in raw[:MAX_ELEMENTS] if isinstance(raw, list) else []:
+        try:
+            el = Element(selector=str(item["selector"])[:200],
+                         text=" ".join(str(item.get("text") or "").split())[:ELEMENT_TEXT],
+                         x=float(item["x"]), y=float(item["y"]),
+                         width=float(item["width"]), height=float(item["height"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if el.width > 0 and el.height > 0:
+            elements.append(el)
+    return elements
+
+
+def _overlap(el: Element, r: Rect) -> float:
+    x, y, w, h = r
+    ox = min(el.x + el.width, x + w) - max(el.x, x)
+    oy = min(el.y + el.height, y + h) - max(el.y, y)
+    return ox * oy if ox > 0 and oy > 0 else 0.0
+
+
+def _encloses(el: Element, r: Rect) -> bool:
+    x, y, w, h = r
+    return el.x <= x and el.y <= y and el.x + el.width >= x + w and el.y + el.height >= y + h
+
+
+def elements_under(rect: Rect, elements: Sequence[Element], limit: int = ELEMENTS_PER_REGION,
+                   ) -> list[Element]:
+    """The elements that best name a changed region: the smallest element enclosing it, then the
+    elements mostly inside it (largest overlap first), then the smallest overlapping ones."""
+    touching = [e for e in elements if _overlap(e, rect) > 0]
+    picks: list[Element] = []
+    enclosing = sorted((e for e in touching if _encloses(e, rect)), key=lambda e: e.area)
+    if enclosing:
+        picks.append(enclosing[0])
+    inside = sorted((e for e in touching if not _encloses(e, rect)
+                     and _overlap(e, rect) >= 0.5 * e.area), key=lambda e: -_overlap(e, rect))
+    partial = sorted((e for e in touching if not _encloses(e, rect)
+                      and _overlap(e, rect) < 0.5 * e.area), key=lambda e: e.area)
+    seen = {e.selector for e in picks}
+    for e in inside + partial:
+        if len(picks) >= limit:
+            break
+        if e.selector not in seen:
+            picks.append(e)
+            seen.add(e.selector)
+    return picks
+
+
+def _region(box: RegionBox, head_els: Sequence[Element], base_els: Sequence[Element]) -> Region:
+    rect = (box.x, box.y, box.width, box.height)
+    names: list[dict[str, str]] = [{"selector": e.selector, "text": e.text}
+                                   for e in elements_under(rect, head_els)]
+    known = {n["selector"] for n in names}
+    for e in elements_under(rect, base_els, limit=2):   # what was there before (removed, moved)
+        if e.selector not in known:
+            names.append({"selector": e.selector, "text": e.text, "side": "base"})
+            known.add(e.selector)
+    return Region(x=box.x, y=box.y, width=box.width, height=box.height, pixels=box.pixels,
+                  elements=names)
+
+
+def _mask_rects(*shots: Screenshot | None) -> list[Rect]:
+    boxes: list[Box] = [b for s in shots if s is not None for b in s.mask_boxes]
+    return [(b.x, b.y, b.width, b.height) for b in boxes if b.width > 0 and b.height > 0]
+
+
+def _dilate(regions: Sequence[RegionBox], by: int = NOISE_DILATE) -> list[Rect]:
+    return [(r.x - by, r.y - by, r.width + 2 * by, r.height + 2 * by) for r in regions]
+
+
+def _save_diff(result: DiffResult, out: ArtifactDir, name: str) -> str | None:
+    if result.diff is None:
+        return None
+    arr = np.ascontiguousarray(result.diff, dtype=np.uint8)
+    Image.fromarray(arr).save(out.path(name), optimize=False)
+    return name
+
+
+def _describe_regions(regions: Sequence[Region], limit: int = 3) -> str:
+    parts: list[str] = []
+    for reg in regions[:limit]:
+        el = next((e for e in reg.elements if e.get("side") != "base"),
+                  reg.elements[0] if reg.elements else None)
+        if el is None:
+            parts.append(f"({reg.x},{reg.y} {reg.width}x{reg.height})")
+            continue
+        text = f' "{el["text"][:40]}"' if el.get("text") else ""
+        parts.append(f"{el['selector'][:60]}{text}")
+    more = f" and {len(regions) - limit} more" if len(regions) > limit else ""
+    return ", ".join(parts) + more
+
+
+@dataclass
+class ScreenshotComparison:
+    finding: Finding | None
+    flaky: Flaky | None
+
+
+def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screenshot,
+                       head_shot: Screenshot, out: ArtifactDir, *,
+                       head2_shot: Screenshot | None = None,
+                       masks_in_count: bool = False) -> ScreenshotComparison:
+    """Compare one screenshot of base with head (and head2, for the noise floor).
+
+    ``masks_in_count``: compare the pixels under mask boxes too (for when the browser paints
+    masks, so a moved or resized masked element still shows); by default they are ignored.
+    """
+    flow, viewport, name = head_cap.flow, head_cap.viewport, head_shot.name
+    masks = [] if masks_in_count else _mask_rects(base_shot, head_shot)
+
+    flaky: Flaky | None = None
+    noise: list[Rect] = []
+    threshold = 0
+    size_is_flaky = False
+    if head2_shot is not None:
+        noise_masks = [] if masks_in_count else _mask_rects(head_shot, head2_shot)
+        r2 = compare_files(out.path(head_shot.artifact), out.path(head2_shot.artifact),
+                           ignore=noise_masks)
+        size_is_flaky = r2.size_changed
+        if r2.changed_pixels > 0 or r2.size_changed:
+            flaky_name = _save_diff(r2, out, slug("flaky", flow, viewport, name) + ".png")
+            flaky = Flaky(flow=flow, viewport=viewport, screenshot=name, pixels=r2.changed_pixels,
+                          evidence=[n for n in (flaky_name, head_shot.artifact, head2_shot.artifact)
+                                    if n])
+            noise = _dilate(r2.regions)
+            threshold = r2.changed_pixels
+
+    result = compare_files(out.path(base_shot.artifact), out.path(head_shot.artifact),
+                           ignore=masks + noise)
+    size_change = result.size_changed and not (
+        size_is_flaky and head2_shot is not None
+        and (base_shot.width, base_shot.height) == (head2_shot.width, head2_shot.height))
+    if result.changed_pixels <= threshold and not size_change:
+        return ScreenshotComparison(None, flaky)
+
+    diff_name = _save_diff(result, out, slug("diff", flow, viewport, name) + ".png")
+    head_els = load_elements(out, head_shot)
+    base_els = load_elements(out, base_shot)
+    boxes = sorted(result.regions, key=lambda r: -r.pixels)[:MAX_REGIONS]
+    regions = [_region(b, head_els, base_els) for b in boxes]
+    step = next((s for s in head_cap.steps if s.index == head_shot.step), None)
+    counted = result.changed_pixels if result.changed_pixels > threshold else 0
+    pct = f"{result.ratio * 100:.2f}%"
+    if size_change:
+        (wa, ha), (wb, hb) = result.size_a, result.size_b
+        message = f"screenshot {name!r} changed size from {wa}x{ha} to {wb}x{hb}"
+        if counted:
+            message += (f"; {counted:,} pixels ({pct}) of the common area changed"
+                        f" in {len(result.regions)} region(s): {_describe_regions(regions)}")
+        kind: FindingKind = "size_change"
+    else:
+        message = (f"screenshot {name!r} changed: {counted:,} pixels ({pct})"
+                   f" in {len(result.regions)} region(s): {_describe_regions(regions)}")
+        kind = "visual_change"
+    details: dict[str, Any] = {
+        "key": f"screenshot {name}",
+        "screenshot": name,
+        "changed_pixels": counted,
+        "total_pixels": result.total_pixels,
+        "ratio": result.ratio if counted else 0.0,
+        "ignored_pixels": result.ignored_pixels,
+        "size_base": list(result.size_a),
+        "size_head": list(result.size_b),
+        "regions_total": len(result.regions),
+        "noise_threshold": threshold,
+        "diff": diff_name,
+        "base": base_shot.artifact,
+        "head": head_shot.artifact,
+        "stable": {"base": base_shot.stable, "head": head_shot.stable},
+    }
+    finding = Finding(
+        kind=kind, flow=flow, viewport=viewport, step=head_shot.step,
+        step_description=step.description if step else None, message=message,
+        evidence=[n for n in (diff_name, base_shot.artifact, head_shot.artifact) if n],
+        details=details, regions=regions,
+    )
+    return ScreenshotComparison(finding, flaky)
+
+
+def visual_findings(base: Capture, head: Capture, out: ArtifactDir, *, head2: Capture | None = None,
+                    masks_in_count: bool = False) -> tuple[list[Finding], list[Flaky]]:
+    """Visual findings of one flow×viewport. A screenshot taken on one side only (the flow
+    stopped early) gives no visual finding: the step finding covers it. An unreadable
+    screenshot raises :class:`~diffie.errors.ImageError` (the run cannot be verified)."""
+    base_shots = {s.name: s for s in base.screenshots}
+    head2_shots = {s.name: s for s in head2.screenshots} if head2 else {}
+    findings: list[Finding] = []
+    flaky: list[Flaky] = []
+    for shot in head.screenshots:
+        base_shot = base_shots.get(shot.name)
+        if base_shot is None:
+            continue
+        try:
+            cmp = compare_screenshot(base, head, base_shot, shot, out,
+                                     head2_shot=head2_shots.get(shot.name),
+                                     masks_in_count=masks_in_count)
+        except OSError as exc:   # a missing or unreadable screenshot must not read as "no change"
+            raise ImageError(f"screenshot {shot.name!r} of {head.flow}/{head.viewport} cannot be"
+                             f" compared: {exc}") from exc
+        if cmp.finding is not None:
+            findings.append(cmp.finding)
+        if cmp.flaky is not None:
+            flaky.append(cmp.flaky)
+    return findings, flaky

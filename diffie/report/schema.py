@@ -1,0 +1,36 @@
+"""The verdict's JSON Schema: generated from :class:`diffie.verdict.Verdict`, committed as
+``diffie/schemas/verdict.schema.json`` (a test keeps the two equal) and served by the API.
+
+Regenerate after changing the verdict model::
+
+    python -c "from diffie.report.schema import write_schema; write_schema()"
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diffie.verdict import Verdict
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "verdict.schema.json"
+
+
+def verdict_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a verdict."""
+    schema = Verdict.model_json_schema(mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_text() -> str:
+    """The schema as committed: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(verdict_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schema(path: Path | None = None) -> Path:
+    """Write the schema file (``diffie/schemas/verdict.schema.json`` by default)."""
+    target = path or SCHEMA_PATH
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(schema_text(), encoding="utf-8")
+    return target
