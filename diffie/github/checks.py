@@ -1,0 +1,342 @@
+"""The "Diffie" check run of a pull request's head commit: queued → in_progress → completed.
+
+Every function is idempotent: a check run is found again by its ``external_id`` (the Diffie run
+id) before a new one is created, and annotations already on a check run are not sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from diffie.config import Settings
+from diffie.errors import GitHubError, GitHubUnavailable
+from diffie.github.client import GitHubClient, seg
+from diffie.github.events import APPROVE_IDENTIFIER, CHECK_NAME
+from diffie.github.summary import CHECK_SUMMARY_LIMIT, status_label, verdict_summary
+from diffie.models import Run
+from diffie.verdict import CHANGE_KINDS, Finding, Verdict
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS_PER_REQUEST = 50
+MAX_IMAGES = 20
+MAX_ANNOTATION_TEXT = 64 * 1024 - 1
+
+CONCLUSIONS = {
+    "pass": "success",
+    "changed": "action_required",
+    "fail": "failure",
+    "error": "neutral",
+    "superseded": "cancelled",
+    "cancelled": "cancelled",
+}
+
+APPROVE_ACTION = {"label": "Approve changes", "identifier": APPROVE_IDENTIFIER,
+                  "description": "Accept the visual changes as intended"}
+
+
+def conclusion_for(status: str, *, approved: bool = False) -> str:
+    """The check run conclusion for a verdict status (or ``superseded``/``cancelled``)."""
+    if status == "changed" and approved:
+        return "success"
+    try:
+        return CONCLUSIONS[status]
+    except KeyError:
+        raise ValueError(f"no check run conclusion for status {status!r}") from None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run's check run lives."""
+
+    installation_id: int
+    owner: str
+    repo: str
+    head_sha: str
+    run_id: str
+    pr_number: int | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> Target:
+        ch = run.change
+        if (ch is None or ch.installation_id is None or not ch.gh_owner or not ch.gh_repo
+                or not ch.head_rev):
+            raise GitHubError(f"run {run.id} is not a GitHub pull request change "
+                              "(installation_id, gh_owner, gh_repo and head_rev are needed)")
+        return cls(ch.installation_id, ch.gh_owner, ch.gh_repo, ch.head_rev, run.id,
+                   ch.pr_number)
+
+    @property
+    def repo_path(self) -> str:
+        return f"/repos/{seg(self.owner)}/{seg(self.repo)}"
+
+
+def report_url(settings: Settings, run_id: str) -> str:
+    """The public URL of a run's HTML report."""
+    return f"{settings.public_url.rstrip('/')}/v1/runs/{quote(run_id, safe='')}/report"
+
+
+def artifact_url(settings: Settings, run_id: str, name: str) -> str:
+    return (f"{settings.public_url.rstrip('/')}/v1/runs/{quote(run_id, safe='')}"
+            f"/artifacts/{quote(name, safe='')}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- finding / creating ----------------------------------------------------------------------
+
+def find_check_run(client: GitHubClient, target: Target) -> dict[str, Any] | None:
+    """Our check run for ``target`` (name Diffie, external_id = run id) if it exists."""
+    data = client.get(f"{target.repo_path}/commits/{seg(target.head_sha)}/check-runs",
+                      installation_id=target.installation_id,
+                      params={"check_name": CHECK_NAME, "filter": "all", "per_page": 100})
+    for cr in (data or {}).get("check_runs", []):
+        if cr.get("external_id") == target.run_id and cr.get("name") == CHECK_NAME:
+            return dict(cr)
+    return None
+
+
+def ensure_check_run(client: GitHubClient, run: Run, settings: Settings) -> int:
+    """The id of the run's check run, creating it ``queued`` when it does not exist yet.
+    Sets ``run.check_run_id`` (the caller commits)."""
+    if run.check_run_id:
+        return run.check_run_id
+    target = Target.of(run)
+    found = find_check_run(client, target)
+    if found is None:
+        body = {"name": CHECK_NAME, "head_sha": target.head_sha, "status": "queued",
+                "external_id": target.run_id, "details_url": report_url(settings, run.id),
+                "output": {"title": "Queued", "summary": "Waiting for a worker to verify "
+                           "this change in a fresh VM."}}
+        try:
+            created = client.post(f"{target.repo_path}/check-runs",
+                                  installation_id=target.installation_id, json=body,
+                                  retry_server_errors=False)
+        except GitHubUnavailable:
+            # the POST may have landed before GitHub failed: look again before a second try
+            found = find_check_run(client, target)
+            if found is None:
+                created = client.post(f"{target.repo_path}/check-runs",
+                                      installation_id=target.installation_id, json=body)
+            else:
+                created = found
+        found = created
+    run.check_run_id = int(found["id"])
+    return run.check_run_id
+
+
+def create_queued(client: GitHubClient, run: Run, settings: Settings) -> int:
+    """Router: as soon as the webhook is accepted and the Run row exists."""
+    return ensure_check_run(client, run, settings)
+
+
+def _patch(client: GitHubClient, run: Run, settings: Settings, body: dict[str, Any]) -> \
+        dict[str, Any]:
+    """PATCH the run's check run; a check run deleted on GitHub's side is created again."""
+    check_id = ensure_check_run(client, run, settings)
+    target = Target.of(run)
+    try:
+        return dict(client.patch(f"{target.repo_path}/check-runs/{check_id}",
+                                 installation_id=target.installation_id, json=body) or {})
+    except GitHubError as exc:
+        if exc.status != 404 or isinstance(exc, GitHubUnavailable):
+            raise
+        log.warning("check run %s of run %s is gone; creating a new one", check_id, run.id)
+        run.check_run_id = None
+        check_id = ensure_check_run(client, run, settings)
+        return dict(client.patch(f"{target.repo_path}/check-runs/{check_id}",
+                                 installation_id=target.installation_id, json=body) or {})
+
+
+def mark_in_progress(client: GitHubClient, run: Run, settings: Settings) -> int:
+    """Worker: when it starts verifying the run."""
+    _patch(client, run, settings, {
+        "status": "in_progress", "started_at": _now(),
+        "details_url": report_url(settings, run.id),
+        "output": {"title": "Verifying", "summary": "Restoring a VM snapshot, deploying base "
+                   "and head, and driving the browser through the flows."}})
+    assert run.check_run_id is not None
+    return run.check_run_id
+
+
+def cancel(client: GitHubClient, run: Run, settings: Settings, *,
+           reason: str = "Superseded by a newer push.") -> None:
+    """Complete the run's check run as ``cancelled`` (superseded, PR closed, ...).
+    Does nothing when the run never got a check run."""
+    if not run.check_run_id:
+        found = find_check_run(client, Target.of(run))
+        if found is None:
+            return
+        run.check_run_id = int(found["id"])
+    _patch(client, run, settings, {
+        "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
+        "output": {"title": "Cancelled", "summary": reason[:CHECK_SUMMARY_LIMIT]}})
+
+
+# -- output ----------------------------------------------------------------------------------
+
+def title_for(verdict: Verdict, *, approved: bool = False) -> str:
+    label = status_label(verdict, approved=approved)
+    head = {"pass": "Passed", "changed": "Visual changes to approve", "fail": "Failed",
+            "error": "Could not verify", "approved": "Visual changes approved"}.get(label, label)
+    n = len(verdict.findings)
+    if label in ("changed", "fail", "approved") and n:
+        head += f" ({n} finding{'s' if n != 1 else ''})"
+    return head[:255]
+
+
+def images_for(verdict: Verdict, settings: Settings) -> list[dict[str, str]]:
+    """Diff images of the visual findings, by public URL (at most MAX_IMAGES)."""
+    images: list[dict[str, str]] = []
+    for f in verdict.findings:
+        if f.kind not in CHANGE_KINDS:
+            continue
+        pngs = [e for e in f.evidence if e.lower().endswith((".png", ".jpg", ".jpeg", ".webp"))]
+        diffs = [e for e in pngs if "diff" in e.lower()] or pngs[:1]
+        for name in diffs:
+            where = " / ".join(x for x in (f.flow, f.viewport) if x)
+            images.append({"alt": f"visual change {where}".strip()[:200],
+                           "image_url": artifact_url(settings, verdict.run_id, name),
+                           "caption": f.message[:500]})
+            if len(images) >= MAX_IMAGES:
+                return images
+    return images
+
+
+_PATH_KEYS = ("path", "file", "repo_path")
+_URL_KEYS = ("source_url", "url", "source")
+_LINE_KEYS = ("line", "line_number", "lineNumber", "start_line")
+
+
+def _first(details: dict[str, Any], keys: Sequence[str]) -> Any:
+    for k in keys:
+        if details.get(k) not in (None, ""):
+            return details[k]
+    return None
+
+
+def resolve_path(ref: str, repo_files: Collection[str] | None) -> str | None:
+    """A repository path for a finding's file reference: itself if it is a repository file,
+    or, for a URL such as ``http://host/static/cart.js?v=2``, the one repository file whose path
+    ends with the longest part of the URL's path (``.../static/cart.js``)."""
+    ref = ref.strip()
+    if not ref:
+        return None
+    if "://" not in ref:
+        rel = ref
+        while rel.startswith("./"):
+            rel = rel[2:]
+        if not rel.startswith("/") and (repo_files is None or rel in repo_files):
+            return rel if ".." not in rel.split("/") else None
+    if repo_files is None:
+        return None
+    parts = [p for p in urlsplit(ref).path.split("/") if p]
+    for start in range(len(parts)):
+        suffix = "/".join(parts[start:])
+        hits = [p for p in repo_files if p == suffix or p.endswith("/" + suffix)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            return None       # ambiguous even at the longest suffix: do not guess
+    return None
+
+
+def annotation_for(f: Finding, repo_files: Collection[str] | None = None) -> dict[str, Any] | None:
+    """A check-run annotation when the finding names a file and a line in the repository."""
+    d = f.details or {}
+    line = _first(d, _LINE_KEYS)
+    try:
+        start = int(line)
+    except (TypeError, ValueError):
+        return None
+    if start < 1:
+        return None
+    path = None
+    ref = _first(d, _PATH_KEYS)
+    if isinstance(ref, str):
+        path = resolve_path(ref, repo_files)
+    if path is None:
+        url = _first(d, _URL_KEYS)
+        if isinstance(url, str) and repo_files is not None:
+            path = resolve_path(url, repo_files)
+    if path is None:
+        return None
+    try:
+        end = max(start, int(d.get("end_line", start)))
+    except (TypeError, ValueError):
+        end = start
+    level = "notice" if f.pre_existing else ("warning" if f.kind in CHANGE_KINDS else "failure")
+    where = " / ".join(x for x in (f.flow, f.viewport) if x)
+    ann: dict[str, Any] = {
+        "path": path, "start_line": start, "end_line": end, "annotation_level": level,
+        "message": f.message[:MAX_ANNOTATION_TEXT] or f.kind,
+        "title": f"{f.kind}" + (f" in {where}" if where else "")}
+    col = d.get("column", d.get("column_number", d.get("columnNumber")))
+    if start == end and isinstance(col, int) and col >= 1:
+        ann["start_column"] = ann["end_column"] = col
+    stack = d.get("stack")
+    if isinstance(stack, str) and stack:
+        ann["raw_details"] = stack[:MAX_ANNOTATION_TEXT]
+    return ann
+
+
+def annotations_for(verdict: Verdict, repo_files: Collection[str] | None = None) -> \
+        list[dict[str, Any]]:
+    out = []
+    for f in verdict.findings:
+        ann = annotation_for(f, repo_files)
+        if ann is not None:
+            out.append(ann)
+    return out
+
+
+def batches(items: Sequence[Any], size: int = ANNOTATIONS_PER_REQUEST) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+# -- completing ------------------------------------------------------------------------------
+
+def complete(client: GitHubClient, run: Run, verdict: Verdict, settings: Settings, *,
+             approved: bool = False, repo_files: Collection[str] | None = None) -> str:
+    """Complete the run's check run with the verdict's conclusion, summary, images and
+    annotations (50 per request; annotations already on the check run are not re-sent).
+    Returns the conclusion."""
+    conclusion = conclusion_for(verdict.status, approved=approved)
+    url = verdict.report_url or report_url(settings, run.id)
+    output: dict[str, Any] = {
+        "title": title_for(verdict, approved=approved),
+        "summary": verdict_summary(verdict, report_url=url, approved=approved,
+                                   limit=CHECK_SUMMARY_LIMIT)}
+    images = images_for(verdict, settings)
+    if images:
+        output["images"] = images
+    annotations = annotations_for(verdict, repo_files)
+
+    check_id = ensure_check_run(client, run, settings)
+    target = Target.of(run)
+    already = 0
+    if annotations:
+        current = client.get(f"{target.repo_path}/check-runs/{check_id}",
+                             installation_id=target.installation_id) or {}
+        already = int((current.get("output") or {}).get("annotations_count") or 0)
+    pending = annotations[already:]
+    chunks = list(batches(pending))
+    first = chunks[0] if chunks else []
+    body: dict[str, Any] = {
+        "status": "completed", "conclusion": conclusion, "completed_at": _now(),
+        "details_url": url, "output": {**output, **({"annotations": first} if first else {})},
+        "actions": [APPROVE_ACTION] if conclusion == "action_required" else []}
+    _patch(client, run, settings, body)
+    for chunk in chunks[1:]:
+        _patch(client, run, settings, {"output": {"title": output["title"],
+                                                  "summary": output["summary"],
+                                                  "annotations": chunk}})
+    return conclusion
