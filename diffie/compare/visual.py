@@ -93,19 +93,24 @@ def _encloses(el: Element, r: Rect) -> bool:
 
 def elements_under(rect: Rect, elements: Sequence[Element], limit: int = ELEMENTS_PER_REGION,
                    ) -> list[Element]:
-    """The elements that best name a changed region: the smallest element enclosing it, then the
-    elements mostly inside it (largest overlap first), then the smallest overlapping ones."""
+    """The elements that best name a changed region: the smallest element enclosing it, the
+    elements mostly inside it (largest overlap first), then the smallest overlapping ones.
+    When the enclosing element is much larger than the region (``body`` around a moved
+    button), the elements inside come first: they are the more specific answer."""
     touching = [e for e in elements if _overlap(e, rect) > 0]
-    picks: list[Element] = []
-    enclosing = sorted((e for e in touching if _encloses(e, rect)), key=lambda e: e.area)
-    if enclosing:
-        picks.append(enclosing[0])
+    enclosing = sorted((e for e in touching if _encloses(e, rect)), key=lambda e: e.area)[:1]
     inside = sorted((e for e in touching if not _encloses(e, rect)
                      and _overlap(e, rect) >= 0.5 * e.area), key=lambda e: -_overlap(e, rect))
     partial = sorted((e for e in touching if not _encloses(e, rect)
                       and _overlap(e, rect) < 0.5 * e.area), key=lambda e: e.area)
-    seen = {e.selector for e in picks}
-    for e in inside + partial:
+    area = max(rect[2] * rect[3], 1)
+    if enclosing and inside and enclosing[0].area > 4 * area:
+        ordered = inside[:1] + enclosing + inside[1:] + partial
+    else:
+        ordered = enclosing + inside + partial
+    picks: list[Element] = []
+    seen: set[str] = set()
+    for e in ordered:
         if len(picks) >= limit:
             break
         if e.selector not in seen:
@@ -114,14 +119,39 @@ def elements_under(rect: Rect, elements: Sequence[Element], limit: int = ELEMENT
     return picks
 
 
+def _box_text(e: Element) -> str:
+    return f"{e.x:.0f},{e.y:.0f} {e.width:.0f}x{e.height:.0f}"
+
+
 def _region(box: RegionBox, head_els: Sequence[Element], base_els: Sequence[Element]) -> Region:
+    """A Region naming its elements: ``selector``, ``text``, ``box`` (head page coordinates);
+    ``base_box`` when the same selector sat elsewhere on base (it moved or resized);
+    ``side: base`` for an element only found there (removed, or moved away)."""
     rect = (box.x, box.y, box.width, box.height)
-    names: list[dict[str, str]] = [{"selector": e.selector, "text": e.text}
-                                   for e in elements_under(rect, head_els)]
+    base_by_selector: dict[str, Element] = {}
+    for e in base_els:
+        base_by_selector.setdefault(e.selector, e)
+    names: list[dict[str, str]] = []
+    for e in elements_under(rect, head_els):
+        entry = {"selector": e.selector, "text": e.text, "box": _box_text(e)}
+        before = base_by_selector.get(e.selector)
+        if before is not None and _box_text(before) != entry["box"]:
+            entry["base_box"] = _box_text(before)
+        names.append(entry)
+    names.sort(key=lambda n: "base_box" not in n)      # a moved element explains the most
+    head_picks = elements_under(rect, head_els, limit=1)
+    vague = not head_picks or (_encloses(head_picks[0], rect)
+                               and head_picks[0].area > 4 * max(box.width * box.height, 1))
     known = {n["selector"] for n in names}
     for e in elements_under(rect, base_els, limit=2):   # what was there before (removed, moved)
         if e.selector not in known:
-            names.append({"selector": e.selector, "text": e.text, "side": "base"})
+            entry = {"selector": e.selector, "text": e.text, "box": _box_text(e), "side": "base"}
+            # only a large container on head: the element that disappeared says more
+            if vague and not (_encloses(e, rect) and e.area > 4 * max(box.width * box.height, 1)):
+                names.insert(0, entry)
+                vague = False
+            else:
+                names.append(entry)
             known.add(e.selector)
     return Region(x=box.x, y=box.y, width=box.width, height=box.height, pixels=box.pixels,
                   elements=names)
@@ -147,13 +177,14 @@ def _save_diff(result: DiffResult, out: ArtifactDir, name: str) -> str | None:
 def _describe_regions(regions: Sequence[Region], limit: int = 3) -> str:
     parts: list[str] = []
     for reg in regions[:limit]:
-        el = next((e for e in reg.elements if e.get("side") != "base"),
-                  reg.elements[0] if reg.elements else None)
+        el = reg.elements[0] if reg.elements else None
         if el is None:
             parts.append(f"({reg.x},{reg.y} {reg.width}x{reg.height})")
             continue
         text = f' "{el["text"][:40]}"' if el.get("text") else ""
-        parts.append(f"{el['selector'][:60]}{text}")
+        moved = f" (was at {el['base_box']})" if el.get("base_box") else ""
+        gone = " (on base)" if el.get("side") == "base" else ""
+        parts.append(f"{el['selector'][:60]}{text}{moved}{gone}")
     more = f" and {len(regions) - limit} more" if len(regions) > limit else ""
     return ", ".join(parts) + more
 

@@ -1,0 +1,53 @@
+"""compare_runs: pairing by flow×viewport, stable ids, logs and visual together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from diffie.artifacts import ArtifactDir
+from diffie.capture import Capture, ConsoleEntry, Screenshot, StepResult
+from diffie.compare.findings import compare_runs
+from diffie.verdict import judge
+
+
+def shot(out: ArtifactDir, name: str, colour: str) -> Screenshot:
+    Image.new("RGBA", (40, 30), colour).save(out.path(name))
+    return Screenshot(name="page", step=1, artifact=name, width=40, height=30)
+
+
+def cap(side: str, flow: str, viewport: str, port: int, *, errors=(), screenshots=()) -> Capture:
+    return Capture(
+        flow=flow, viewport=viewport, side=side,  # type: ignore[arg-type]
+        steps=[StepResult(index=0, action="goto", description="goto /", ok=True),
+               StepResult(index=1, action="screenshot", description="screenshot page", ok=True)],
+        console=[ConsoleEntry(type="error", text=f"{e} (http://127.0.0.1:{port}/app.js:1:{port})")
+                 for e in errors],
+        screenshots=list(screenshots))
+
+
+def test_pairs_by_flow_and_viewport_and_ids_are_stable_across_hosts(tmp_path: Path):
+    out = ArtifactDir(tmp_path).ensure()
+    base = [cap("base", "home", "desktop", 8001, errors=["old"], screenshots=[shot(out, "b1.png", "white")]),
+            cap("base", "home", "mobile", 8001, screenshots=[shot(out, "b2.png", "white")])]
+    head = [cap("head", "home", "mobile", 9001, errors=["new"], screenshots=[shot(out, "h2.png", "red")]),
+            cap("head", "home", "desktop", 9001, errors=["old"], screenshots=[shot(out, "h1.png", "white")])]
+    findings, flaky = compare_runs(base, head, out)
+    assert flaky == []
+    assert [(f.kind, f.flow, f.viewport) for f in findings] == [
+        ("console_error", "home", "mobile"), ("visual_change", "home", "mobile")]
+    assert len({f.id for f in findings}) == 2 and all(f.id for f in findings)
+
+    head_other_port = [cap("head", "home", "mobile", 7777, errors=["new"],
+                           screenshots=[shot(out, "h3.png", "red")])]
+    again, _ = compare_runs(base, head_other_port, out)
+    assert [f.id for f in again] == [f.id for f in findings]
+    assert judge("r", findings).status == "fail"
+    assert judge("r", findings[1:]).status == "changed"
+
+
+def test_head_flow_without_base_is_compared_against_nothing(tmp_path: Path):
+    out = ArtifactDir(tmp_path).ensure()
+    findings, _ = compare_runs([], [cap("head", "new-flow", "desktop", 9001, errors=["boom"])], out)
+    assert [f.kind for f in findings] == ["console_error"]
