@@ -1,0 +1,170 @@
+"""The element map: which DOM element covers which part of a screenshot.
+
+Taken right after each screenshot, written as a JSON artifact next to it: a list of visible
+elements in document order (parents before children), each
+``{"selector", "text", "x", "y", "width", "height"}``. Coordinates are CSS pixels in the
+screenshot's own space (screenshots are taken with ``scale="css"``): for a full-page shot that is
+page coordinates; for a viewport shot, page coordinates minus the scroll offset. The comparer uses
+it to say which element a changed region covers ("``#cart > li:nth-of-type(2)`` 'Blue mug' moved").
+
+The selector is short and unique-ish: the nearest ancestor with a unique id, then
+``tag.class.class:nth-of-type(n)`` segments, at most :data:`MAX_DEPTH` of them. Everything comes
+from the page under test: sizes are bounded again on this side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from playwright.sync_api import Page
+
+from diffie.browser.stabilise import evaluate
+from diffie.capture import Box
+
+MAX_ELEMENTS = 2000
+MAX_ELEMENT_TEXT = 80
+MAX_SELECTOR = 300
+MAX_DEPTH = 10
+MAX_MASK_BOXES = 200
+
+_ELEMENT_MAP_JS = r"""
+([limit, maxText, maxDepth, fullPage]) => {
+  const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK', 'TITLE']);
+  const ox = fullPage ? window.scrollX : 0, oy = fullPage ? window.scrollY : 0;
+  const vw = window.innerWidth, vh = window.innerHeight;
+  const cache = new Map();
+  const ident = /^-?[A-Za-z_][A-Za-z0-9_-]*$/;
+  const idCounts = new Map();
+  for (const el of document.querySelectorAll('[id]')) idCounts.set(el.id, (idCounts.get(el.id) || 0) + 1);
+  const segment = (el) => {
+    let s = el.tagName.toLowerCase();
+    for (const c of Array.from(el.classList).filter(c => ident.test(c)).slice(0, 2)) s += '.' + c;
+    const parent = el.parentElement;
+    if (parent) {
+      let n = 0, idx = 0;
+      for (const sib of parent.children) {
+        if (sib.tagName === el.tagName) { n++; if (sib === el) idx = n; }
+      }
+      if (n > 1) s += ':nth-of-type(' + idx + ')';
+    }
+    return s;
+  };
+  const selector = (el) => {
+    if (cache.has(el)) return cache.get(el);
+    let out;
+    if (el.id && ident.test(el.id) && idCounts.get(el.id) === 1) out = {sel: '#' + el.id, depth: 1};
+    else if (el === document.body || !el.parentElement || el.parentElement === document.documentElement)
+      out = {sel: el.tagName.toLowerCase(), depth: 1};
+    else {
+      const up = selector(el.parentElement);
+      if (up.depth >= maxDepth) out = {sel: segment(el), depth: 1, cut: true};
+      else out = {sel: up.sel + ' > ' + segment(el), depth: up.depth + 1};
+    }
+    cache.set(el, out);
+    return out;
+  };
+  const textOf = (el) => {
+    const label = el.getAttribute('aria-label') || el.getAttribute('alt') || el.getAttribute('placeholder');
+    if (label) return label.replace(/\s+/g, ' ').trim().slice(0, maxText);
+    let text = '';
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT, {
+      acceptNode: (n) => (n.parentElement && SKIP.has(n.parentElement.tagName))
+        ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT,
+    });
+    let steps = 0;
+    while (text.length < maxText * 2 && walker.nextNode() && steps++ < 500) {
+      text += ' ' + walker.currentNode.data;
+    }
+    return text.replace(/\s+/g, ' ').trim().slice(0, maxText);
+  };
+  const out = [];
+  const all = document.body ? document.body.querySelectorAll('*') : [];
+  for (const el of [document.body, ...all]) {
+    if (!el || out.length >= limit) break;
+    if (SKIP.has(el.tagName)) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1) continue;
+    if (!fullPage && (r.right <= 0 || r.bottom <= 0 || r.left >= vw || r.top >= vh)) continue;
+    const visible = !el.checkVisibility
+      || el.checkVisibility({opacityProperty: true, visibilityProperty: true});
+    if (!visible) continue;
+    out.push({selector: selector(el).sel, text: textOf(el),
+              x: r.left + ox, y: r.top + oy, width: r.width, height: r.height});
+  }
+  return out;
+}
+"""
+
+_MASK_BOXES_JS = r"""
+([selectors, fullPage, limit]) => {
+  const ox = fullPage ? window.scrollX : 0, oy = fullPage ? window.scrollY : 0;
+  const out = [];
+  for (const sel of selectors) {
+    let els = [];
+    try { els = document.querySelectorAll(sel); } catch (e) { continue; }
+    for (const el of els) {
+      if (out.length >= limit) return out;
+      const r = el.getBoundingClientRect();
+      if (r.width < 1 || r.height < 1) continue;
+      out.push([r.left + ox, r.top + oy, r.width, r.height]);
+    }
+  }
+  return out;
+}
+"""
+
+
+def _num(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(round(value))
+
+
+def _clean_element(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        return None
+    selector, text = raw.get("selector"), raw.get("text")
+    if not isinstance(selector, str) or not selector:
+        return None
+    nums = [_num(raw.get(k)) for k in ("x", "y", "width", "height")]
+    if any(n is None for n in nums):
+        return None
+    x, y, w, h = (n or 0 for n in nums)
+    return {"selector": selector[:MAX_SELECTOR],
+            "text": text[:MAX_ELEMENT_TEXT] if isinstance(text, str) else "",
+            "x": x, "y": y, "width": w, "height": h}
+
+
+def element_map(page: Page, *, full_page: bool, timeout_ms: float = 5000,
+                limit: int = MAX_ELEMENTS) -> list[dict[str, Any]]:
+    """Visible elements with their boxes (screenshot coordinates), selector and text."""
+    raw = evaluate(page, _ELEMENT_MAP_JS, [limit, MAX_ELEMENT_TEXT, MAX_DEPTH, full_page],
+                   timeout_ms=timeout_ms)
+    if not isinstance(raw, list):
+        return []
+    cleaned = (_clean_element(item) for item in raw[:limit])
+    return [item for item in cleaned if item is not None]
+
+
+def element_map_json(elements: list[dict[str, Any]]) -> bytes:
+    return json.dumps(elements, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def mask_boxes(page: Page, selectors: list[str], *, full_page: bool,
+               timeout_ms: float = 5000) -> list[Box]:
+    """Boxes (screenshot coordinates) of every element the mask selectors match."""
+    if not selectors:
+        return []
+    raw = evaluate(page, _MASK_BOXES_JS, [selectors, full_page, MAX_MASK_BOXES], timeout_ms=timeout_ms)
+    boxes: list[Box] = []
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, list) or len(item) != 4:
+            continue
+        nums = [_num(v) for v in item]
+        if any(n is None for n in nums):
+            continue
+        x, y, w, h = (n or 0 for n in nums)
+        boxes.append(Box(x=x, y=y, width=w, height=h))
+    return boxes
