@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from diffie.capture import Capture, ConsoleEntry, PageError, RequestIssue, StepResult
+from diffie.capture import MAX_TEXT, Capture, ConsoleEntry, PageError, RequestIssue, StepResult
 from diffie.verdict import Finding, FindingKind
 
 MAX_MESSAGE = 300          # characters of app text quoted in a finding's message
@@ -78,6 +78,11 @@ def clip(text: str | None, limit: int = MAX_MESSAGE) -> str:
         return ""
     one = _WS.sub(" ", text).strip()
     return one if len(one) <= limit else one[: limit - 1] + "…"
+
+
+def _raw(text: str | None) -> str | None:
+    """App text kept in details: whole, up to the capture bound (the browser bounds it too)."""
+    return None if text is None else text[:MAX_TEXT]
 
 
 def _step(cap: Capture, index: int | None) -> StepResult | None:
@@ -165,7 +170,7 @@ def console_findings(base: Capture | None, head: Capture) -> list[Finding]:
         findings.append(Finding(
             kind="console_error", flow=head.flow, viewport=head.viewport, message=msg,
             evidence=_evidence(head, first.step),
-            details={"key": key, "text": first.text, "url": first.url, "line": first.line,
+            details={"key": key[:500], "text": _raw(first.text), "url": _raw(first.url), "line": first.line,
                      "column": first.column, "count": len(group),
                      **_step_fields(head, first.step)},
             **_step_fields(head, first.step),
@@ -187,7 +192,8 @@ def page_error_findings(base: Capture | None, head: Capture) -> list[Finding]:
         findings.append(Finding(
             kind="page_error", flow=head.flow, viewport=head.viewport, message=msg,
             evidence=_evidence(head, first.step),
-            details={"key": key, "name": first.name, "message": first.message, "url": first.url,
+            details={"key": key[:500], "name": first.name, "message": _raw(first.message),
+                     "url": _raw(first.url),
                      "line": first.line, "column": first.column,
                      "stack": (first.stack or "")[:MAX_STACK] or None, "count": len(group),
                      **_step_fields(head, first.step)},
@@ -213,9 +219,9 @@ def request_findings(base: Capture | None, head: Capture) -> list[Finding]:
         findings.append(Finding(
             kind="request_failed", flow=head.flow, viewport=head.viewport, message=msg,
             evidence=_evidence(head, first.step),
-            details={"key": key, "method": first.method.upper(), "url": first.url,
+            details={"key": key[:500], "method": first.method.upper(), "url": _raw(first.url),
                      "path": url_path(first.url), "status": first.status,
-                     "failure": first.failure, "resource_type": first.resource_type,
+                     "failure": _raw(first.failure), "resource_type": first.resource_type,
                      "count": len(group), **_step_fields(head, first.step)},
             **_step_fields(head, first.step),
         ))
@@ -242,7 +248,7 @@ def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
             step_description=st.description, message=msg, pre_existing=pre,
             evidence=_evidence(head, st.index),
             details={"key": f"{st.index} {st.action} {normalise(st.description)}",
-                     "action": st.action, "description": st.description, "error": st.error,
+                     "action": st.action, "description": st.description, "error": _raw(st.error),
                      "spec_line": st.line, "duration_ms": round(st.duration_ms, 1),
                      "base_ok": None if base_st is None else base_st.ok},
         ))
