@@ -1,0 +1,1 @@
+"""Comparing base and head captures: pixel diffs (pixeldiff), visual findings and logs."""

@@ -1,0 +1,647 @@
+"""Pixel diff with exactly mapbox/pixelmatch 7.2.0's answers, vectorised with NumPy.
+
+The reference is pixelmatch 7.2.0 (npm). Every number below is computed in float64 in the
+same order of operations as the JavaScript, and stored the way a ``Uint8Array`` stores a
+double (truncated toward zero, modulo 256), so counts and diff images are byte-equal to the
+reference (see ``tests/unit/test_pixeldiff.py``, which runs upstream's own fixtures).
+
+Outline (per pair of RGBA images):
+
+1. Pixels whose 32-bit RGBA values are equal cannot differ (fast path: all equal).
+2. For the others, the YIQ colour delta (Kotsarenko & Ramos) is compared with
+   ``35215 * threshold**2``.
+3. Only the pixels over the threshold go through anti-aliasing detection (Vysniauskas
+   2009): the 3x3 neighbourhood in each image is inspected, vectorised over that set.
+4. The output shows unchanged pixels as a faded grey copy of ``img1``, anti-aliased pixels
+   in ``aa_color`` and counted differences in ``diff_color`` (``diff_color_alt`` where
+   ``img2`` is darker).
+
+``checkerboard=True`` (default, 7.x) blends semi-transparent pixels with a checkerboard-like
+background before comparing them; ``checkerboard=False`` reproduces pixelmatch 5.x/6.x, which
+blends them with white (as the PyPI ``pixelmatch`` port and Playwright's comparator do),
+using 5.x's own arithmetic.
+
+``diff_regions`` builds Diffie's view on top: common area of differently sized screenshots,
+ignore rectangles, and changed pixels clustered into boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from diffie.errors import ImageError
+
+__all__ = [
+    "DiffResult",
+    "RegionBox",
+    "compare_files",
+    "diff_regions",
+    "pixelmatch",
+    "pixelmatch_images",
+]
+
+U8 = npt.NDArray[np.uint8]
+U32 = npt.NDArray[np.uint32]
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+# YIQ coefficients, exactly as written in pixelmatch.
+_Y = (0.29889531, 0.58662247, 0.11448223)
+_I = (0.59597799, 0.27417610, 0.32180189)
+_Q = (0.21147017, 0.52261711, 0.31114694)
+_PHI = 1.618033988749895
+_PHI2 = 2.618033988749895
+
+# The 8 neighbours in the order pixelmatch visits them: x outer, y inner. The order decides
+# which of several equally dark (bright) neighbours is "the" darkest (brightest) one.
+_NDX = np.array([-1, -1, -1, 0, 0, 1, 1, 1], dtype=np.int64)[:, None]
+_NDY = np.array([-1, 0, 1, -1, 1, -1, 0, 1], dtype=np.int64)[:, None]
+
+_CHUNK = 1 << 16  # pixels per block when drawing the grey background (stays in cache)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_rgba(name: str, img: object) -> U8:
+    if not isinstance(img, np.ndarray):
+        raise ImageError(f"{name} must be a numpy.ndarray of RGBA pixels, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise ImageError(f"{name} must have dtype uint8 (8-bit RGBA), got {img.dtype}")
+    if img.ndim != 3 or img.shape[2] != 4:
+        raise ImageError(
+            f"{name} must have shape (height, width, 4) (RGBA), got {tuple(img.shape)}; "
+            "convert it first, e.g. PIL's image.convert('RGBA')"
+        )
+    return np.ascontiguousarray(img)
+
+
+def _size(img: np.ndarray) -> tuple[int, int]:
+    return int(img.shape[1]), int(img.shape[0])
+
+
+def _rgb_tuple(name: str, value: Sequence[float]) -> tuple[float, float, float]:
+    if len(value) != 3:
+        raise ImageError(f"{name} must be an (r, g, b) triple, got {value!r}")
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def _to_byte(v: float) -> int:
+    """What storing ``v`` into a Uint8Array keeps: truncation, then modulo 256."""
+    if not math.isfinite(v):
+        return 0
+    return int(math.trunc(v)) & 0xFF
+
+
+def _pixel_u32(rgb: tuple[float, float, float]) -> np.uint32:
+    raw = np.array([_to_byte(rgb[0]), _to_byte(rgb[1]), _to_byte(rgb[2]), 255], dtype=np.uint8)
+    return raw.view(np.uint32)[0]
+
+
+_GRAY_MUL = np.array([1, 1, 1, 0], dtype=np.uint8).view(np.uint32)[0]
+_OPAQUE = np.array([0, 0, 0, 255], dtype=np.uint8).view(np.uint32)[0]
+
+
+# --------------------------------------------------------------------------- colour maths
+
+
+def _delta(p1: U8, p2: U8, k: I64, checkerboard: bool, y_only: bool) -> F64:
+    """pixelmatch's colorDelta over arrays of pixel pairs (``p1[..., :4]`` vs ``p2``).
+
+    ``k`` is the byte offset of the first pixel (it places the 7.x checkerboard background).
+    Returns the signed squared YIQ distance (negative where ``p2`` is darker), or the
+    brightness difference only when ``y_only``. Identical pixels give exactly 0.
+    """
+    p1, p2 = np.broadcast_arrays(p1, p2)
+    r1, g1, b1, a1 = (p1[..., c] for c in range(4))
+    r2, g2, b2, a2 = (p2[..., c] for c in range(4))
+    if checkerboard:
+        dr = np.subtract(r1, r2, dtype=np.float64)
+        dg = np.subtract(g1, g2, dtype=np.float64)
+        db = np.subtract(b1, b2, dtype=np.float64)
+        semi = (a1 < 255) | (a2 < 255)
+        if semi.any():
+            kk = np.broadcast_to(k, semi.shape)[semi]
+            fa1 = a1[semi].astype(np.int64)
+            fa2 = a2[semi].astype(np.int64)
+            da = fa1 - fa2
+            for d, c1, c2, bg in (
+                (dr, r1, r2, 48 + 159 * (kk % 2)),
+                (dg, g1, g2, 48 + 159 * _js_int32_mod2(kk / _PHI)),
+                (db, b1, b2, 48 + 159 * _js_int32_mod2(kk / _PHI2)),
+            ):
+                num = c1[semi].astype(np.int64) * fa1 - c2[semi].astype(np.int64) * fa2 - bg * da
+                d[semi] = num / 255.0
+        y = dr * _Y[0] + dg * _Y[1] + db * _Y[2]
+        if y_only:
+            return y
+        i = dr * _I[0] - dg * _I[1] - db * _I[2]
+        q = dr * _Q[0] - dg * _Q[1] + db * _Q[2]
+    else:
+        fr1, fg1, fb1 = _blend_white(r1, g1, b1, a1)
+        fr2, fg2, fb2 = _blend_white(r2, g2, b2, a2)
+        y = (fr1 * _Y[0] + fg1 * _Y[1] + fb1 * _Y[2]) - (fr2 * _Y[0] + fg2 * _Y[1] + fb2 * _Y[2])
+        if y_only:
+            return y
+        i = (fr1 * _I[0] - fg1 * _I[1] - fb1 * _I[2]) - (fr2 * _I[0] - fg2 * _I[1] - fb2 * _I[2])
+        q = (fr1 * _Q[0] - fg1 * _Q[1] + fb1 * _Q[2]) - (fr2 * _Q[0] - fg2 * _Q[1] + fb2 * _Q[2])
+    delta: F64 = 0.5053 * y * y + 0.299 * i * i + 0.1957 * q * q
+    np.negative(delta, out=delta, where=y > 0)
+    return delta
+
+
+def _js_int32_mod2(v: F64) -> I64:
+    """``(v | 0) % 2`` in JavaScript: ToInt32 (truncate, wrap to 32 bits), remainder with sign."""
+    t = np.trunc(v).astype(np.int64)
+    t = ((t + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+    return np.fmod(t, 2)
+
+
+def _blend_white(r: U8, g: U8, b: U8, a: U8) -> tuple[F64, F64, F64]:
+    """pixelmatch 5.x: ``255 + (c - 255) * (a / 255)`` for pixels with alpha < 255."""
+    fr = r.astype(np.float64)
+    fg = g.astype(np.float64)
+    fb = b.astype(np.float64)
+    semi = a < 255
+    if semi.any():
+        fa = a[semi] / 255.0
+        for f in (fr, fg, fb):
+            f[semi] = 255.0 + (f[semi] - 255.0) * fa
+    return fr, fg, fb
+
+
+def _gray(px: U8, alpha: float, checkerboard: bool, out32: U32) -> None:
+    """drawGrayPixel for every pixel: ``255 + (Y - 255) * alpha * a / 255``, truncated."""
+    n = px.shape[0]
+    safe = 0.0 <= alpha <= 1.0  # then every value is in (-1, 256) and a plain cast truncates
+    buf = np.empty(min(n, _CHUNK), dtype=np.float64)
+    tmp = np.empty_like(buf)
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        p = px[s:e]
+        v = buf[: e - s]
+        t = tmp[: e - s]
+        np.multiply(p[:, 0], _Y[0], out=v)
+        np.multiply(p[:, 1], _Y[1], out=t)
+        v += t
+        np.multiply(p[:, 2], _Y[2], out=t)
+        v += t
+        v -= 255.0
+        if checkerboard:  # 7.x: ((Y - 255) * alpha * a) / 255
+            v *= alpha
+            np.multiply(v, p[:, 3], out=v)
+            v /= 255.0
+        else:  # 5.x: blend(Y, alpha * a / 255)
+            np.multiply(p[:, 3], alpha, out=t)
+            t /= 255.0
+            v *= t
+        v += 255.0
+        if safe:
+            g = v.astype(np.uint32)
+        else:
+            g = (np.trunc(v).astype(np.int64) & 0xFF).astype(np.uint32)
+        g *= _GRAY_MUL
+        g |= _OPAQUE
+        out32[s:e] = g
+
+
+# --------------------------------------------------------------------------- anti-aliasing
+
+
+def _neighbours(idx: I64, w: int, h: int) -> tuple[I64, I64, I64]:
+    """Flat indices of the 8 neighbours (shape (8, n)), border flag (0/1), invalid count.
+
+    Neighbours outside the image point at the pixel itself; ``invalid`` counts them.
+    """
+    nidx = idx + (_NDY * w + _NDX)
+    y = idx // w
+    x = idx - y * w
+    edge = (x == 0) | (x == w - 1) | (y == 0) | (y == h - 1)
+    invalid = np.zeros(idx.shape[0], dtype=np.int64)
+    b = np.flatnonzero(edge)
+    if b.size:
+        nx = x[b] + _NDX
+        ny = y[b] + _NDY
+        valid = (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
+        nidx[:, b] = np.where(valid, nidx[:, b], idx[b])
+        invalid[b] = 8 - valid.sum(axis=0)
+    return nidx, edge.astype(np.int64), invalid
+
+
+def _many_siblings_in_both(img32: U32, other32: U32, pos: I64, w: int, h: int) -> Bool:
+    """hasManySiblings(img, pos) && hasManySiblings(other, pos).
+
+    A pixel has many siblings when 3+ of its 8 neighbours (a border counts as one) have
+    exactly its RGBA value.
+    """
+    nidx, border, invalid = _neighbours(pos, w, h)
+    base = border - invalid  # invalid neighbours point at the pixel itself: always equal
+    many = base + (img32[nidx] == img32[pos]).sum(axis=0) > 2
+    many &= base + (other32[nidx] == other32[pos]).sum(axis=0) > 2
+    return many
+
+
+def _brightness_key8(v: U32) -> F64:
+    """``8e8 * Y`` of opaque pixels, exactly (integers below 2**38), from packed RGBA values.
+
+    For two opaque pixels, ``key(p) - key(q)`` has the sign of pixelmatch's floating-point
+    brightness delta, is 0 exactly when their RGB are equal, and orders the neighbours of a
+    pixel exactly as the JS comparisons do: no two RGB triples share a key (checked in the
+    tests), so keys of distinct colours differ by 8 or more, i.e. 1e-8 in Y, far above the
+    ~1e-13 rounding error of the float computation. The factor 8 leaves room to encode a
+    neighbour's number (0..7) in the low bits.
+    """
+    c = np.ascontiguousarray(v).view(np.uint8).reshape(v.shape + (4,))
+    key = np.multiply(c[..., 0], 8.0 * 29889531)
+    key += np.multiply(c[..., 1], 8.0 * 58662247)
+    key += np.multiply(c[..., 2], 8.0 * 11448223)
+    return key
+
+
+_J = np.arange(8, dtype=np.float64)[:, None]
+_J_REV = 7.0 - _J
+
+
+def _antialiased(img32: U32, other32: U32, idx: I64, w: int, h: int, checkerboard: bool) -> Bool:
+    """pixelmatch's antialiased(img, x, y, ...) for every flat index in ``idx``."""
+    nidx, border, invalid = _neighbours(idx, w, h)
+    nv = img32[nidx]
+    cv = img32[idx]
+    d8 = _brightness_key8(cv) - _brightness_key8(nv)
+    # Invalid neighbours point at the pixel itself: delta 0, not counted as equal siblings.
+    zeroes = border + (d8 == 0).sum(axis=0) - invalid
+    # min/max with the neighbour's number in the low bits: ties go to the first neighbour
+    # visited, as with the strict comparisons of the JS loop.
+    lo_code = (d8 + _J).min(axis=0)
+    hi_code = (d8 + _J_REV).max(axis=0)
+    ok = (zeroes <= 2) & (lo_code < 0) & (hi_code > 7)
+    lo_j = np.mod(lo_code, 8.0).astype(np.int64)
+    hi_j = 7 - np.mod(hi_code, 8.0).astype(np.int64)
+    semi = np.flatnonzero((np.bitwise_and.reduce(nv, axis=0) & cv & _OPAQUE) != _OPAQUE)
+    if semi.size:  # some of the 9 pixels are semi-transparent: the exact float computation
+        cpx = cv[semi].view(np.uint8).reshape(1, -1, 4)
+        npx = np.ascontiguousarray(nv[:, semi]).view(np.uint8).reshape(8, -1, 4)
+        d = _delta(cpx, npx, 4 * idx[semi][None], checkerboard, y_only=True)
+        zs = border[semi] + (d == 0).sum(axis=0) - invalid[semi]
+        ok[semi] = (zs <= 2) & (d.min(axis=0) < 0) & (d.max(axis=0) > 0)
+        lo_j[semi] = d.argmin(axis=0)
+        hi_j[semi] = d.argmax(axis=0)
+    sel = np.flatnonzero(ok)
+    result = np.zeros(idx.shape[0], dtype=np.bool_)
+    if sel.size == 0:
+        return result
+    found = _many_siblings_in_both(img32, other32, nidx[lo_j[sel], sel], w, h)
+    rest = np.flatnonzero(~found)
+    if rest.size:
+        sr = sel[rest]
+        found[rest] = _many_siblings_in_both(img32, other32, nidx[hi_j[sr], sr], w, h)
+    result[sel] = found
+    return result
+
+
+# --------------------------------------------------------------------------- core
+
+
+@dataclass
+class _Match:
+    diff_idx: I64  # flat indices of counted differences
+    darker: Bool  # per diff_idx: img2 darker (drawn in diff_color_alt)
+    aa_idx: I64  # flat indices of differences taken for anti-aliasing
+
+
+def _classify(a: U8, b: U8, threshold: float, include_aa: bool, checkerboard: bool) -> _Match | None:
+    """Classify the pixels of two equally sized contiguous images; None when identical."""
+    h, w = a.shape[:2]
+    a32: U32 = a.reshape(-1).view(np.uint32)
+    b32: U32 = b.reshape(-1).view(np.uint32)
+    idx = np.flatnonzero(a32 != b32)
+    if idx.size == 0:
+        return None
+    va = a32[idx]
+    vb = b32[idx]
+    delta = _delta(va.view(np.uint8).reshape(-1, 4), vb.view(np.uint8).reshape(-1, 4), 4 * idx,
+                   checkerboard, y_only=False)
+    max_delta = 35215 * threshold * threshold
+    over = np.abs(delta) > max_delta
+    cand = idx[over]
+    cdelta = delta[over]
+    aa = np.zeros(cand.shape[0], dtype=np.bool_)
+    if not include_aa and cand.size:
+        aa = _antialiased(a32, b32, cand, w, h, checkerboard)
+        rest = np.flatnonzero(~aa)
+        if rest.size:
+            aa[rest] = _antialiased(b32, a32, cand[rest], w, h, checkerboard)
+    keep = ~aa
+    return _Match(cand[keep], cdelta[keep] < 0, cand[aa])
+
+
+def _draw(
+    a: U8,
+    match: _Match | None,
+    out32: U32,
+    *,
+    alpha: float,
+    aa_color: tuple[float, float, float],
+    diff_color: tuple[float, float, float],
+    diff_color_alt: tuple[float, float, float] | None,
+    diff_mask: bool,
+    checkerboard: bool,
+) -> None:
+    if not diff_mask:
+        _gray(a.reshape(-1, 4), alpha, checkerboard, out32)
+    if match is None:
+        return
+    if not diff_mask and match.aa_idx.size:
+        out32[match.aa_idx] = _pixel_u32(aa_color)
+    if match.diff_idx.size:
+        main = _pixel_u32(diff_color)
+        if diff_color_alt is None:
+            out32[match.diff_idx] = main
+        else:
+            out32[match.diff_idx] = np.where(match.darker, _pixel_u32(diff_color_alt), main)
+
+
+def _output_u32(output: object, shape: tuple[int, ...]) -> tuple[U32, bool]:
+    """A flat uint32 view of ``output`` to draw into, and whether it must be copied back."""
+    if not isinstance(output, np.ndarray) or output.dtype != np.uint8:
+        raise ImageError("output must be a uint8 numpy.ndarray of shape (height, width, 4)")
+    if output.shape != shape:
+        raise ImageError(f"output has shape {tuple(output.shape)}, the images have {shape}")
+    if not output.flags.writeable:
+        raise ImageError("output is read-only")
+    if output.flags.c_contiguous and output.ctypes.data % 4 == 0:
+        return output.reshape(-1).view(np.uint32), False
+    return np.ascontiguousarray(output).reshape(-1).view(np.uint32).copy(), True
+
+
+def pixelmatch(
+    img1: np.ndarray,
+    img2: np.ndarray,
+    output: np.ndarray | None = None,
+    *,
+    threshold: float = 0.1,
+    include_aa: bool = False,
+    alpha: float = 0.1,
+    aa_color: tuple[int, int, int] = (255, 255, 0),
+    diff_color: tuple[int, int, int] = (255, 0, 0),
+    diff_color_alt: tuple[int, int, int] | None = None,
+    diff_mask: bool = False,
+    checkerboard: bool = True,
+) -> int:
+    """Count the pixels that differ between two HxWx4 uint8 RGBA images (pixelmatch 7.2.0).
+
+    ``output`` (HxWx4 uint8), when given, is filled in place with the diff image: a faded
+    grey copy of ``img1``, anti-aliased pixels in ``aa_color``, differences in
+    ``diff_color`` (``diff_color_alt`` where img2 is darker). With ``diff_mask`` only the
+    differences are drawn and every other output pixel is left as it was.
+    ``checkerboard=False`` is pixelmatch 5.x/6.x (semi-transparent pixels blended with white).
+    Raises ImageError for non-RGBA or non-uint8 input and for images of different sizes.
+    """
+    a = _check_rgba("img1", img1)
+    b = _check_rgba("img2", img2)
+    if a.shape != b.shape:
+        (w1, h1), (w2, h2) = _size(a), _size(b)
+        raise ImageError(
+            f"Image sizes do not match: img1 is {w1}x{h1}, img2 is {w2}x{h2} (width x height); "
+            "diff_regions() compares the common area of images of different sizes"
+        )
+    aa_rgb = _rgb_tuple("aa_color", aa_color)
+    diff_rgb = _rgb_tuple("diff_color", diff_color)
+    alt_rgb = None if diff_color_alt is None else _rgb_tuple("diff_color_alt", diff_color_alt)
+    target: tuple[U32, bool] | None = None if output is None else _output_u32(output, a.shape)
+    match = _classify(a, b, threshold, include_aa, checkerboard)
+    if output is not None and target is not None:
+        out32, copy_back = target
+        _draw(a, match, out32, alpha=alpha, aa_color=aa_rgb, diff_color=diff_rgb,
+              diff_color_alt=alt_rgb, diff_mask=diff_mask, checkerboard=checkerboard)
+        if copy_back:
+            output[...] = out32.view(np.uint8).reshape(output.shape)
+    return 0 if match is None else int(match.diff_idx.size)
+
+
+def pixelmatch_images(a: Image.Image, b: Image.Image, **options: Any) -> tuple[int, Image.Image]:
+    """pixelmatch() over two Pillow images (converted to RGBA); returns (count, diff image)."""
+    arr_a = np.asarray(a.convert("RGBA"))
+    arr_b = np.asarray(b.convert("RGBA"))
+    out = np.zeros(arr_a.shape, dtype=np.uint8) if arr_a.ndim == 3 else None
+    count = pixelmatch(arr_a, arr_b, out, **options)
+    assert out is not None
+    return count, Image.fromarray(out, "RGBA")
+
+
+# --------------------------------------------------------------------------- regions
+
+
+@dataclass
+class RegionBox:
+    """Bounding box of one cluster of changed pixels; ``pixels`` = changed pixels inside."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    pixels: int
+
+
+@dataclass
+class DiffResult:
+    """The outcome of diff_regions() / compare_files().
+
+    ``total_pixels`` and ``ratio`` refer to the compared (common, top-left) area;
+    ``ignored_pixels`` counts the changed pixels that fell inside ignore rectangles (they
+    are drawn in ``diff`` but not counted in ``changed_pixels`` nor boxed in ``regions``).
+    """
+
+    changed_pixels: int
+    total_pixels: int
+    ratio: float
+    regions: list[RegionBox]
+    diff: np.ndarray | None
+    size_a: tuple[int, int]
+    size_b: tuple[int, int]
+    size_changed: bool
+    ignored_pixels: int
+
+
+def _ignore_mask(shape: tuple[int, int], ignore: Sequence[tuple[int, int, int, int]]) -> Bool | None:
+    if not ignore:
+        return None
+    h, w = shape
+    mask = np.zeros((h, w), dtype=np.bool_)
+    for rect in ignore:
+        if len(rect) != 4:
+            raise ImageError(f"ignore rectangles are (x, y, width, height), got {rect!r}")
+        x, y, rw, rh = (int(v) for v in rect)
+        if rw < 0 or rh < 0:
+            raise ImageError(f"ignore rectangle has a negative size: {rect!r}")
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + rw, w), min(y + rh, h)
+        if x0 < x1 and y0 < y1:
+            mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _label_cells(occ: Bool) -> tuple[I64, I64]:
+    """8-connected components of the True cells of ``occ`` (pure NumPy union-find).
+
+    Returns (flat cell indices, component label per cell), labels being 0..n-1.
+    """
+    gh, gw = occ.shape
+    cells = np.flatnonzero(occ)
+    n = cells.size
+    lookup = np.full(gh * gw, -1, dtype=np.int64)
+    lookup[cells] = np.arange(n)
+    cy, cx = cells // gw, cells % gw
+    us: list[I64] = []
+    vs: list[I64] = []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
+        ny, nx = cy + dy, cx + dx
+        ok = (ny < gh) & (nx >= 0) & (nx < gw)
+        other = np.full(n, -1, dtype=np.int64)
+        other[ok] = lookup[ny[ok] * gw + nx[ok]]
+        link = other >= 0
+        us.append(np.flatnonzero(link))
+        vs.append(other[link])
+    u = np.concatenate(us)
+    v = np.concatenate(vs)
+    parent = np.arange(n, dtype=np.int64)
+    while u.size:
+        pu, pv = parent[u], parent[v]
+        differ = pu != pv
+        if not differ.any():
+            break
+        u, v, pu, pv = u[differ], v[differ], pu[differ], pv[differ]
+        np.minimum.at(parent, np.maximum(pu, pv), np.minimum(pu, pv))
+        while True:  # pointer jumping until every cell points at its root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    _, labels = np.unique(parent, return_inverse=True)
+    return cells, labels.astype(np.int64)
+
+
+def _regions(changed: Bool, merge_distance: int) -> list[RegionBox]:
+    """Cluster changed pixels into boxes.
+
+    Pixels are binned into square cells of side ``max(1, merge_distance)`` and 8-connected
+    occupied cells are merged, so changes at most ``merge_distance`` apart always share a
+    box (changes up to ``2 * merge_distance - 1`` apart may too). Sorted by pixels, desc.
+    """
+    h, w = changed.shape
+    if h == 0 or w == 0:
+        return []
+    s = max(1, int(merge_distance))
+    gh, gw = -(-h // s), -(-w // s)
+    padded = np.zeros((gh * s, gw * s), dtype=np.bool_)
+    padded[:h, :w] = changed
+    blocks = padded.reshape(gh, s, gw, s)
+    counts = blocks.sum(axis=(1, 3), dtype=np.int64)
+    occ = counts > 0
+    if not occ.any():
+        return []
+    rows = np.asarray(blocks.any(axis=3))  # (gh, s, gw): row r of the cell has a change
+    cols = np.asarray(blocks.any(axis=1))  # (gh, gw, s)
+    ys = np.arange(gh)[:, None] * s
+    xs = np.arange(gw)[None, :] * s
+    top = ys + rows.argmax(axis=1)
+    bottom = ys + s - 1 - rows[:, ::-1, :].argmax(axis=1)
+    left = xs + cols.argmax(axis=2)
+    right = xs + s - 1 - cols[:, :, ::-1].argmax(axis=2)
+    cells, labels = _label_cells(occ)
+    n = int(labels.max()) + 1
+    big = np.iinfo(np.int64).max
+    x0 = np.full(n, big, dtype=np.int64)
+    y0 = np.full(n, big, dtype=np.int64)
+    x1 = np.full(n, -1, dtype=np.int64)
+    y1 = np.full(n, -1, dtype=np.int64)
+    np.minimum.at(x0, labels, left.reshape(-1)[cells])
+    np.minimum.at(y0, labels, top.reshape(-1)[cells])
+    np.maximum.at(x1, labels, right.reshape(-1)[cells])
+    np.maximum.at(y1, labels, bottom.reshape(-1)[cells])
+    pixels = np.bincount(labels, weights=counts.reshape(-1)[cells], minlength=n).astype(np.int64)
+    order = sorted(range(n), key=lambda j: (-int(pixels[j]), int(y0[j]), int(x0[j])))
+    return [
+        RegionBox(int(x0[j]), int(y0[j]), int(x1[j] - x0[j] + 1), int(y1[j] - y0[j] + 1), int(pixels[j]))
+        for j in order
+    ]
+
+
+def diff_regions(
+    img1: np.ndarray,
+    img2: np.ndarray,
+    *,
+    threshold: float = 0.1,
+    include_aa: bool = False,
+    ignore: Sequence[tuple[int, int, int, int]] = (),
+    merge_distance: int = 8,
+    with_diff_image: bool = True,
+    checkerboard: bool = True,
+) -> DiffResult:
+    """Compare two RGBA screenshots, possibly of different sizes, into a DiffResult.
+
+    Images of different sizes are compared over their common top-left area and flagged
+    ``size_changed``. Changed pixels inside ``ignore`` rectangles ((x, y, width, height))
+    are not counted but stay visible in the diff image.
+    """
+    a = _check_rgba("img1", img1)
+    b = _check_rgba("img2", img2)
+    size_a, size_b = _size(a), _size(b)
+    h = min(a.shape[0], b.shape[0])
+    w = min(a.shape[1], b.shape[1])
+    if (a.shape[0], a.shape[1]) != (h, w):
+        a = np.ascontiguousarray(a[:h, :w])
+    if (b.shape[0], b.shape[1]) != (h, w):
+        b = np.ascontiguousarray(b[:h, :w])
+    match = _classify(a, b, threshold, include_aa, checkerboard)
+    diff: np.ndarray | None = None
+    if with_diff_image:
+        diff = np.zeros((h, w, 4), dtype=np.uint8)
+        _draw(
+            a, match, diff.reshape(-1).view(np.uint32), alpha=0.1, aa_color=(255, 255, 0),
+            diff_color=(255, 0, 0), diff_color_alt=None, diff_mask=False, checkerboard=checkerboard,
+        )
+    changed = np.zeros((h, w), dtype=np.bool_)
+    if match is not None:
+        changed.reshape(-1)[match.diff_idx] = True
+    ignored = 0
+    mask = _ignore_mask((h, w), ignore)
+    if mask is not None:
+        hidden = changed & mask
+        ignored = int(np.count_nonzero(hidden))
+        changed &= ~mask
+    count = int(np.count_nonzero(changed))
+    total = h * w
+    return DiffResult(
+        changed_pixels=count,
+        total_pixels=total,
+        ratio=count / total if total else 0.0,
+        regions=_regions(changed, merge_distance) if count else [],
+        diff=diff,
+        size_a=size_a,
+        size_b=size_b,
+        size_changed=size_a != size_b,
+        ignored_pixels=ignored,
+    )
+
+
+def _load(path: Path) -> U8:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGBA"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+
+
+def compare_files(a: Path, b: Path, **kw: Any) -> DiffResult:
+    """diff_regions() over two image files (any format Pillow reads, converted to RGBA)."""
+    return diff_regions(_load(Path(a)), _load(Path(b)), **kw)
