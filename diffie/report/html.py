@@ -123,6 +123,11 @@ class Section:
     flaky: list[Flaky]
 
     @property
+    def logged(self) -> dict[str, Capture]:
+        """The sides whose logs are shown: base and head (head2 only renders screenshots)."""
+        return {k: v for k, v in self.captures.items() if k in ("base", "head")}
+
+    @property
     def status(self) -> str:
         if any(f.is_error for f in self.findings):
             return "fail"

@@ -125,7 +125,8 @@ def test_flaky_section_and_pass_status(out):
     verdict, captures = build(out, head2=True)
     html = render(verdict, captures, out)
     assert verdict.flaky and 'id="flaky"' in html
-    assert "flaky-home-desktop-home.png" in html
+    assert "flaky-home-desktop-home.png" in html and 'src="head2-home.png"' not in html
+    assert "Console — head2" not in html and "Console — head" in html   # head2 logs not repeated
     passing = judge("run-2", [])
     html = render(passing, {"base": [], "head": []}, out)
     assert 'class="summary status-pass"' in html and "No findings" in html
