@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # Verification
     noise_floor: bool = True
     task_time_limit_s: int = 1800
+    # Queue and worker liveness
+    queue_name: str = Field(default="diffie", description="Celery queue the runs go to.")
+    heartbeat_s: float = Field(default=10.0, gt=0, description="Run/worker heartbeat period.")
+    stale_after_s: float = Field(
+        default=90.0, gt=0, description="A running run whose heartbeat is older is retried.")
+    max_attempts: int = Field(default=3, ge=1, description="Tries of a run before it ends error.")
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -136,3 +136,16 @@ class Slot(Base):
     holder: Mapped[str | None] = mapped_column(String(200))    # "<worker>/<pid>:<run id>"
     leased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerBeat(Base):
+    """A live worker process: heartbeats here tell the CLI whether someone will take its run."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)   # "<host>/<pid>/<tag>"
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    embedded: Mapped[bool] = mapped_column(default=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,72 @@
+"""A run's HTML report and its artifacts (flat, Diffie-generated names only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse
+from sqlalchemy import select
+
+from diffie.api.deps import Ctx, require_token
+from diffie.app_context import AppContext
+from diffie.artifacts import NAME_RE, ArtifactDir
+from diffie.models import Artifact, Run
+
+router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(require_token)])
+
+# The report has no scripts and loads nothing from elsewhere; app text in it is escaped, and
+# this policy is the second line of defence.
+REPORT_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+              "font-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": REPORT_CSP,
+                "Cache-Control": "no-cache"}
+
+
+def _artifact(ctx: AppContext, run_id: str, name: str) -> FileResponse:
+    if not NAME_RE.match(name) or ".." in name:
+        raise HTTPException(404, f"no artifact {name!r}")
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        row = s.scalars(select(Artifact).where(Artifact.run_id == run.id,
+                                               Artifact.name == name)).first()
+        if row is None:
+            raise HTTPException(404, f"run {run_id} has no artifact {name!r}"
+                                + ("" if run.status in ("done", "error") else
+                                   f" (yet: the run is {run.status})"))
+        media_type = row.media_type
+        path = ArtifactDir(ctx.settings.artifacts_dir / run.id).path(name)
+    if not path.is_file():
+        raise HTTPException(404, f"artifact {name!r} of run {run_id} is missing on disk")
+    headers = dict(SAFE_HEADERS)
+    if media_type.split(";")[0] in ("application/zip", "application/octet-stream"):
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+@router.get("/runs/{run_id}/report", summary="The HTML report (redirects to report/)",
+            response_class=RedirectResponse, status_code=307)
+def report_redirect(run_id: str, request: Request,
+                    ctx: Ctx) -> RedirectResponse:
+    with ctx.db.session() as s:
+        if s.get(Run, run_id) is None:
+            raise HTTPException(404, f"no run {run_id}")
+    # The report links its images by relative name: serve it from a "directory" URL.
+    return RedirectResponse(str(request.url.path) + "/", status_code=307)
+
+
+@router.get("/runs/{run_id}/report/", summary="The HTML report", response_class=FileResponse)
+def report(run_id: str, ctx: Ctx) -> FileResponse:
+    return _artifact(ctx, run_id, "index.html")
+
+
+@router.get("/runs/{run_id}/report/{name}", summary="A file the report links to",
+            response_class=FileResponse)
+def report_file(run_id: str, name: str, ctx: Ctx) -> FileResponse:
+    return _artifact(ctx, run_id, name)
+
+
+@router.get("/runs/{run_id}/artifacts/{name}", summary="One artifact of a run",
+            response_class=FileResponse)
+def artifact(run_id: str, name: str, ctx: Ctx) -> FileResponse:
+    return _artifact(ctx, run_id, name)

@@ -1,0 +1,175 @@
+"""``/v1/runs``: submit a change (202 at once), read a run's status and verdict; the schema."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from diffie import runs as run_store
+from diffie.api.deps import Ctx, invalid, require_token
+from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOut, RunRequest
+from diffie.app_context import AppContext
+from diffie.errors import SourceError, SpecError
+from diffie.models import Run
+from diffie.source import is_url, local_repo, read_file, resolve_rev
+from diffie.spec import parse_spec
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["runs"], dependencies=[Depends(require_token)])
+
+URL_FIELDS = ("base_url", "head_url", "spec", "flows")
+REPO_FIELDS = ("repo", "base", "head", "spec_path")
+
+
+def links(request: Request, run_id: str) -> Links:
+    base = str(request.base_url).rstrip("/")
+    return Links(self=f"{base}/v1/runs/{run_id}", report=f"{base}/v1/runs/{run_id}/report/",
+                 artifacts=f"{base}/v1/runs/{run_id}/artifacts/")
+
+
+def _spec_error(field: str, exc: SpecError) -> Exception:
+    return invalid(field, str(exc), "spec_error", file=exc.file, line=exc.line,
+                   field=exc.field, reason=exc.reason)
+
+
+def _url_mode_spec(body: RunRequest) -> str:
+    for name in ("base_url", "head_url"):
+        if getattr(body, name) is None:
+            raise invalid(name, "Field required (URL mode needs base_url and head_url)", "missing")
+    if body.spec is not None and body.flows is not None:
+        raise invalid("flows", "give the flows either in spec or in flows, not both")
+    if body.spec is None and body.flows is None:
+        raise invalid("spec", "URL mode needs the flows: spec (a .diffie.yml text) or flows",
+                      "missing")
+    if isinstance(body.spec, str):
+        text, field, file = body.spec, "spec", ".diffie.yml"
+    elif body.spec is not None:
+        text, field, file = yaml.safe_dump(body.spec, sort_keys=False), "spec", "spec"
+    else:
+        text, field, file = yaml.safe_dump({"flows": body.flows}, sort_keys=False), "flows", "flows"
+    try:
+        parse_spec(text, file=file)
+    except SpecError as exc:
+        raise _spec_error(field, exc) from None
+    return text
+
+
+def _check_repo_mode(body: RunRequest) -> str:
+    for name in ("repo", "base", "head"):
+        if not getattr(body, name):
+            raise invalid(name, "Field required (repo mode needs repo, base and head)", "missing")
+    assert body.repo and body.base and body.head
+    spec_path = body.spec_path or ".diffie.yml"
+    if is_url(body.repo):
+        return spec_path                    # fetched by the worker; validated there
+    try:
+        path = local_repo(body.repo)
+    except SourceError as exc:
+        raise invalid("repo", str(exc)) from None
+    for name in ("base", "head"):
+        try:
+            resolve_rev(path, getattr(body, name))
+        except SourceError as exc:
+            raise invalid(name, str(exc)) from None
+    try:
+        text = read_file(path, body.head, spec_path)
+    except SourceError as exc:
+        raise invalid("spec_path", str(exc)) from None
+    if text is None:
+        raise invalid("spec_path", f"{spec_path} not found in {body.repo} at {body.head}: "
+                      "the head revision needs a Diffie spec", "spec_error", file=spec_path)
+    try:
+        parse_spec(text, file=spec_path)
+    except SpecError as exc:
+        raise _spec_error("spec_path", exc) from None
+    return spec_path
+
+
+def enqueue_or_fail(ctx: AppContext, run_id: str) -> None:
+    """Put the run on the queue; if the broker is unreachable the run ends ``error`` (503)."""
+    try:
+        ctx.enqueue(run_id)
+    except Exception as exc:
+        log.exception("enqueue of run %s failed", run_id)
+        reason = f"could not reach the queue ({type(exc).__name__}: {exc})"
+        run_store.abandon(ctx.db, run_id, reason)
+        raise HTTPException(503, f"run {run_id} recorded but not queued: {reason}") from None
+    ctx.events.queued(run_id)
+
+
+@router.post("/runs", status_code=202, response_model=RunAccepted,
+             summary="Submit a change for verification (answers at once)")
+def submit_run(body: RunRequest, request: Request, response: Response,
+               ctx: Ctx) -> RunAccepted:
+    given = {name for name in URL_FIELDS + REPO_FIELDS if getattr(body, name) is not None}
+    url_mode = bool(given & set(URL_FIELDS))
+    if url_mode and given & set(REPO_FIELDS):
+        raise invalid("repo", "give base_url/head_url (URL mode) or repo/base/head (repo mode), "
+                      "not both")
+    if not given:
+        raise invalid(("body",), "give base_url, head_url and spec (URL mode) or repo, base and "
+                      "head (repo mode)", "missing")
+    if url_mode:
+        spec_text = _url_mode_spec(body)
+        assert body.base_url and body.head_url
+        run_id = run_store.submit_url(ctx.db, base_url=body.base_url, head_url=body.head_url,
+                                      spec_text=spec_text, title=body.title)
+    else:
+        spec_path = _check_repo_mode(body)
+        assert body.repo and body.base and body.head
+        run_id = run_store.submit_repo(ctx.db, repo=body.repo, base=body.base, head=body.head,
+                                       spec_path=spec_path, title=body.title)
+    enqueue_or_fail(ctx, run_id)
+    out = RunAccepted(id=run_id, links=links(request, run_id))
+    response.headers["Location"] = out.links.self
+    return out
+
+
+def run_out(request: Request, run: Run) -> RunOut:
+    c = run.change
+    art_base = links(request, run.id).artifacts
+    return RunOut(
+        id=run.id, status=run.status, phase=run.phase, verdict_status=run.verdict_status,
+        verdict=run.verdict, reason=run.reason, attempts=run.attempts,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        change=ChangeOut(mode=c.mode, base_url=c.base_url, head_url=c.head_url, repo=c.repo,
+                         base=c.base_rev, head=c.head_rev,
+                         spec_path=c.spec_path if c.mode != "url" else None, title=c.title,
+                         pr_number=c.pr_number, gh_owner=c.gh_owner, gh_repo=c.gh_repo),
+        links=links(request, run.id),
+        artifacts=[ArtifactOut(name=a.name, media_type=a.media_type, size=a.size,
+                               url=art_base + a.name)
+                   for a in sorted(run.artifacts, key=lambda a: a.name)])
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, summary="A run's status and verdict")
+def get_run(run_id: str, request: Request, ctx: Ctx) -> RunOut:
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return run_out(request, run)
+
+
+@router.get("/runs", response_model=list[RunOut], summary="Recent runs, newest first")
+def list_runs(request: Request, ctx: Ctx,
+              status: str | None = Query(default=None, max_length=16),
+              limit: int = Query(default=20, ge=1, le=200)) -> list[RunOut]:
+    with ctx.db.session() as s:
+        query = select(Run).order_by(Run.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(Run.status == status)
+        return [run_out(request, r) for r in s.scalars(query)]
+
+
+@router.get("/schema/verdict.json", summary="The verdict's JSON Schema", tags=["schema"])
+def verdict_schema_json() -> JSONResponse:
+    from diffie.report.schema import verdict_schema
+
+    schema: dict[str, Any] = verdict_schema()
+    return JSONResponse(schema)

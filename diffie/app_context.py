@@ -1,0 +1,64 @@
+"""Everything a process needs, built once at start-up: Settings → Database (migrated) → Celery.
+
+The API, the CLI and the worker each build one :class:`AppContext` and pass it down; nothing is
+read from the environment at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from diffie.config import Settings
+from diffie.db import Database
+from diffie.events import EventBus
+from diffie.migrations import upgrade
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger(__name__)
+
+VERIFY_TASK = "diffie.verify_run"
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    events: EventBus = field(default_factory=EventBus)
+    # Tests may replace how runs reach the queue; by default a Celery message per run.
+    enqueue_fn: Callable[[str], None] | None = None
+    _celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            from workers.celery_app import make_celery
+
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+    def enqueue(self, run_id: str) -> None:
+        """Put one run on the queue (the message carries only its id)."""
+        if self.enqueue_fn is not None:
+            self.enqueue_fn(run_id)
+            return
+        self.celery.send_task(VERIFY_TASK, args=[run_id], queue=self.settings.queue_name)
+
+    def close(self) -> None:
+        if self._celery is not None:
+            self._celery.close()
+        self.db.dispose()
+
+
+def build_context(settings: Settings | None = None, *, migrate: bool = True) -> AppContext:
+    """Settings → data directories → Database (migrated to the newest revision)."""
+    settings = settings or Settings()
+    settings.ensure_dirs()
+    db = Database(settings.resolved_database_url())
+    if migrate:
+        upgrade(db.engine)
+    return AppContext(settings=settings, db=db)

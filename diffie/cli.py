@@ -1,0 +1,328 @@
+"""``diffie``: serve the API, run a worker, verify a change from the shell.
+
+Exit codes of ``check``, ``verify`` (with ``--wait``): 0 pass, 1 fail, 3 changed, 2 error
+(also for bad input). Progress goes to stderr; ``--json`` prints the verdict on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from diffie import runs
+from diffie.app_context import AppContext, build_context
+from diffie.config import Settings
+from diffie.errors import DiffieError, SourceError, SpecError
+from diffie.models import Run
+
+EXIT_CODES = {"pass": 0, "fail": 1, "error": 2, "changed": 3}
+EXIT_ERROR = 2
+
+
+def err(message: str) -> None:
+    print(f"[diffie] {message}", file=sys.stderr, flush=True)
+
+
+# --- submit and wait ----------------------------------------------------------------------------
+
+def _submit_check(ctx: AppContext, args: argparse.Namespace) -> str:
+    from diffie.api.schemas import _check_http_url
+    from diffie.spec import parse_spec
+
+    for flag, url in (("--base-url", args.base_url), ("--head-url", args.head_url)):
+        try:
+            _check_http_url(url)
+        except ValueError as exc:
+            raise DiffieError(f"{flag} {url!r}: {exc}") from None
+    path = Path(args.spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
+    parse_spec(text, file=str(path))
+    return runs.submit_url(ctx.db, base_url=args.base_url, head_url=args.head_url,
+                           spec_text=text, title=args.title)
+
+
+def _submit_verify(ctx: AppContext, args: argparse.Namespace) -> str:
+    from diffie import source
+    from diffie.spec import parse_spec
+
+    repo = source.local_repo(args.repo)
+    for rev in (args.base, args.head):
+        source.resolve_rev(repo, rev)
+    text = source.read_file(repo, args.head, args.spec_path)
+    if text is None:
+        raise SourceError(f"{args.spec_path} not found in {repo} at {args.head}: the head "
+                          "revision needs a Diffie spec")
+    spec = parse_spec(text, file=args.spec_path)
+    if spec.sandbox is None:
+        raise SpecError("repo mode needs a 'sandbox' section (image, deploy, port)",
+                        file=args.spec_path, field="sandbox")
+    return runs.submit_repo(ctx.db, repo=str(repo), base=args.base, head=args.head,
+                            spec_path=args.spec_path, title=args.title)
+
+
+def _snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return None
+        return {"id": run.id, "status": run.status, "phase": run.phase, "reason": run.reason,
+                "verdict_status": run.verdict_status, "verdict": run.verdict,
+                "attempts": run.attempts, "mode": run.change.mode,
+                "report": str(ctx.settings.artifacts_dir / run.id / "index.html")}
+
+
+def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float) -> dict[str, Any]:
+    """Poll the run until it finishes, printing its progress on stderr (the worker's
+    ``progress.log`` when it shares this data directory, else each new phase)."""
+    deadline = time.monotonic() + timeout_s
+    log_path = ctx.settings.artifacts_dir / run_id / "progress.log"
+    offset = 0
+    last = ""
+    while True:
+        snap = _snapshot(ctx, run_id)
+        assert snap is not None
+        offset = _tail(log_path, offset)
+        line = f"{snap['status']}: {snap['phase']}"
+        if line != last and (offset == 0 or snap["status"] != "running"):
+            err(f"run {run_id[:8]} {line}")
+        last = line
+        if snap["status"] in runs.FINISHED:
+            return snap
+        if time.monotonic() > deadline:
+            raise DiffieError(f"run {run_id} did not finish within {timeout_s:.0f} s "
+                              f"(it is {snap['status']}: {snap['phase']})")
+        time.sleep(0.5)
+
+
+def _tail(path: Path, offset: int) -> int:
+    """Print complete new lines of ``path`` from ``offset``; returns the new offset."""
+    try:
+        if path.stat().st_size < offset:          # a retried run started its log again
+            offset = 0
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    for raw in data[:end].splitlines():
+        err(raw.decode("utf-8", errors="replace"))
+    return offset + end
+
+
+def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
+    verdict = snap.get("verdict") or {}
+    status = snap.get("verdict_status") or ("error" if snap["status"] != "done" else "error")
+    if as_json:
+        print(json.dumps(verdict or {"run_id": snap["id"], "status": "error",
+                                     "reason": snap.get("reason") or snap["status"]}, indent=2))
+    else:
+        print(f"verdict: {status} — {verdict.get('summary') or snap.get('reason') or ''}")
+        if snap.get("reason"):
+            print(f"reason: {snap['reason']}")
+        for f in (verdict.get("findings") or [])[:20]:
+            where = " @ ".join(str(x) for x in (f.get("flow"), f.get("viewport")) if x)
+            step = f" step {f['step']}" if f.get("step") is not None else ""
+            pre = " (pre-existing)" if f.get("pre_existing") else ""
+            print(f"  [{f['kind']}] {where}{step}{pre}: {str(f.get('message', ''))[:200]}")
+        more = len(verdict.get("findings") or []) - 20
+        if more > 0:
+            print(f"  ... and {more} more (see the report)")
+        print(f"report: {snap['report']}")
+    return EXIT_CODES.get(status, EXIT_ERROR)
+
+
+def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> int:
+    from workers.embedded import EmbeddedWorker
+
+    ctx.enqueue(run_id)
+    err(f"queued run {run_id}")
+    live = runs.live_workers(ctx.db, within_s=3 * ctx.settings.heartbeat_s + 5)
+    embedded = None
+    if not live:
+        err("no worker is running: starting one in this process")
+        embedded = EmbeddedWorker(ctx.celery).start()
+    elif not args.wait:
+        if args.json:
+            print(json.dumps({"id": run_id, "status": "queued"}))
+        else:
+            print(run_id)
+        return 0
+    try:
+        snap = wait_for(ctx, run_id, timeout_s=args.timeout or ctx.settings.task_time_limit_s * 2)
+    except KeyboardInterrupt:
+        err(f"interrupted: run {run_id} is retried by the next worker")
+        return EXIT_ERROR
+    finally:
+        if embedded is not None:
+            embedded.stop(timeout=30)
+    return print_result(snap, as_json=args.json)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    ctx = build_context()
+    try:
+        return submit_and_wait(ctx, _submit_check(ctx, args), args)
+    finally:
+        ctx.close()
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    ctx = build_context()
+    try:
+        return submit_and_wait(ctx, _submit_verify(ctx, args), args)
+    finally:
+        ctx.close()
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    ctx = build_context()
+    try:
+        snap = _snapshot(ctx, args.run_id)
+        if snap is None:
+            err(f"no run {args.run_id}")
+            return EXIT_ERROR
+        if args.json:
+            print(json.dumps(snap, indent=2, default=str))
+            return 0
+        print(f"run {snap['id']} ({snap['mode']}): {snap['status']} — {snap['phase']}")
+        if snap["status"] in runs.FINISHED:
+            print_result(snap, as_json=False)
+        return 0
+    finally:
+        ctx.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from diffie.api import create_app
+    from workers.embedded import EmbeddedWorker
+
+    ctx = build_context()
+    app = create_app(context=ctx)
+    worker = None
+    if not args.no_worker:
+        worker = EmbeddedWorker(ctx.celery, loglevel=args.log_level.upper()).start()
+        err(f"embedded worker {worker.hostname} started")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        if worker is not None:
+            worker.stop(timeout=30)
+        ctx.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    ctx = build_context()
+    app = ctx.celery
+    worker = app.Worker(pool_cls=args.pool, concurrency=args.concurrency,
+                        loglevel=args.loglevel.upper(), queues=[ctx.settings.queue_name],
+                        without_gossip=True, without_mingle=True)
+    worker.start()
+    return int(getattr(worker, "exitcode", 0) or 0)
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from diffie.sandbox.images import build_image
+
+    info = build_image(Settings(), args.name, progress=err, force=args.force)
+    print(json.dumps({"name": args.name, "image": str(getattr(info, "dir", info))}, default=str))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from diffie.report.schema import schema_text, write_schema
+
+    if args.out:
+        err(f"wrote {write_schema(Path(args.out))}")
+    else:
+        sys.stdout.write(schema_text())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffie", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="the API and an embedded worker (one machine)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--no-worker", action="store_true", help="API only (workers run elsewhere)")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("worker", help="a Celery worker taking runs from the queue")
+    s.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    s.add_argument("--concurrency", type=int, default=1)
+    s.add_argument("--loglevel", default="info")
+    s.set_defaults(func=cmd_worker)
+
+    for name, help_text in (("check", "verify two running URLs (URL mode)"),
+                            ("verify", "verify a git repository at two revisions, in VMs")):
+        s = sub.add_parser(name, help=help_text)
+        if name == "check":
+            s.add_argument("--base-url", required=True)
+            s.add_argument("--head-url", required=True)
+            s.add_argument("--spec", required=True, help="the .diffie.yml with the flows")
+            s.set_defaults(func=cmd_check)
+        else:
+            s.add_argument("--repo", required=True, help="path of a local git repository")
+            s.add_argument("--base", required=True)
+            s.add_argument("--head", required=True)
+            s.add_argument("--spec-path", default=".diffie.yml")
+            s.set_defaults(func=cmd_verify)
+        s.add_argument("--wait", action="store_true", help="wait for the verdict")
+        s.add_argument("--json", action="store_true", help="print the verdict JSON on stdout")
+        s.add_argument("--title", default=None)
+        s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+
+    s = sub.add_parser("runs", help="inspect runs")
+    runs_sub = s.add_subparsers(dest="runs_command", required=True)
+    show = runs_sub.add_parser("show", help="a run's status and verdict")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_runs_show)
+
+    s = sub.add_parser("image", help="VM images")
+    image_sub = s.add_subparsers(dest="image_command", required=True)
+    build = image_sub.add_parser("build", help="build (or reuse) a golden image")
+    build.add_argument("name")
+    build.add_argument("--force", action="store_true", help="rebuild from scratch")
+    build.set_defaults(func=cmd_image_build)
+
+    s = sub.add_parser("schema", help="print (or --out write) the verdict JSON Schema")
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except DiffieError as exc:
+        err(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_ERROR
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

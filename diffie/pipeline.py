@@ -1,0 +1,325 @@
+"""``run_change``: the worker's whole job, as one readable function.
+
+    URL mode:   browse base URL ─> browse head URL (─> head again: the noise floor)
+    repo mode:  check out base and head ─> read head's .diffie.yml
+                ─> VM 1: restore, set clock, deploy base, browse
+                ─> VM 2: restore, set clock, deploy head, browse (─> head again)
+    then:       compare ─> judge ─> HTML report, verdict.json, JUnit, CTRF
+
+Everything lands in the run's artifact folder (``<data>/runs/<run id>/``). Problems the user
+can fix (an invalid spec, a missing revision, a base that does not deploy) end as an ``error``
+verdict with a readable reason; a head that does not deploy is a ``deploy_error`` finding
+(the change broke the deploy: ``fail``). Progress goes to ``progress`` (which may raise to
+cancel the run) and to ``progress.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from diffie.artifacts import ArtifactDir
+from diffie.capture import Capture, Side
+from diffie.config import Settings
+from diffie.db import Database
+from diffie.errors import DeployError, DiffieError, RunError
+from diffie.runs import ChangeInput
+from diffie.sandbox.base import Machine, Sandbox
+from diffie.spec import Spec, parse_spec
+from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
+
+if TYPE_CHECKING:
+    from diffie.browser import BrowserRunner
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+class RunCancelled(RunError):
+    """The run was cancelled (or taken over) while it ran: stop, record nothing."""
+
+
+@dataclass
+class Sides:
+    """What the browser saw on each side (``head`` is None when head could not be deployed)."""
+
+    spec: Spec
+    base: list[Capture]
+    head: list[Capture] | None
+    head2: list[Capture] | None = None
+    findings: list[Finding] = field(default_factory=list)     # deploy_error, ...
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class Reporter:
+    """Progress to the caller (short phases) and to ``progress.log`` (every line)."""
+
+    def __init__(self, out: ArtifactDir, callback: Progress | None) -> None:
+        self.out = out
+        self.callback = callback
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.monotonic() - self.started:7.1f}s] {message}"
+        log.info("%s", line)
+        with open(self.out.root / "progress.log", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if self.callback is not None:
+            self.callback(message)
+
+
+def report_url(settings: Settings, run_id: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/v1/runs/{run_id}/report/"
+
+
+def run_clock() -> datetime:
+    """One fixed instant per run: the guest clock and the browser clock of every side."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def fresh_out(settings: Settings, run_id: str) -> ArtifactDir:
+    """The run's artifact folder, emptied (a retried run starts clean)."""
+    out = ArtifactDir(settings.artifacts_dir / run_id)
+    if out.root.exists():
+        shutil.rmtree(out.root)
+    return out.ensure()
+
+
+def wants_noise_floor(settings: Settings, spec: Spec) -> bool:
+    return settings.noise_floor and spec.noise_floor and any(
+        step.action == "screenshot" for flow in spec.flows for step in flow.steps)
+
+
+def run_change(settings: Settings, change: ChangeInput, *, db: Database | None = None,
+               progress: Progress | None = None, sandbox: Sandbox | None = None) -> Verdict:
+    """Verify one change; returns its verdict (``error`` when it could not be verified).
+
+    Raises only for infrastructure failures the caller records as ``error`` (and
+    :class:`RunCancelled`). ``db`` is needed in repo mode (VM slots are leased there);
+    ``sandbox`` overrides the libvirt sandbox (tests).
+    """
+    started = time.monotonic()
+    out = fresh_out(settings, change.run_id)
+    say = Reporter(out, progress)
+    clock = run_clock()
+    try:
+        if change.mode == "url":
+            sides = _url_mode(settings, change, out, clock, say)
+        else:
+            sides = _repo_mode(settings, change, out, clock, say, db=db, sandbox=sandbox)
+    except RunCancelled:
+        raise
+    except DiffieError as exc:
+        say(f"could not verify: {exc}")
+        return publish_error(settings, change, str(exc), out=out)
+    return _judge_and_publish(settings, change, sides, out, say, clock,
+                              duration_s=time.monotonic() - started)
+
+
+# --- URL mode -----------------------------------------------------------------------------------
+
+def reachable(url: str, timeout_s: float = 15.0) -> str | None:
+    """None when ``url`` answers HTTP at all (any status); else why not."""
+    try:
+        with httpx.Client(timeout=timeout_s, follow_redirects=False, verify=False) as client:
+            client.get(url)
+        return None
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
+              say: Progress) -> Sides:
+    from diffie.browser import BrowserRunner
+
+    if not change.base_url or not change.head_url or not change.spec_text:
+        raise RunError("a URL-mode change needs base_url, head_url and a spec")
+    spec = parse_spec(change.spec_text, file=".diffie.yml")
+    say("phase: check URLs")
+    problem = reachable(change.base_url)
+    if problem:
+        # Without a working base there is nothing to compare against: not the change's fault.
+        raise RunError(f"base URL {change.base_url} is unreachable ({problem})")
+    head_problem = reachable(change.head_url)
+    if head_problem:
+        say(f"head URL {change.head_url} is unreachable ({head_problem}); its flows will fail")
+    with BrowserRunner(settings) as browser:
+        base = _browse(browser, spec, change.base_url, "base", out, clock, say)
+        head = _browse(browser, spec, change.head_url, "head", out, clock, say)
+        head2 = None
+        if wants_noise_floor(settings, spec) and not head_problem:
+            head2 = _browse(browser, spec, change.head_url, "head2", out, clock, say)
+    return Sides(spec, base, head, head2,
+                 meta={"mode": "url", "base": change.base_url, "head": change.head_url})
+
+
+def _browse(browser: BrowserRunner, spec: Spec, url: str, side: Side, out: ArtifactDir, clock: datetime,
+            say: Progress) -> list[Capture]:
+    total = sum(len(spec.flow_viewports(f)) for f in spec.flows)
+    done = 0
+    say(f"phase: browse {side} 0/{total}")
+
+    def flow_progress(message: str) -> None:
+        nonlocal done
+        if message.endswith(" s)"):
+            done += 1
+            say(message)
+            say(f"phase: browse {side} {done}/{total}")
+        else:
+            say(message)
+
+    return browser.run_all(spec, url, side, out, clock=clock, progress=flow_progress)
+
+
+# --- repo mode ----------------------------------------------------------------------------------
+
+def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
+               say: Progress, *, db: Database | None, sandbox: Sandbox | None) -> Sides:
+    from diffie import source
+    from diffie.browser import BrowserRunner
+    from diffie.spec import load_spec
+
+    if not change.repo or not change.base_rev or not change.head_rev:
+        raise RunError("a repo-mode change needs repo, base and head")
+    say("phase: checkout")
+    with tempfile.TemporaryDirectory(prefix=f"diffie-{change.run_id[:8]}-") as tmp:
+        repo = source.open_repo(change.repo, [change.base_rev], settings.data_dir / "git")
+        if change.head_repo_url and change.head_repo_url != change.repo:
+            head_repo = source.open_repo(change.head_repo_url, [change.head_rev],
+                                         settings.data_dir / "git")
+        else:
+            head_repo = source.open_repo(change.repo, [change.head_rev],
+                                         settings.data_dir / "git")
+        base_tree, head_tree = Path(tmp) / "base", Path(tmp) / "head"
+        base_sha = source.checkout(repo, change.base_rev, base_tree)
+        head_sha = source.checkout(head_repo, change.head_rev, head_tree)
+        say(f"checked out base {base_sha[:12]} and head {head_sha[:12]}")
+        spec_file = head_tree / change.spec_path
+        if not spec_file.is_file():
+            raise RunError(f"{change.spec_path} not found at head {head_sha[:12]}: the head "
+                           "revision needs a Diffie spec")
+        spec = load_spec(spec_file)
+        if spec.sandbox is None:
+            raise RunError(f"{change.spec_path} has no 'sandbox' section: repo mode deploys the "
+                           "change in a VM and needs the image, deploy commands and app port")
+        if sandbox is None:
+            if db is None:
+                raise RunError("repo mode needs the database (VM slots are leased there)")
+            from diffie.sandbox.libvirt import LibvirtSandbox
+
+            sandbox = LibvirtSandbox(settings, db)
+        meta = {"mode": change.mode, "repo": change.repo, "base": base_sha, "head": head_sha,
+                "image": spec.sandbox.image, "clock": clock.isoformat()}
+        with BrowserRunner(settings) as browser:
+            say("phase: deploy base")
+            try:
+                with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
+                    url = _deploy(vm, base_tree, spec, clock, say, "base")
+                    base = _browse(browser, spec, url, "base", out, clock, say)
+            except DeployError as exc:
+                raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
+                               f"compare against: {_deploy_text(exc)}") from exc
+            say("phase: deploy head")
+            try:
+                with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
+                    url = _deploy(vm, head_tree, spec, clock, say, "head")
+                    head = _browse(browser, spec, url, "head", out, clock, say)
+                    head2 = (_browse(browser, spec, url, "head2", out, clock, say)
+                             if wants_noise_floor(settings, spec) else None)
+            except DeployError as exc:
+                say(f"head failed to deploy: {exc}")
+                return Sides(spec, base, None, findings=[_deploy_finding(exc)], meta=meta)
+        return Sides(spec, base, head, head2, meta=meta)
+
+
+def _deploy(vm: Machine, tree: Path, spec: Spec, clock: datetime, say: Progress,
+            side: str) -> str:
+    from diffie.sandbox.deploy import deploy
+
+    assert spec.sandbox is not None
+    vm.set_clock(clock)
+    say(f"{side}: guest clock set to {clock.isoformat()}; deploying")
+    url: str = deploy(vm, tree, spec.sandbox, progress=say)
+    say(f"{side}: deployed, app at {url}")
+    return url
+
+
+def _deploy_text(exc: DeployError) -> str:
+    code = f" (exit {exc.exit_code})" if exc.exit_code is not None else ""
+    tail = f"\n{exc.output_tail[-2000:]}" if exc.output_tail else ""
+    return f"{exc}{code}" + (f"; command: {exc.command}" if exc.command else "") + tail
+
+
+def _deploy_finding(exc: DeployError) -> Finding:
+    return Finding(kind="deploy_error", message=f"the change failed to deploy: {exc}",
+                   details={"command": exc.command, "exit_code": exc.exit_code,
+                            "output_tail": exc.output_tail[-4000:], "key": exc.command or str(exc)})
+
+
+# --- judge and publish --------------------------------------------------------------------------
+
+def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, out: ArtifactDir,
+                       say: Progress, clock: datetime, *, duration_s: float) -> Verdict:
+    from diffie.compare.findings import compare_runs
+
+    findings: list[Finding] = list(sides.findings)
+    flaky: list[Flaky] = []
+    if sides.head is not None:
+        say("phase: compare")
+        found, flaky = compare_runs(sides.base, sides.head, out, head2=sides.head2)
+        findings += found
+    viewports = len({vp for f in sides.spec.flows for vp, _ in sides.spec.flow_viewports(f)})
+    verdict = judge(change.run_id, findings, flaky=flaky, flows=len(sides.spec.flows),
+                    viewports=viewports, duration_s=round(duration_s, 2),
+                    report_url=report_url(settings, change.run_id))
+    captures = {"base": sides.base, "head": sides.head or [], "head2": sides.head2 or []}
+    say("phase: report")
+    meta = {**sides.meta, "run": change.run_id, "clock": clock.isoformat()}
+    write_outputs(verdict, captures, out, title=change.title or _title(change), meta=meta)
+    say(f"verdict: {verdict.status} ({verdict.summary})")
+    return verdict
+
+
+def _title(change: ChangeInput) -> str:
+    if change.mode == "url":
+        return f"{change.base_url} → {change.head_url}"
+    return f"{change.repo} {str(change.base_rev)[:12]} → {str(change.head_rev)[:12]}"
+
+
+def write_outputs(verdict: Verdict, captures: dict[str, list[Capture]], out: ArtifactDir, *,
+                  title: str, meta: dict[str, str]) -> None:
+    """index.html, verdict.json, junit.xml and ctrf.json in the run's folder."""
+    from diffie.report.ctrf import render_ctrf
+    from diffie.report.html import render_report
+    from diffie.report.junit import render_junit
+
+    out.path("verdict.json").write_text(verdict.model_dump_json(indent=2), encoding="utf-8")
+    out.path("junit.xml").write_text(render_junit(verdict, captures), encoding="utf-8")
+    out.path("ctrf.json").write_text(json.dumps(render_ctrf(verdict, captures), indent=2),
+                                     encoding="utf-8")
+    render_report(verdict, captures, out, title=title, meta=meta)
+
+
+def publish_error(settings: Settings, change: ChangeInput, reason: str, *,
+                  out: ArtifactDir | None = None, findings: list[Finding] | None = None) -> Verdict:
+    """An ``error`` verdict with its report (best effort: the verdict matters most)."""
+    verdict = error_verdict(change.run_id, reason, findings)
+    verdict.report_url = report_url(settings, change.run_id)
+    out = out or ArtifactDir(settings.artifacts_dir / change.run_id).ensure()
+    try:
+        write_outputs(verdict, {}, out, title=change.title or _title(change),
+                      meta={"mode": change.mode, "run": change.run_id})
+    except Exception:
+        log.exception("could not write the error report of run %s", change.run_id)
+        out.path("verdict.json").write_text(verdict.model_dump_json(indent=2), encoding="utf-8")
+    return verdict

@@ -1,0 +1,147 @@
+"""The change's source: a git repository at a revision, materialised as a plain directory tree.
+
+``checkout(repo, rev, dest)`` exports the tree with ``git archive`` (no working-copy state, no
+``.git``), so base and head are two independent directories. ``repo`` is a local path (a work
+tree or a bare repository) or a clone URL; URLs are fetched into a cache of bare repositories
+reused across runs. Every failure is a :class:`SourceError` saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+from diffie.errors import SourceError
+
+_URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*://|git@)", re.IGNORECASE)
+_REV_RE = re.compile(r"^[A-Za-z0-9._/@^~{}-]{1,200}$")
+GIT_TIMEOUT_S = 600
+
+
+def is_url(repo: str) -> bool:
+    return bool(_URL_RE.match(repo))
+
+
+def _git(args: list[str], *, cwd: Path | None = None, timeout: float = GIT_TIMEOUT_S,
+         extra_config: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    config: list[str] = []
+    for item in extra_config or []:
+        config += ["-c", item]
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
+    try:
+        return subprocess.run(["git", *config, *args], cwd=cwd, env=env, capture_output=True,
+                              timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise SourceError("git is not installed (needed to check out the change)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SourceError(f"git {args[0]} took longer than {timeout:.0f} s") from exc
+
+
+def _check_rev(rev: str) -> None:
+    if not _REV_RE.match(rev) or rev.startswith("-"):
+        raise SourceError(f"invalid revision {rev!r}")
+
+
+def local_repo(repo: str) -> Path:
+    """The repository's directory; a clear error when it is missing or not a git repository."""
+    path = Path(repo).expanduser()
+    if not path.is_dir():
+        raise SourceError(f"repository {repo} does not exist (or is not a directory)")
+    probe = _git(["rev-parse", "--git-dir"], cwd=path)
+    if probe.returncode != 0:
+        raise SourceError(f"{repo} is not a git repository")
+    return path.resolve()
+
+
+def resolve_rev(repo: Path, rev: str) -> str:
+    """The full commit id of ``rev`` in ``repo``."""
+    _check_rev(rev)
+    proc = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo)
+    if proc.returncode != 0:
+        raise SourceError(f"revision {rev!r} not found in {repo}")
+    return proc.stdout.decode().strip()
+
+
+def read_file(repo: Path, rev: str, path: str) -> str | None:
+    """A file's text at ``rev`` (``None`` when the revision has no such file)."""
+    sha = resolve_rev(repo, rev)
+    if path.startswith("/") or ".." in Path(path).parts:
+        raise SourceError(f"invalid path {path!r}: it must be relative to the repository root")
+    proc = _git(["cat-file", "-e", f"{sha}:{path}"], cwd=repo)
+    if proc.returncode != 0:
+        return None
+    proc = _git(["show", f"{sha}:{path}"], cwd=repo)
+    if proc.returncode != 0:
+        raise SourceError(f"cannot read {path} at {rev}: {proc.stderr.decode(errors='replace')}")
+    return proc.stdout.decode("utf-8", errors="replace")
+
+
+def fetch(url: str, revs: list[str], cache_dir: Path, *,
+          extra_config: list[str] | None = None) -> Path:
+    """A bare repository in ``cache_dir`` holding ``revs`` of ``url`` (fetched once, reused).
+
+    ``extra_config`` carries git ``-c`` settings (for example an authorization header); it is
+    never included in error messages.
+    """
+    key = hashlib.sha256(url.encode()).hexdigest()[:20]
+    bare = cache_dir / f"{key}.git"
+    if not (bare / "HEAD").exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        proc = _git(["init", "--bare", "--quiet", str(bare)])
+        if proc.returncode != 0:
+            raise SourceError(f"cannot create the repository cache at {bare}")
+    missing = []
+    for rev in revs:
+        _check_rev(rev)
+        if _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=bare).returncode:
+            missing.append(rev)
+    if missing:
+        proc = _git(["fetch", "--quiet", "--no-tags", url, *missing], cwd=bare,
+                    extra_config=extra_config)
+        if proc.returncode != 0:
+            tail = proc.stderr.decode(errors="replace").strip()[-500:]
+            raise SourceError(f"cannot fetch {', '.join(missing)} from {_redact(url)}: {tail}")
+    return bare
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def checkout(repo: Path, rev: str, dest: Path) -> str:
+    """Export the tree of ``rev`` into ``dest`` (created, must be empty). Returns the commit id."""
+    sha = resolve_rev(repo, rev)
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise SourceError(f"cannot check out into {dest}: the directory is not empty")
+    tar_path = dest.parent / f".{dest.name}.tar"
+    try:
+        with open(tar_path, "wb") as fh:
+            proc = subprocess.run(["git", "archive", "--format=tar", sha], cwd=repo, stdout=fh,
+                                  stderr=subprocess.PIPE, timeout=GIT_TIMEOUT_S, check=False)
+        if proc.returncode != 0:
+            raise SourceError(f"git archive {rev} failed: "
+                              f"{proc.stderr.decode(errors='replace').strip()[-500:]}")
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(dest, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise SourceError(f"cannot check out {rev} into {dest}: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SourceError(f"git archive {rev} took longer than {GIT_TIMEOUT_S} s") from exc
+    finally:
+        tar_path.unlink(missing_ok=True)
+    return sha
+
+
+def open_repo(repo: str, revs: list[str], cache_dir: Path) -> Path:
+    """A local repository holding ``revs``: the path itself, or a fetched cache for a URL."""
+    if is_url(repo):
+        return fetch(repo, revs, cache_dir)
+    path = local_repo(repo)
+    for rev in revs:
+        resolve_rev(path, rev)
+    return path

@@ -1,0 +1,89 @@
+"""A Celery worker in a thread of this process: for ``diffie serve`` and a lone ``diffie check``.
+
+It is a real worker (same broker, same task, same acknowledgements) with the ``solo`` pool: one
+run at a time, executed in the worker's thread. Stop it with :meth:`EmbeddedWorker.stop`
+(a warm shutdown: the current run finishes first, unless ``wait`` is False).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.worker import state as worker_state
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    def __init__(self, app: Celery, *, loglevel: str = "WARNING", name: str | None = None) -> None:
+        self.app = app
+        self.hostname = name or f"embedded-{os.getpid()}@{socket.gethostname()}"
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.worker: Any = None
+        self.loglevel = loglevel
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 60.0) -> EmbeddedWorker:
+        ready = self._ready
+
+        class _Controller(self.app.WorkController):  # type: ignore[name-defined]
+            diffie_embedded = True
+
+            def on_consumer_ready(self, consumer: Any) -> None:
+                ready.set()
+
+        self.worker = _Controller(
+            app=self.app, hostname=self.hostname, pool_cls="solo", concurrency=1,
+            loglevel=self.loglevel, without_heartbeat=True, without_mingle=True,
+            without_gossip=True, ready_callback=None,
+            queues=[self.app.conf.task_default_queue])
+        worker_state.should_stop = None
+        worker_state.should_terminate = None
+
+        def target() -> None:
+            try:
+                self.worker.start()
+            except BaseException as exc:      # surfaced by start()/stop()
+                self.error = exc
+                log.exception("embedded worker stopped with an error")
+            finally:
+                ready.set()
+
+        self._thread = threading.Thread(target=target, name="diffie-embedded-worker",
+                                        daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"the embedded worker did not start: {self.error!r}")
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Warm shutdown (finish the current task) — or, with ``wait=False``, a cold one."""
+        if self._thread is None:
+            return
+        if wait:
+            worker_state.should_stop = 0
+        else:
+            worker_state.should_terminate = 0
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the embedded worker did not stop within %.0f s", timeout)
+        else:
+            worker_state.should_stop = None
+            worker_state.should_terminate = None
+        self._thread = None
+
+    def __enter__(self) -> EmbeddedWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,81 @@
+"""A worker bootstep: liveness heartbeats, and recovery of runs whose worker died.
+
+Every ``heartbeat_s`` the worker records itself in the ``workers`` table (so the CLI knows a
+worker will take its run) and looks for runs left ``running`` with a stale heartbeat (their
+worker was killed): they go back to ``queued`` and onto the queue again (``claim`` ends a run
+``error`` once it has used up ``max_attempts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import bootsteps
+
+from diffie import runs
+from diffie.app_context import VERIFY_TASK
+
+log = logging.getLogger(__name__)
+
+
+def recover_stale(app: Any, ctx: Any) -> list[str]:
+    """Requeue runs whose worker went silent; returns their ids."""
+    settings = ctx.settings
+    ids = runs.requeue_stale(ctx.db, stale_after_s=settings.stale_after_s)
+    for run_id in ids:
+        log.warning("run %s: its worker stopped heartbeating; queued again", run_id)
+        app.send_task(VERIFY_TASK, args=[run_id], queue=settings.queue_name)
+    return ids
+
+
+class Supervisor(bootsteps.StartStopStep):
+    """Runs in the worker's main process (not in pool children)."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.name = ""
+
+    def start(self, worker: Any) -> None:
+        from workers.tasks import worker_context
+
+        settings = worker.app.diffie_settings
+        ctx = worker_context(settings)
+        embedded = bool(getattr(worker, "diffie_embedded", False))
+        self.name = f"{worker.hostname}/{os.getpid()}"
+        self._stop.clear()
+
+        def loop() -> None:
+            while True:
+                try:
+                    runs.worker_beat(ctx.db, self.name, hostname=socket.gethostname(),
+                                     pid=os.getpid(), embedded=embedded)
+                    recover_stale(worker.app, ctx)
+                except Exception:
+                    log.exception("worker supervisor round failed")
+                if self._stop.wait(settings.heartbeat_s):
+                    return
+
+        self._thread = threading.Thread(target=loop, name="diffie-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        try:
+            from workers.tasks import worker_context
+
+            runs.worker_gone(worker_context(worker.app.diffie_settings).db, self.name)
+        except Exception:
+            log.exception("could not remove worker %s from the workers table", self.name)
+
+    shutdown = stop

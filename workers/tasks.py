@@ -1,0 +1,148 @@
+"""The one task: ``verify_run(run_id)``. Safe to run twice; any exception ends the run ``error``.
+
+``execute_run`` is the task's body without Celery (tests call it directly):
+
+1. claim the run (queued, or running with a dead worker); anything else: skip;
+2. heartbeat it from a thread while the pipeline runs (a cancelled run stops at its next
+   progress report);
+3. record the verdict, its findings and artifacts — or ``error`` with a readable reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from diffie import runs
+from diffie.app_context import VERIFY_TASK, AppContext, build_context
+from diffie.artifacts import ArtifactDir
+from diffie.config import Settings
+from diffie.errors import DiffieError
+from diffie.pipeline import RunCancelled, publish_error, run_change
+
+log = logging.getLogger(__name__)
+
+_contexts: dict[tuple[int, int], AppContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def worker_context(settings: Settings) -> AppContext:
+    """One context per process and Settings (a forked pool child builds its own)."""
+    key = (os.getpid(), id(settings))
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            ctx = build_context(settings)
+            _contexts[key] = ctx
+        return ctx
+
+
+def worker_identity(nodename: str | None = None) -> str:
+    return f"{nodename or socket.gethostname()}/{os.getpid()}/{threading.get_ident() % 100000}"
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the run's heartbeat; notices when the run is no longer ours (cancelled)."""
+
+    def __init__(self, ctx: AppContext, run_id: str, worker: str) -> None:
+        super().__init__(name=f"heartbeat-{run_id[:8]}", daemon=True)
+        self.ctx, self.run_id, self.worker = ctx, run_id, worker
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.ctx.settings.heartbeat_s):
+            try:
+                if not runs.heartbeat(self.ctx.db, self.run_id, self.worker):
+                    self.lost.set()
+                    return
+            except Exception:
+                log.exception("heartbeat of run %s failed", self.run_id)
+
+    def phase(self, phase: str) -> None:
+        if self.lost.is_set() or not runs.heartbeat(self.ctx.db, self.run_id, self.worker, phase):
+            self.lost.set()
+            raise RunCancelled(f"run {self.run_id} was cancelled or taken over")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def describe(exc: BaseException) -> str:
+    """A reason a person can act on: Diffie's own errors as they are, others with their type."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "the run took longer than the task time limit (DIFFIE_TASK_TIME_LIMIT_S)"
+    if isinstance(exc, DiffieError):
+        return str(exc) or type(exc).__name__
+    text = str(exc).strip()
+    return f"internal error: {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
+    """Claim, verify and record one run. Returns what happened (for logs and tests)."""
+    settings = ctx.settings
+    outcome = runs.claim(ctx.db, run_id, worker, stale_after_s=settings.stale_after_s,
+                         max_attempts=settings.max_attempts)
+    if outcome == "gave_up":
+        ctx.events.finished(run_id)
+    if outcome != "claimed":
+        log.info("run %s not taken: %s", run_id, outcome)
+        return outcome
+    ctx.events.started(run_id)
+    beat = Heartbeat(ctx, run_id, worker)
+    beat.start()
+
+    def progress(message: str) -> None:
+        if message.startswith("phase: "):
+            beat.phase(message.removeprefix("phase: "))
+        elif beat.lost.is_set():
+            raise RunCancelled(f"run {run_id} was cancelled or taken over")
+
+    change = None
+    try:
+        change = runs.change_input(ctx.db, run_id)
+        verdict = run_change(settings, change, db=ctx.db, progress=progress)
+        out = ArtifactDir(settings.artifacts_dir / run_id)
+        if not runs.record_verdict(ctx.db, run_id, worker, verdict, out):
+            log.warning("run %s: finished, but it is no longer ours (cancelled?)", run_id)
+            return "lost"
+        result = verdict.status
+    except RunCancelled:
+        log.info("run %s stopped: cancelled or taken over", run_id)
+        return "cancelled"
+    except Exception as exc:
+        reason = describe(exc)
+        log.error("run %s failed: %s\n%s", run_id, reason, traceback.format_exc())
+        if change is None:
+            from diffie.verdict import error_verdict
+
+            verdict = error_verdict(run_id, reason)
+        else:
+            verdict = publish_error(settings, change, reason)
+        runs.record_error(ctx.db, run_id, worker, reason, verdict,
+                          ArtifactDir(settings.artifacts_dir / run_id))
+        result = "error"
+    except BaseException:
+        # Worker shutdown (SystemExit, KeyboardInterrupt): give the run back to the queue.
+        runs.release(ctx.db, run_id, worker)
+        raise
+    finally:
+        beat.stop()
+    ctx.events.finished(run_id)
+    return result
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    limit = settings.task_time_limit_s
+
+    @app.task(name=VERIFY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+              soft_time_limit=limit, time_limit=limit + 120, ignore_result=True)
+    def verify_run(self: Task, run_id: str) -> str:
+        ctx = worker_context(settings)
+        return execute_run(ctx, run_id, worker_identity(self.request.hostname))
