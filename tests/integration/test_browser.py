@@ -43,6 +43,7 @@ console.log('<script>alert(1)</script>');
 fetch('/api/missing.json');
 fetch('/api/fail');
 setTimeout(boom, 0);
+setTimeout(() => { throw new RangeError('late failure'); }, 150);
 """
 
 ERRORS_PAGE = """<!doctype html><html><head><title>errors</title></head><body>
@@ -247,7 +248,9 @@ flows:
     # console text from the page is kept as text, unescaped and unexecuted
     assert any(c.text == "<script>alert(1)</script>" for c in cap.console)
 
-    assert len(cap.page_errors) == 1, cap.page_errors
+    # both uncaught errors thrown by timers are page errors (not swallowed by a fake clock),
+    # including the one thrown after the last step returned
+    assert [e.name for e in cap.page_errors] == ["TypeError", "RangeError"], cap.page_errors
     err = cap.page_errors[0]
     assert err.name == "TypeError"
     assert "items" in err.message
@@ -569,3 +572,14 @@ def _closed_port_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}"
+
+
+def test_renderer_crash_is_an_infrastructure_error_and_the_runner_recovers(runner, site, tmp_path):
+    spec = _spec("flows:\n  - name: crash\n    steps:\n      - goto: chrome://crash\n")
+    cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    assert cap.error and "crashed" in cap.error and not cap.completed
+
+    runner._browser.close()          # the browser itself went away: the next flow relaunches it
+    spec = _spec("flows:\n  - name: home\n    steps:\n      - goto: /\n")
+    cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    assert cap.completed and cap.error is None

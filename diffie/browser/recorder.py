@@ -1,0 +1,95 @@
+"""Turn Playwright's page events into Capture entries: bounded, capped, tagged with the step.
+
+Everything here came from the page under test: untrusted. Text is cut to ``MAX_TEXT``, lists
+stop at ``MAX_ENTRIES``, and nothing is used as a name or a path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from playwright.sync_api import BrowserContext, ConsoleMessage, Request, Response, WebError
+
+from diffie.capture import MAX_ENTRIES, MAX_TEXT, Capture, ConsoleEntry, PageError, RequestIssue
+
+_FRAME_RE = re.compile(r"(\S+?):(\d+):(\d+)\)?$")
+
+
+def bound(text: str | None, limit: int = MAX_TEXT) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_error(exc: BaseException) -> str:
+    """Playwright's message without the API prefix and the call log, on one line."""
+    message = getattr(exc, "message", None) or str(exc)
+    message = message.split("\nCall log:")[0].split("\n=====")[0]
+    message = re.sub(r"^\s*\w+\.\w+: ", "", message).strip()
+    first = message.splitlines()[0] if message else type(exc).__name__
+    return bound(first, 500)
+
+
+def top_frame(stack: str | None) -> tuple[str | None, int | None, int | None]:
+    """The first stack frame that names a source URL: (url, line, column)."""
+    for line in (stack or "").splitlines():
+        line = line.strip()
+        if not line.startswith("at "):
+            continue
+        match = _FRAME_RE.search(line)
+        if match and "://" in match.group(1):
+            return bound(match.group(1).lstrip("("), MAX_TEXT), int(match.group(2)), int(match.group(3))
+    return None, None, None
+
+
+class Recorder:
+    """Turns the context's events into bounded Capture entries, tagged with the running step."""
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+        self.step: int | None = None
+        self.crashed = False
+
+    def attach(self, context: BrowserContext) -> None:
+        context.on("console", self.console)
+        context.on("weberror", self.web_error)
+        context.on("requestfailed", self.request_failed)
+        context.on("response", self.response)
+
+    def console(self, msg: ConsoleMessage) -> None:
+        if len(self.capture.console) >= MAX_ENTRIES:
+            return
+        loc: dict[str, Any] = dict(msg.location or {})
+        line, column = loc.get("lineNumber"), loc.get("columnNumber")
+        self.capture.console.append(ConsoleEntry(
+            type=bound(msg.type, 40), text=bound(msg.text), url=bound(loc.get("url")) or None,
+            line=line + 1 if isinstance(line, int) and loc.get("url") else None,      # 1-based, like stacks
+            column=column + 1 if isinstance(column, int) and loc.get("url") else None,
+            step=self.step))
+
+    def web_error(self, web_error: WebError) -> None:
+        if len(self.capture.page_errors) >= MAX_ENTRIES:
+            return
+        err = web_error.error
+        stack = getattr(err, "stack", None) or None
+        url, line, column = top_frame(stack)
+        self.capture.page_errors.append(PageError(
+            message=bound(getattr(err, "message", None) or str(err)),
+            name=bound(getattr(err, "name", None), 200) or None,
+            stack=bound(stack) or None, url=url, line=line, column=column, step=self.step))
+
+    def request_failed(self, request: Request) -> None:
+        if len(self.capture.requests) >= MAX_ENTRIES:
+            return
+        self.capture.requests.append(RequestIssue(
+            method=bound(request.method, 20), url=bound(request.url),
+            failure=bound(request.failure or "failed", 500), resource_type=bound(request.resource_type, 40),
+            step=self.step))
+
+    def response(self, response: Response) -> None:
+        if response.status < 400 or len(self.capture.requests) >= MAX_ENTRIES:
+            return
+        request = response.request
+        self.capture.requests.append(RequestIssue(
+            method=bound(request.method, 20), url=bound(response.url), status=response.status,
+            resource_type=bound(request.resource_type, 40), step=self.step))

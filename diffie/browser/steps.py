@@ -1,0 +1,242 @@
+"""The steps of one flow on one page: goto, click, fill, ..., screenshot.
+
+A step that does not do what the spec asked raises :class:`StepFailed` with a readable message
+("selector '#buy' did not appear within 10000 ms"); the flow stops there. A browser that went
+away raises :class:`InfrastructureError`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from diffie.artifacts import ArtifactDir, slug
+from diffie.browser import elements, stabilise
+from diffie.browser.recorder import Recorder, bound, short_error
+from diffie.capture import Capture, Screenshot, Side, StepResult
+from diffie.spec import Flow, Spec, Step
+
+if TYPE_CHECKING:
+    from diffie.browser.runner import BrowserRunner
+
+_NET_ERRORS: dict[str, str] = {
+    "ERR_CONNECTION_REFUSED": "connection refused (is the app running on that port?)",
+    "ERR_NAME_NOT_RESOLVED": "host name not resolved",
+    "ERR_ADDRESS_UNREACHABLE": "address unreachable",
+    "ERR_CONNECTION_TIMED_OUT": "connection timed out",
+    "ERR_CONNECTION_RESET": "connection reset",
+    "ERR_CONNECTION_CLOSED": "connection closed",
+    "ERR_EMPTY_RESPONSE": "the server closed the connection without a response",
+    "ERR_INTERNET_DISCONNECTED": "no network",
+    "ERR_INVALID_URL": "invalid URL",
+    "ERR_TOO_MANY_REDIRECTS": "too many redirects",
+}
+CLOSED_MARKERS = ("Target page, context or browser has been closed", "Target crashed",
+                  "Browser has been closed", "Browser closed", "Connection closed")
+DRAIN_S = 1.5        # after the last step: wait this long at most for the network to go quiet
+_VERBS = {"click": "click", "fill": "fill", "check": "check", "hover": "hover over",
+          "select": "select an option in", "press": "press a key in"}
+
+
+class StepFailed(Exception):
+    """A step did not do what the spec asked (the flow stops, the capture says why)."""
+
+
+class InfrastructureError(Exception):
+    """The browser, not the app, failed (crash, disconnect)."""
+
+
+class FlowRun:
+    """The steps of one flow on one page."""
+
+    def __init__(self, runner: BrowserRunner, spec: Spec, flow: Flow, viewport_name: str, base_url: str,
+                 side: Side, out: ArtifactDir, page: Page, network: stabilise.NetworkTracker,
+                 recorder: Recorder, capture: Capture) -> None:
+        self.runner, self.spec, self.flow, self.viewport_name = runner, spec, flow, viewport_name
+        self.base_url, self.side, self.out, self.page = base_url, side, out, page
+        self.network, self.recorder, self.capture = network, recorder, capture
+
+    def run(self) -> None:
+        for index, step in enumerate(self.flow.steps):
+            self.recorder.step = index
+            timeout = step.timeout_ms or self.spec.timeout_ms
+            t0 = time.perf_counter()
+            error: str | None = None
+            try:
+                self._step(index, step, timeout)
+            except StepFailed as exc:
+                if self.recorder.crashed:
+                    raise InfrastructureError(f"the page crashed (renderer process died) during step "
+                                              f"{index} ({step.describe()})") from exc
+                error = str(exc)
+            except PlaywrightError as exc:
+                self._check_infrastructure(exc, index, step)
+                error = bound(f"{step.action} failed: {short_error(exc)}", 1000)
+            duration = round((time.perf_counter() - t0) * 1000, 1)
+            self.capture.steps.append(StepResult(
+                index=index, action=step.action, description=bound(step.describe(), 500), ok=error is None,
+                error=error, duration_ms=duration, line=step.line))
+            if error is not None:
+                self.capture.completed = False
+                return
+        self._drain()
+
+    def _drain(self) -> None:
+        """Let late events in (an error thrown by a timer just after the last step, a slow fetch),
+        so what is captured does not depend on how fast the last step returned. Bounded."""
+        try:
+            self.network.wait_quiet(self.page, time.monotonic() + DRAIN_S)
+            self.page.wait_for_timeout(50)
+        except PlaywrightError as exc:
+            self._check_infrastructure(exc, len(self.flow.steps) - 1, self.flow.steps[-1])
+
+    def _check_infrastructure(self, exc: PlaywrightError, index: int, step: Step) -> None:
+        message = getattr(exc, "message", "") or str(exc)
+        if self.recorder.crashed:
+            raise InfrastructureError(f"the page crashed (renderer process died) during step {index} "
+                                      f"({step.describe()})") from exc
+        if not self.runner.browser_alive() or any(m in message for m in CLOSED_MARKERS):
+            raise InfrastructureError(f"the browser went away during step {index} ({step.describe()}): "
+                                      f"{short_error(exc)}") from exc
+
+    # --- one step -------------------------------------------------------------------------
+
+    def _locator(self, selector: str) -> Locator:
+        return self.page.locator(selector).first
+
+    def _step(self, index: int, step: Step, timeout: int) -> None:
+        action, sel = step.action, step.selector or ""
+        try:
+            if action == "goto":
+                self._goto(step.url or "", timeout)
+            elif action == "click":
+                self._locator(sel).click(timeout=timeout)
+            elif action == "fill":
+                self._locator(sel).fill(step.value or "", timeout=timeout)
+            elif action == "press":
+                if sel:
+                    self._locator(sel).press(step.key or "", timeout=timeout)
+                else:
+                    self.page.keyboard.press(step.key or "")
+            elif action == "select":
+                self._locator(sel).select_option(step.value or "", timeout=timeout)
+            elif action == "check":
+                self._locator(sel).check(timeout=timeout)
+            elif action == "hover":
+                self._locator(sel).hover(timeout=timeout)
+            elif action in ("wait_for", "expect_visible"):
+                state = step.state if action == "wait_for" else "visible"
+                self._locator(sel).wait_for(state=state, timeout=timeout)
+            elif action == "expect_text":
+                self._expect_text(sel, step.text or "", timeout)
+            elif action == "expect_url":
+                self._expect_url(step.url or "", timeout)
+            elif action == "screenshot":
+                self._screenshot(index, step, timeout)
+            else:  # pragma: no cover - the spec's Literal forbids it
+                raise StepFailed(f"unknown action {action!r}")
+        except PlaywrightTimeout as exc:
+            raise StepFailed(self._timeout_message(step, sel, timeout)) from exc
+
+    def _timeout_message(self, step: Step, sel: str, timeout: int) -> str:
+        action = step.action
+        if action == "goto":
+            return f"page {self._url(step.url or '')} did not finish loading within {timeout} ms"
+        if action == "screenshot":
+            return f"screenshot {step.name!r} could not be taken within {timeout} ms (the page is busy)"
+        if not sel:
+            return f"{step.describe()} did not complete within {timeout} ms"
+        if action == "wait_for" and step.state in ("hidden", "detached"):
+            return f"selector {sel!r} did not become {step.state} within {timeout} ms"
+        if not self._present(sel):
+            return f"selector {sel!r} did not appear within {timeout} ms"
+        if action in ("wait_for", "expect_visible"):
+            return f"selector {sel!r} was found but did not become visible within {timeout} ms"
+        verb = _VERBS.get(action, action)
+        return (f"selector {sel!r} was found but could not {verb} it within {timeout} ms "
+                f"(hidden, disabled or covered by another element)")
+
+    def _present(self, sel: str) -> bool:
+        try:
+            self._locator(sel).wait_for(state="attached", timeout=200)
+            return True
+        except PlaywrightError:
+            return False
+
+    def _url(self, url: str) -> str:
+        return urljoin(self.base_url, url)
+
+    def _goto(self, url: str, timeout: int) -> None:
+        target = self._url(url)
+        try:
+            self.page.goto(target, timeout=timeout, wait_until="load")
+        except PlaywrightTimeout:
+            raise
+        except PlaywrightError as exc:
+            message = getattr(exc, "message", "") or str(exc)
+            code = re.search(r"net::(ERR_[A-Z_]+)", message)
+            if code:
+                reason = _NET_ERRORS.get(code.group(1), code.group(1).lower().replace("_", " "))
+                raise StepFailed(f"could not open {bound(target, 500)}: {reason} "
+                                  f"(net::{code.group(1)})") from exc
+            raise
+
+    def _expect_text(self, sel: str, text: str, timeout: int) -> None:
+        locator = self._locator(sel)
+        try:
+            expect(locator).to_contain_text(text, timeout=timeout)
+        except AssertionError as exc:
+            if not self._present(sel):
+                raise StepFailed(f"selector {sel!r} did not appear within {timeout} ms") from exc
+            try:
+                actual = bound(" ".join((locator.text_content(timeout=500) or "").split()), 200)
+            except PlaywrightError:
+                actual = "?"
+            raise StepFailed(
+                f"text of {sel!r} did not contain {text!r} within {timeout} ms (it was {actual!r})") from exc
+
+    def _expect_url(self, part: str, timeout: int) -> None:
+        deadline = time.monotonic() + timeout / 1000
+        while part not in self.page.url:
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"page URL did not contain {part!r} within {timeout} ms "
+                                  f"(it was {bound(self.page.url, 500)!r})")
+            self.page.wait_for_timeout(50)
+
+    def _screenshot(self, index: int, step: Step, timeout: int) -> None:
+        name = step.name or f"step{index}"
+        selectors = list(dict.fromkeys([*self.spec.masks, *step.mask]))
+        mask = [self.page.locator(s) for s in selectors]
+        stabilise.settle(self.page, self.network, budget_ms=timeout, full_page=step.full_page)
+        shot = stabilise.stable_screenshot(self.page, full_page=step.full_page, mask=mask, timeout_ms=timeout)
+        base = slug(self.side, self.flow.name, self.viewport_name, name)
+        artifact = base + ".png"
+        self.out.path(artifact).write_bytes(shot.png)
+        width, height = _png_size(shot.png)
+        record = Screenshot(name=name, step=index, artifact=artifact, width=width, height=height,
+                            attempts=shot.attempts, stable=shot.stable)
+        budget = min(timeout, 5000)
+        try:
+            record.mask_boxes = elements.mask_boxes(self.page, selectors, full_page=step.full_page,
+                                                    timeout_ms=budget)
+        except PlaywrightError:
+            pass
+        try:
+            emap = elements.element_map(self.page, full_page=step.full_page, timeout_ms=budget)
+            emap_name = base + "-elements.json"
+            self.out.path(emap_name).write_bytes(elements.element_map_json(emap))
+            record.elements = emap_name
+        except PlaywrightError:
+            pass
+        self.capture.screenshots.append(record)
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    if len(png) >= 24 and png[:8] == b"\x89PNG\r\n\x1a\n":
+        return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return 0, 0
