@@ -193,15 +193,15 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
         owner, repo = _repo(data)
         pr = _get(data, "pull_request")
         head_repo = pr.get("head", {}).get("repo") if isinstance(pr.get("head"), dict) else None
-        base_full = _str(pr, "base.repo.full_name")
+        base_full = _str(data, "pull_request.base.repo.full_name")
         head_full = head_repo.get("full_name") if isinstance(head_repo, dict) else None
         head_url = head_repo.get("clone_url") if isinstance(head_repo, dict) else None
         return PullRequestEvent(
             action=action, installation_id=_int(data, "installation.id"), owner=owner,
-            repo=repo, number=_int(pr, "number"), base_sha=_sha(pr, "base.sha"),
-            head_sha=_sha(pr, "head.sha"),
+            repo=repo, number=_int(data, "pull_request.number"), base_sha=_sha(data, "pull_request.base.sha"),
+            head_sha=_sha(data, "pull_request.head.sha"),
             head_clone_url=head_url if isinstance(head_url, str) else None,
-            base_clone_url=_str(pr, "base.repo.clone_url"),
+            base_clone_url=_str(data, "pull_request.base.repo.clone_url"),
             is_fork=head_full is None or head_full.lower() != base_full.lower(),
             draft=bool(pr.get("draft", False)), title=str(pr.get("title") or ""),
             base_ref=str(pr.get("base", {}).get("ref") or ""),
@@ -213,8 +213,8 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
         requested = data.get("requested_action")
         return CheckRunEvent(
             action=action, installation_id=_int(data, "installation.id"), owner=owner,
-            repo=repo, check_run_id=_int(cr, "id"), name=_str(cr, "name"),
-            head_sha=_sha(cr, "head_sha"), external_id=str(cr.get("external_id") or ""),
+            repo=repo, check_run_id=_int(data, "check_run.id"), name=_str(data, "check_run.name"),
+            head_sha=_sha(data, "check_run.head_sha"), external_id=str(cr.get("external_id") or ""),
             app_id=_opt_int(cr, "app.id"), pull_requests=_pull_refs(cr.get("pull_requests")),
             requested_action=(str(requested.get("identifier", ""))
                               if isinstance(requested, dict) else None))
@@ -224,7 +224,8 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
         branch = cs.get("head_branch")
         return CheckSuiteEvent(
             action=action, installation_id=_int(data, "installation.id"), owner=owner,
-            repo=repo, check_suite_id=_int(cs, "id"), head_sha=_sha(cs, "head_sha"),
+            repo=repo, check_suite_id=_int(data, "check_suite.id"),
+            head_sha=_sha(data, "check_suite.head_sha"),
             head_branch=branch if isinstance(branch, str) else None,
             app_id=_opt_int(cs, "app.id"), pull_requests=_pull_refs(cs.get("pull_requests")))
     return OtherEvent(name=event_name, action=action)
