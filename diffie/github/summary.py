@@ -67,16 +67,27 @@ def _order(findings: list[Finding]) -> list[Finding]:
 def verdict_summary(verdict: Verdict, *, report_url: str, limit: int = CHECK_SUMMARY_LIMIT,
                     approved: bool = False, max_rows: int | None = None) -> str:
     """A Markdown summary of the verdict (headline, counts, findings table, report link),
-    never longer than ``limit`` characters."""
+    never longer than ``limit`` characters: the report package's ``verdict_markdown`` when
+    present, else :func:`own_summary`."""
+    if approved and not verdict.approved:
+        verdict = verdict.model_copy(update={"approved": True})
     fn = _report_markdown()
-    if fn is not None and max_rows is None:
+    if fn is not None:
         try:
-            text = str(fn(verdict, report_url=report_url, limit=limit))
-        except TypeError:       # a different signature than agreed: fall back to ours
-            text = ""
+            text = str(fn(verdict, report_url=report_url, limit=limit, max_findings=max_rows))
+        except TypeError:       # an older signature without max_findings
+            text = (str(fn(verdict, report_url=report_url, limit=limit))
+                    if max_rows is None else "")
         if text:
             return _clip(text, limit)
-    label = status_label(verdict, approved=approved)
+    return own_summary(verdict, report_url=report_url, limit=limit, approved=approved,
+                       max_rows=max_rows)
+
+
+def own_summary(verdict: Verdict, *, report_url: str, limit: int = CHECK_SUMMARY_LIMIT,
+                approved: bool = False, max_rows: int | None = None) -> str:
+    """Diffie's own small Markdown summary (used when diffie.report.markdown is absent)."""
+    label = status_label(verdict, approved=approved or verdict.approved)
     lines = [f"### {ICONS.get(label, '')} Diffie: {label}",
              "",
              md_escape(verdict.summary, 500) + (" (approved)" if label == "approved" else "")]
@@ -105,7 +116,7 @@ def verdict_summary(verdict: Verdict, *, report_url: str, limit: int = CHECK_SUM
         reserve = len(footer) + 120
         for f in findings[:rows_cap]:
             row = "\n" + _finding_row(f)
-            if len(body) + len(row) + reserve > limit:
+            if _size(body) + _size(row) + reserve > limit:
                 break
             body += row
             shown += 1
@@ -115,11 +126,17 @@ def verdict_summary(verdict: Verdict, *, report_url: str, limit: int = CHECK_SUM
     return _clip(head + footer, limit)
 
 
+def _size(text: str) -> int:
+    """Length counted in UTF-8 bytes: never less than GitHub's character count."""
+    return len(text.encode("utf-8"))
+
+
 def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
+    if _size(text) <= limit:
         return text
     tail = "\n\n\u2026 (truncated)"
-    return text[: limit - len(tail)] + tail
+    cut = text.encode("utf-8")[: limit - _size(tail)].decode("utf-8", "ignore")
+    return cut + tail
 
 
 def comment_body(marker: str, verdict: Verdict, *, report_url: str, approved: bool = False,
