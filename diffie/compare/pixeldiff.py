@@ -67,6 +67,7 @@ _NDX = np.array([-1, -1, -1, 0, 0, 1, 1, 1], dtype=np.int64)[:, None]
 _NDY = np.array([-1, 0, 1, -1, 1, -1, 0, 1], dtype=np.int64)[:, None]
 
 _CHUNK = 1 << 16  # pixels per block when drawing the grey background (stays in cache)
+_BLOCK = 1 << 13  # pixel pairs per block in the colour delta and anti-aliasing steps
 
 
 # --------------------------------------------------------------------------- validation
@@ -114,21 +115,22 @@ _OPAQUE = np.array([0, 0, 0, 255], dtype=np.uint8).view(np.uint32)[0]
 # --------------------------------------------------------------------------- colour maths
 
 
-def _delta(p1: U8, p2: U8, k: I64, checkerboard: bool, y_only: bool) -> F64:
-    """pixelmatch's colorDelta over arrays of pixel pairs (``p1[..., :4]`` vs ``p2``).
+def _yiq(p1: U8, p2: U8, k: I64, checkerboard: bool, y_only: bool) -> tuple[F64, F64, F64]:
+    """The Y, I, Q differences of pixelmatch's colorDelta over arrays of pixel pairs.
 
-    ``k`` is the byte offset of the first pixel (it places the 7.x checkerboard background).
-    Returns the signed squared YIQ distance (negative where ``p2`` is darker), or the
-    brightness difference only when ``y_only``. Identical pixels give exactly 0.
+    ``p1[..., :4]`` and ``p2`` broadcast together; ``k`` is the byte offset of the first
+    pixel (it places the 7.x checkerboard background). I and Q are empty when ``y_only``.
+    Identical pixels give exactly 0.
     """
     p1, p2 = np.broadcast_arrays(p1, p2)
     r1, g1, b1, a1 = (p1[..., c] for c in range(4))
     r2, g2, b2, a2 = (p2[..., c] for c in range(4))
+    none = np.empty(0)
     if checkerboard:
         dr = np.subtract(r1, r2, dtype=np.float64)
         dg = np.subtract(g1, g2, dtype=np.float64)
         db = np.subtract(b1, b2, dtype=np.float64)
-        semi = (a1 < 255) | (a2 < 255)
+        semi = (a1 & a2) != 255  # either alpha < 255
         if semi.any():
             kk = np.broadcast_to(k, semi.shape)[semi]
             fa1 = a1[semi].astype(np.int64)
@@ -141,22 +143,58 @@ def _delta(p1: U8, p2: U8, k: I64, checkerboard: bool, y_only: bool) -> F64:
             ):
                 num = c1[semi].astype(np.int64) * fa1 - c2[semi].astype(np.int64) * fa2 - bg * da
                 d[semi] = num / 255.0
-        y = dr * _Y[0] + dg * _Y[1] + db * _Y[2]
+        y = _weighted(dr, dg, db, _Y, (1, 1))
         if y_only:
-            return y
-        i = dr * _I[0] - dg * _I[1] - db * _I[2]
-        q = dr * _Q[0] - dg * _Q[1] + db * _Q[2]
+            return y, none, none
+        return y, _weighted(dr, dg, db, _I, (-1, -1)), _weighted(dr, dg, db, _Q, (-1, 1))
+    fr1, fg1, fb1 = _blend_white(r1, g1, b1, a1)
+    fr2, fg2, fb2 = _blend_white(r2, g2, b2, a2)
+    y = _weighted(fr1, fg1, fb1, _Y, (1, 1))
+    y -= _weighted(fr2, fg2, fb2, _Y, (1, 1))
+    if y_only:
+        return y, none, none
+    i = _weighted(fr1, fg1, fb1, _I, (-1, -1))
+    i -= _weighted(fr2, fg2, fb2, _I, (-1, -1))
+    q = _weighted(fr1, fg1, fb1, _Q, (-1, 1))
+    q -= _weighted(fr2, fg2, fb2, _Q, (-1, 1))
+    return y, i, q
+
+
+def _weighted(r: F64, g: F64, b: F64, c: tuple[float, float, float], signs: tuple[int, int]) -> F64:
+    """``(r * c0 +- g * c1) +- b * c2``, evaluated left to right like the JS expression."""
+    out = np.multiply(r, c[0])
+    t = np.multiply(g, c[1])
+    if signs[0] > 0:
+        out += t
     else:
-        fr1, fg1, fb1 = _blend_white(r1, g1, b1, a1)
-        fr2, fg2, fb2 = _blend_white(r2, g2, b2, a2)
-        y = (fr1 * _Y[0] + fg1 * _Y[1] + fb1 * _Y[2]) - (fr2 * _Y[0] + fg2 * _Y[1] + fb2 * _Y[2])
-        if y_only:
-            return y
-        i = (fr1 * _I[0] - fg1 * _I[1] - fb1 * _I[2]) - (fr2 * _I[0] - fg2 * _I[1] - fb2 * _I[2])
-        q = (fr1 * _Q[0] - fg1 * _Q[1] + fb1 * _Q[2]) - (fr2 * _Q[0] - fg2 * _Q[1] + fb2 * _Q[2])
-    delta: F64 = 0.5053 * y * y + 0.299 * i * i + 0.1957 * q * q
-    np.negative(delta, out=delta, where=y > 0)
-    return delta
+        out -= t
+    np.multiply(b, c[2], out=t)
+    if signs[1] > 0:
+        out += t
+    else:
+        out -= t
+    return out
+
+
+def _delta_y(p1: U8, p2: U8, k: I64, checkerboard: bool) -> F64:
+    """colorDelta(..., yOnly=true): the brightness difference of pixel pairs."""
+    return _yiq(p1, p2, k, checkerboard, y_only=True)[0]
+
+
+def _over_threshold(p1: U8, p2: U8, k: I64, checkerboard: bool, max_delta: float) -> tuple[Bool, Bool]:
+    """Which pairs have ``|colorDelta| > max_delta``, and for those whether img2 is darker."""
+    y, i, q = _yiq(p1, p2, k, checkerboard, y_only=False)
+    # 0.5053 * y * y + 0.299 * i * i + 0.1957 * q * q, in that order
+    delta = np.multiply(y, 0.5053)
+    delta *= y
+    t = np.multiply(i, 0.299)
+    t *= i
+    delta += t
+    np.multiply(q, 0.1957, out=t)
+    t *= q
+    delta += t
+    over = delta > max_delta  # delta >= 0: |signed delta| > max_delta
+    return over, y[over] > 0  # pixelmatch's sign: negative (darker in img2) where y > 0
 
 
 def _js_int32_mod2(v: F64) -> I64:
@@ -284,13 +322,13 @@ def _antialiased(img32: U32, other32: U32, idx: I64, w: int, h: int, checkerboar
     lo_code = (d8 + _J).min(axis=0)
     hi_code = (d8 + _J_REV).max(axis=0)
     ok = (zeroes <= 2) & (lo_code < 0) & (hi_code > 7)
-    lo_j = np.mod(lo_code, 8.0).astype(np.int64)
-    hi_j = 7 - np.mod(hi_code, 8.0).astype(np.int64)
+    lo_j = lo_code.astype(np.int64) & 7  # two's complement: & 7 is the remainder mod 8
+    hi_j = 7 - (hi_code.astype(np.int64) & 7)
     semi = np.flatnonzero((np.bitwise_and.reduce(nv, axis=0) & cv & _OPAQUE) != _OPAQUE)
     if semi.size:  # some of the 9 pixels are semi-transparent: the exact float computation
         cpx = cv[semi].view(np.uint8).reshape(1, -1, 4)
         npx = np.ascontiguousarray(nv[:, semi]).view(np.uint8).reshape(8, -1, 4)
-        d = _delta(cpx, npx, 4 * idx[semi][None], checkerboard, y_only=True)
+        d = _delta_y(cpx, npx, 4 * idx[semi][None], checkerboard)
         zs = border[semi] + (d == 0).sum(axis=0) - invalid[semi]
         ok[semi] = (zs <= 2) & (d.min(axis=0) < 0) & (d.max(axis=0) > 0)
         lo_j[semi] = d.argmin(axis=0)
@@ -326,22 +364,29 @@ def _classify(a: U8, b: U8, threshold: float, include_aa: bool, checkerboard: bo
     idx = np.flatnonzero(a32 != b32)
     if idx.size == 0:
         return None
-    va = a32[idx]
-    vb = b32[idx]
-    delta = _delta(va.view(np.uint8).reshape(-1, 4), vb.view(np.uint8).reshape(-1, 4), 4 * idx,
-                   checkerboard, y_only=False)
+    pa = a32[idx].view(np.uint8).reshape(-1, 4)
+    pb = b32[idx].view(np.uint8).reshape(-1, 4)
     max_delta = 35215 * threshold * threshold
-    over = np.abs(delta) > max_delta
-    cand = idx[over]
-    cdelta = delta[over]
+    cands: list[I64] = []
+    darks: list[Bool] = []
+    for s in range(0, idx.size, _BLOCK):  # blocks keep the float temporaries in cache
+        e = s + _BLOCK
+        over, dark = _over_threshold(pa[s:e], pb[s:e], 4 * idx[s:e], checkerboard, max_delta)
+        cands.append(idx[s:e][over])
+        darks.append(dark)
+    cand = np.concatenate(cands)
+    darker = np.concatenate(darks)
     aa = np.zeros(cand.shape[0], dtype=np.bool_)
-    if not include_aa and cand.size:
-        aa = _antialiased(a32, b32, cand, w, h, checkerboard)
-        rest = np.flatnonzero(~aa)
-        if rest.size:
-            aa[rest] = _antialiased(b32, a32, cand[rest], w, h, checkerboard)
+    if not include_aa:
+        for s in range(0, cand.size, _BLOCK):
+            e = s + _BLOCK
+            part = _antialiased(a32, b32, cand[s:e], w, h, checkerboard)
+            rest = np.flatnonzero(~part)
+            if rest.size:
+                part[rest] = _antialiased(b32, a32, cand[s:e][rest], w, h, checkerboard)
+            aa[s:e] = part
     keep = ~aa
-    return _Match(cand[keep], cdelta[keep] < 0, cand[aa])
+    return _Match(cand[keep], darker[keep], cand[aa])
 
 
 def _draw(
@@ -472,45 +517,47 @@ class DiffResult:
     ignored_pixels: int
 
 
-def _ignore_mask(shape: tuple[int, int], ignore: Sequence[tuple[int, int, int, int]]) -> Bool | None:
-    if not ignore:
-        return None
-    h, w = shape
-    mask = np.zeros((h, w), dtype=np.bool_)
+def _ignored(idx: I64, w: int, ignore: Sequence[tuple[int, int, int, int]]) -> Bool:
+    """Which of the pixels (flat indices) lie in one of the (x, y, width, height) rectangles."""
+    hidden = np.zeros(idx.shape[0], dtype=np.bool_)
+    if not ignore or idx.size == 0:
+        for rect in ignore:
+            _check_rect(rect)
+        return hidden
+    ys = idx // w
+    xs = idx - ys * w
     for rect in ignore:
-        if len(rect) != 4:
-            raise ImageError(f"ignore rectangles are (x, y, width, height), got {rect!r}")
-        x, y, rw, rh = (int(v) for v in rect)
-        if rw < 0 or rh < 0:
-            raise ImageError(f"ignore rectangle has a negative size: {rect!r}")
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + rw, w), min(y + rh, h)
-        if x0 < x1 and y0 < y1:
-            mask[y0:y1, x0:x1] = True
-    return mask
+        x, y, rw, rh = _check_rect(rect)
+        hidden |= (xs >= x) & (xs < x + rw) & (ys >= y) & (ys < y + rh)
+    return hidden
 
 
-def _label_cells(occ: Bool) -> tuple[I64, I64]:
-    """8-connected components of the True cells of ``occ`` (pure NumPy union-find).
+def _check_rect(rect: Sequence[int]) -> tuple[int, int, int, int]:
+    if len(rect) != 4:
+        raise ImageError(f"ignore rectangles are (x, y, width, height), got {rect!r}")
+    x, y, rw, rh = (int(v) for v in rect)
+    if rw < 0 or rh < 0:
+        raise ImageError(f"ignore rectangle has a negative size: {rect!r}")
+    return x, y, rw, rh
 
-    Returns (flat cell indices, component label per cell), labels being 0..n-1.
+
+def _label_cells(cells: I64, gh: int, gw: int) -> I64:
+    """8-connected components of a set of grid cells (sorted flat ids), as labels 0..n-1.
+
+    Pure NumPy: neighbours are found by binary search, components by min-label hooking
+    with pointer jumping (a few rounds for realistic shapes).
     """
-    gh, gw = occ.shape
-    cells = np.flatnonzero(occ)
     n = cells.size
-    lookup = np.full(gh * gw, -1, dtype=np.int64)
-    lookup[cells] = np.arange(n)
-    cy, cx = cells // gw, cells % gw
+    cy = cells // gw
+    cx = cells - cy * gw
     us: list[I64] = []
     vs: list[I64] = []
     for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        ny, nx = cy + dy, cx + dx
-        ok = (ny < gh) & (nx >= 0) & (nx < gw)
-        other = np.full(n, -1, dtype=np.int64)
-        other[ok] = lookup[ny[ok] * gw + nx[ok]]
-        link = other >= 0
-        us.append(np.flatnonzero(link))
-        vs.append(other[link])
+        target = cells + (dy * gw + dx)
+        pos = np.minimum(np.searchsorted(cells, target), n - 1)
+        hit = (cy + dy < gh) & (cx + dx >= 0) & (cx + dx < gw) & (cells[pos] == target)
+        us.append(np.flatnonzero(hit))
+        vs.append(pos[hit])
     u = np.concatenate(us)
     v = np.concatenate(vs)
     parent = np.arange(n, dtype=np.int64)
@@ -526,50 +573,39 @@ def _label_cells(occ: Bool) -> tuple[I64, I64]:
             if np.array_equal(jumped, parent):
                 break
             parent = jumped
-    _, labels = np.unique(parent, return_inverse=True)
-    return cells, labels.astype(np.int64)
+    labels = np.unique(parent, return_inverse=True)[1]
+    return labels.reshape(-1).astype(np.int64)
 
 
-def _regions(changed: Bool, merge_distance: int) -> list[RegionBox]:
-    """Cluster changed pixels into boxes.
+def _regions(idx: I64, h: int, w: int, merge_distance: int) -> list[RegionBox]:
+    """Cluster changed pixels (sorted flat indices) into boxes, sorted by pixels, desc.
 
     Pixels are binned into square cells of side ``max(1, merge_distance)`` and 8-connected
     occupied cells are merged, so changes at most ``merge_distance`` apart always share a
-    box (changes up to ``2 * merge_distance - 1`` apart may too). Sorted by pixels, desc.
+    box (changes up to ``2 * merge_distance - 1`` apart may too).
     """
-    h, w = changed.shape
-    if h == 0 or w == 0:
+    if idx.size == 0:
         return []
     s = max(1, int(merge_distance))
     gh, gw = -(-h // s), -(-w // s)
-    padded = np.zeros((gh * s, gw * s), dtype=np.bool_)
-    padded[:h, :w] = changed
-    blocks = padded.reshape(gh, s, gw, s)
-    counts = blocks.sum(axis=(1, 3), dtype=np.int64)
-    occ = counts > 0
-    if not occ.any():
-        return []
-    rows = np.asarray(blocks.any(axis=3))  # (gh, s, gw): row r of the cell has a change
-    cols = np.asarray(blocks.any(axis=1))  # (gh, gw, s)
-    ys = np.arange(gh)[:, None] * s
-    xs = np.arange(gw)[None, :] * s
-    top = ys + rows.argmax(axis=1)
-    bottom = ys + s - 1 - rows[:, ::-1, :].argmax(axis=1)
-    left = xs + cols.argmax(axis=2)
-    right = xs + s - 1 - cols[:, :, ::-1].argmax(axis=2)
-    cells, labels = _label_cells(occ)
-    n = int(labels.max()) + 1
-    big = np.iinfo(np.int64).max
-    x0 = np.full(n, big, dtype=np.int64)
-    y0 = np.full(n, big, dtype=np.int64)
+    ys = idx // w
+    xs = idx - ys * w
+    cell = (ys // s) * gw + xs // s
+    occupied = np.zeros(gh * gw, dtype=np.bool_)
+    occupied[cell] = True
+    cells = np.flatnonzero(occupied)
+    label = _label_cells(cells, gh, gw)[np.searchsorted(cells, cell)]
+    n = int(label.max()) + 1
+    x0 = np.full(n, w, dtype=np.int64)
+    y0 = np.full(n, h, dtype=np.int64)
     x1 = np.full(n, -1, dtype=np.int64)
     y1 = np.full(n, -1, dtype=np.int64)
-    np.minimum.at(x0, labels, left.reshape(-1)[cells])
-    np.minimum.at(y0, labels, top.reshape(-1)[cells])
-    np.maximum.at(x1, labels, right.reshape(-1)[cells])
-    np.maximum.at(y1, labels, bottom.reshape(-1)[cells])
-    pixels = np.bincount(labels, weights=counts.reshape(-1)[cells], minlength=n).astype(np.int64)
-    order = sorted(range(n), key=lambda j: (-int(pixels[j]), int(y0[j]), int(x0[j])))
+    np.minimum.at(x0, label, xs)
+    np.minimum.at(y0, label, ys)
+    np.maximum.at(x1, label, xs)
+    np.maximum.at(y1, label, ys)
+    pixels = np.bincount(label, minlength=n)
+    order = np.lexsort((x0, y0, -pixels))
     return [
         RegionBox(int(x0[j]), int(y0[j]), int(x1[j] - x0[j] + 1), int(y1[j] - y0[j] + 1), int(pixels[j]))
         for j in order
@@ -610,22 +646,18 @@ def diff_regions(
             a, match, diff.reshape(-1).view(np.uint32), alpha=0.1, aa_color=(255, 255, 0),
             diff_color=(255, 0, 0), diff_color_alt=None, diff_mask=False, checkerboard=checkerboard,
         )
-    changed = np.zeros((h, w), dtype=np.bool_)
-    if match is not None:
-        changed.reshape(-1)[match.diff_idx] = True
-    ignored = 0
-    mask = _ignore_mask((h, w), ignore)
-    if mask is not None:
-        hidden = changed & mask
-        ignored = int(np.count_nonzero(hidden))
-        changed &= ~mask
-    count = int(np.count_nonzero(changed))
+    changed = np.empty(0, dtype=np.int64) if match is None else match.diff_idx
+    hidden = _ignored(changed, w, ignore)
+    ignored = int(np.count_nonzero(hidden))
+    if ignored:
+        changed = changed[~hidden]
+    count = int(changed.size)
     total = h * w
     return DiffResult(
         changed_pixels=count,
         total_pixels=total,
         ratio=count / total if total else 0.0,
-        regions=_regions(changed, merge_distance) if count else [],
+        regions=_regions(changed, h, w, merge_distance),
         diff=diff,
         size_a=size_a,
         size_b=size_b,
