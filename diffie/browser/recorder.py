@@ -60,11 +60,14 @@ class Recorder:
         if len(self.capture.console) >= MAX_ENTRIES:
             return
         loc: dict[str, Any] = dict(msg.location or {})
+        url = bound(loc.get("url")) or None
         line, column = loc.get("lineNumber"), loc.get("columnNumber")
+        if not (isinstance(line, int) and isinstance(column, int)) or not url or (line, column) == (0, 0):
+            line = column = None   # no position ("Failed to load resource": url is the resource)
+        else:
+            line, column = line + 1, column + 1     # Chromium's are 0-based; stacks and editors 1-based
         self.capture.console.append(ConsoleEntry(
-            type=bound(msg.type, 40), text=bound(msg.text), url=bound(loc.get("url")) or None,
-            line=line + 1 if isinstance(line, int) and loc.get("url") else None,      # 1-based, like stacks
-            column=column + 1 if isinstance(column, int) and loc.get("url") else None,
+            type=bound(msg.type, 40), text=bound(msg.text), url=url, line=line, column=column,
             step=self.step))
 
     def web_error(self, web_error: WebError) -> None:

@@ -41,7 +41,7 @@ CLOSED_MARKERS = ("Target page, context or browser has been closed", "Target cra
                   "Browser has been closed", "Browser closed", "Connection closed")
 DRAIN_S = 1.5        # after the last step: wait this long at most for the network to go quiet
 _VERBS = {"click": "click", "fill": "fill", "check": "check", "hover": "hover over",
-          "select": "select an option in", "press": "press a key in"}
+          "press": "press a key in"}
 
 
 class StepFailed(Exception):
@@ -158,6 +158,9 @@ class FlowRun:
             return f"selector {sel!r} did not appear within {timeout} ms"
         if action in ("wait_for", "expect_visible"):
             return f"selector {sel!r} was found but did not become visible within {timeout} ms"
+        if action == "select":
+            return (f"selector {sel!r} was found but option {step.value!r} could not be selected "
+                    f"within {timeout} ms")
         verb = _VERBS.get(action, action)
         return (f"selector {sel!r} was found but could not {verb} it within {timeout} ms "
                 f"(hidden, disabled or covered by another element)")

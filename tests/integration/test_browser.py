@@ -245,6 +245,9 @@ flows:
     assert errors[0].url == f"{site.url}/app.js" and errors[0].line == 5
     assert errors[0].step == 0
 
+    echoes = [c for c in cap.console if c.text.startswith("Failed to load resource")]
+    assert echoes and all(c.line is None for c in echoes)     # Chromium's echo of a 404: no position
+
     # console text from the page is kept as text, unescaped and unexecuted
     assert any(c.text == "<script>alert(1)</script>" for c in cap.console)
 
@@ -345,6 +348,16 @@ flows:
 """)
     cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
     assert cap.steps[1].error and cap.steps[1].error.startswith("page URL did not contain '/checkout'")
+    spec = _spec("""
+flows:
+  - name: select
+    steps:
+      - goto: /form
+      - select: {selector: "#size", value: "XXL", timeout_ms: 400}
+""")
+    cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    assert cap.steps[1].error == ("selector '#size' was found but option 'XXL' could not be selected "
+                                  "within 400 ms")
 
 
 def test_unreachable_url_is_a_failed_step_with_a_clear_message(runner, tmp_path):
