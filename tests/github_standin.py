@@ -128,6 +128,8 @@ class GitHubStandIn:
     tokens: dict[str, _Token] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.outage = False       # True: every connection is dropped without an answer
+        self._sockets: set[Any] = set()
         self._lock = threading.RLock()
         self._failures: list[_Failure] = []
         self._ids = 1000
@@ -150,10 +152,18 @@ class GitHubStandIn:
         return self
 
     def stop(self) -> None:
+        """Stop serving and cut open keep-alive connections (GitHub is gone)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            for sock in list(self._sockets):
+                try:
+                    sock.shutdown(2)
+                except OSError:
+                    pass
+            self._sockets.clear()
 
     def __enter__(self) -> GitHubStandIn:
         return self.start()
@@ -176,6 +186,10 @@ class GitHubStandIn:
             self._failures.append(_Failure(method.upper(), re.compile(path_pattern), status,
                                            headers or {}, body if body is not None else
                                            {"message": "scripted failure"}, times))
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
 
     def expire_tokens(self) -> None:
         """Every installation token issued so far answers 401 from now on."""
@@ -550,7 +564,20 @@ class _APIHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:   # keep test output quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner._sockets.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._sockets.discard(self.connection)
+        super().finish()
+
     def _serve(self) -> None:
+        if self.owner.outage:                 # a network failure: no answer at all
+            self.close_connection = True
+            return
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -720,3 +747,50 @@ class _GitHandler(BaseHTTPRequestHandler):
         self._reply(status, rest, headers)
 
     do_GET = do_POST = _serve
+
+
+# -- helpers for tests ---------------------------------------------------------------------------
+
+def app_settings(tmp_path: Path, standin: GitHubStandIn, private_pem: bytes,
+                 **overrides: Any) -> Any:
+    """Settings of a Diffie whose GitHub is ``standin`` (app id, key file, API URL)."""
+    from diffie.config import Settings
+
+    key = tmp_path / "github-app.pem"
+    key.write_bytes(private_pem)
+    values: dict[str, Any] = {"github_app_id": standin.app_id, "github_private_key_path": key,
+                              "github_api_url": standin.url, "data_dir": tmp_path / "data",
+                              "public_url": "https://diffie.example.com",
+                              "github_webhook_secret": "s3cret"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` as a fixed test identity; returns stdout stripped."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_files(work: Path, files: dict[str, str], message: str) -> str:
+    """Write ``files`` into the working copy ``work``, commit them, return the SHA."""
+    for name, text in files.items():
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", message)
+    return git(work, "rev-parse", "HEAD")
+
+
+def publish_bare(work: Path, root: Path, owner: str, repo: str) -> Path:
+    """Push every branch and ``refs/pull/*`` of ``work`` into ``<root>/<owner>/<repo>.git``."""
+    bare = root / owner / f"{repo}.git"
+    if not bare.exists():
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        git(root, "init", "-q", "--bare", str(bare))
+    git(work, "push", "-q", "--force", str(bare), "refs/heads/*:refs/heads/*")
+    return bare
