@@ -43,6 +43,7 @@ MAX_SHOTS = 5                   # retake-until-stable bound
 RETAKE_GAP_MS = 60              # pause between two shots, so a change in progress shows up
 QUIET_MS = 250                  # "network quiet": no request started or finished for this long
 SETTLE_BUDGET_MS = 5000         # at most this long waiting for network, fonts and images
+_LONG_LIVED = frozenset({"eventsource", "websocket"})   # never "finish": not part of network quiet
 
 FREEZE_CSS = (
     "*,*::before,*::after{animation-delay:-1ms!important;animation-duration:1ms!important;"
@@ -209,6 +210,8 @@ class NetworkTracker:
         context.on("requestfailed", self._ended)
 
     def _started(self, request: Request) -> None:
+        if request.resource_type in _LONG_LIVED:
+            return
         self.inflight.add(id(request))
         self.last_change = time.monotonic()
 

@@ -39,6 +39,7 @@ _NET_ERRORS: dict[str, str] = {
 }
 CLOSED_MARKERS = ("Target page, context or browser has been closed", "Target crashed",
                   "Browser has been closed", "Browser closed", "Connection closed")
+RESPONSIVE_MS = 1000  # a page that cannot run "() => 1" in this long has stopped responding
 DRAIN_S = 1.5        # after the last step: wait this long at most for the network to go quiet
 _VERBS = {"click": "click", "fill": "fill", "check": "check", "hover": "hover over",
           "press": "press a key in"}
@@ -146,6 +147,9 @@ class FlowRun:
 
     def _timeout_message(self, step: Step, sel: str, timeout: int) -> str:
         action = step.action
+        if not self._responsive():
+            return (f"{step.describe()} did not complete within {timeout} ms: the page stopped "
+                    f"responding (a script is busy, perhaps in an endless loop)")
         if action == "goto":
             return f"page {self._url(step.url or '')} did not finish loading within {timeout} ms"
         if action == "screenshot":
@@ -164,6 +168,13 @@ class FlowRun:
         verb = _VERBS.get(action, action)
         return (f"selector {sel!r} was found but could not {verb} it within {timeout} ms "
                 f"(hidden, disabled or covered by another element)")
+
+    def _responsive(self) -> bool:
+        try:
+            stabilise.evaluate(self.page, "() => 1", timeout_ms=RESPONSIVE_MS)
+            return True
+        except PlaywrightError:
+            return False
 
     def _present(self, sel: str) -> bool:
         try:
@@ -187,7 +198,7 @@ class FlowRun:
             if code:
                 reason = _NET_ERRORS.get(code.group(1), code.group(1).lower().replace("_", " "))
                 raise StepFailed(f"could not open {bound(target, 500)}: {reason} "
-                                  f"(net::{code.group(1)})") from exc
+                                 f"(net::{code.group(1)})") from exc
             raise
 
     def _expect_text(self, sel: str, text: str, timeout: int) -> None:
@@ -209,15 +220,18 @@ class FlowRun:
         while part not in self.page.url:
             if time.monotonic() >= deadline:
                 raise StepFailed(f"page URL did not contain {part!r} within {timeout} ms "
-                                  f"(it was {bound(self.page.url, 500)!r})")
+                                 f"(it was {bound(self.page.url, 500)!r})")
             self.page.wait_for_timeout(50)
 
     def _screenshot(self, index: int, step: Step, timeout: int) -> None:
         name = step.name or f"step{index}"
         selectors = list(dict.fromkeys([*self.spec.masks, *step.mask]))
         mask = [self.page.locator(s) for s in selectors]
-        stabilise.settle(self.page, self.network, budget_ms=timeout, full_page=step.full_page)
-        shot = stabilise.stable_screenshot(self.page, full_page=step.full_page, mask=mask, timeout_ms=timeout)
+        # one budget for the step: at most half of it (and SETTLE_BUDGET_MS) to settle, the rest to shoot
+        deadline = time.monotonic() + timeout / 1000
+        stabilise.settle(self.page, self.network, budget_ms=timeout / 2, full_page=step.full_page)
+        shot = stabilise.stable_screenshot(self.page, full_page=step.full_page, mask=mask,
+                                           timeout_ms=max(1000.0, (deadline - time.monotonic()) * 1000))
         base = slug(self.side, self.flow.name, self.viewport_name, name)
         artifact = base + ".png"
         self.out.path(artifact).write_bytes(shot.png)
@@ -238,6 +252,7 @@ class FlowRun:
         except PlaywrightError:
             pass
         self.capture.screenshots.append(record)
+
 
 def _png_size(png: bytes) -> tuple[int, int]:
     if len(png) >= 24 and png[:8] == b"\x89PNG\r\n\x1a\n":

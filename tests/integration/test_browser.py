@@ -328,6 +328,28 @@ flows:
     assert cap.screenshots == []
 
 
+def test_a_page_stuck_in_a_loop_fails_the_step_instead_of_hanging(runner, site, tmp_path):
+    site.page("/hang", "<!doctype html><button id='spin' onclick='while (true) {}'>spin</button>")
+    spec = _spec("""
+timeout_ms: 1500
+flows:
+  - name: hang
+    steps:
+      - goto: /hang
+      - click: "#spin"
+      - screenshot: hung
+""")
+    started = time.monotonic()
+    cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    # bounded, though not by the step timeout alone: with trace snapshots on, Playwright spends a
+    # few more seconds trying to snapshot the stuck page
+    assert time.monotonic() - started < 30
+    assert not cap.completed and cap.error is None
+    failed = cap.failed_step()
+    assert failed is not None and "stopped responding" in (failed.error or ""), cap.steps
+    assert cap.trace is not None
+
+
 def test_expectation_failures_read_well(runner, site, tmp_path):
     spec = _spec("""
 flows:
