@@ -130,19 +130,15 @@ def _yiq(p1: U8, p2: U8, k: I64, checkerboard: bool, y_only: bool) -> tuple[F64,
         dr = np.subtract(r1, r2, dtype=np.float64)
         dg = np.subtract(g1, g2, dtype=np.float64)
         db = np.subtract(b1, b2, dtype=np.float64)
-        semi = (a1 & a2) != 255  # either alpha < 255
-        if semi.any():
+        semi = (a1 & a2) != 255  # either alpha < 255: blend with the background
+        count = int(np.count_nonzero(semi))
+        if count * 4 > semi.size:  # mostly semi-transparent: everywhere (exact for opaque too)
+            dr, dg, db = _checkerboard_diffs(r1, g1, b1, a1, r2, g2, b2, a2, k)
+        elif count:
             kk = np.broadcast_to(k, semi.shape)[semi]
-            fa1 = a1[semi].astype(np.int64)
-            fa2 = a2[semi].astype(np.int64)
-            da = fa1 - fa2
-            for d, c1, c2, bg in (
-                (dr, r1, r2, 48 + 159 * (kk % 2)),
-                (dg, g1, g2, 48 + 159 * _js_int32_mod2(kk / _PHI)),
-                (db, b1, b2, 48 + 159 * _js_int32_mod2(kk / _PHI2)),
-            ):
-                num = c1[semi].astype(np.int64) * fa1 - c2[semi].astype(np.int64) * fa2 - bg * da
-                d[semi] = num / 255.0
+            dr[semi], dg[semi], db[semi] = _checkerboard_diffs(
+                r1[semi], g1[semi], b1[semi], a1[semi], r2[semi], g2[semi], b2[semi], a2[semi], kk
+            )
         y = _weighted(dr, dg, db, _Y, (1, 1))
         if y_only:
             return y, none, none
@@ -158,6 +154,30 @@ def _yiq(p1: U8, p2: U8, k: I64, checkerboard: bool, y_only: bool) -> tuple[F64,
     q = _weighted(fr1, fg1, fb1, _Q, (-1, 1))
     q -= _weighted(fr2, fg2, fb2, _Q, (-1, 1))
     return y, i, q
+
+
+def _checkerboard_diffs(r1: U8, g1: U8, b1: U8, a1: U8, r2: U8, g2: U8, b2: U8, a2: U8,
+                        k: I64) -> tuple[F64, F64, F64]:
+    """7.x: ``(c1 * a1 - c2 * a2 - background * (a1 - a2)) / 255`` per channel.
+
+    Every product is an exact integer in float64, as in JS; for two opaque pixels the
+    result is exactly ``c1 - c2``. The background depends on the byte offset ``k``.
+    """
+    fa1 = a1.astype(np.float64)
+    fa2 = a2.astype(np.float64)
+    da = fa1 - fa2
+    out = []
+    for c1, c2, bg in (
+        (r1, r2, 48.0 + 159.0 * (k % 2)),
+        (g1, g2, 48.0 + 159.0 * _js_int32_mod2(k / _PHI)),
+        (b1, b2, 48.0 + 159.0 * _js_int32_mod2(k / _PHI2)),
+    ):
+        d = np.multiply(c1, fa1)
+        d -= np.multiply(c2, fa2)
+        d -= bg * da
+        d /= 255.0
+        out.append(d)
+    return out[0], out[1], out[2]
 
 
 def _weighted(r: F64, g: F64, b: F64, c: tuple[float, float, float], signs: tuple[int, int]) -> F64:
@@ -197,23 +217,23 @@ def _over_threshold(p1: U8, p2: U8, k: I64, checkerboard: bool, max_delta: float
     return over, y[over] > 0  # pixelmatch's sign: negative (darker in img2) where y > 0
 
 
-def _js_int32_mod2(v: F64) -> I64:
+def _js_int32_mod2(v: F64) -> F64:
     """``(v | 0) % 2`` in JavaScript: ToInt32 (truncate, wrap to 32 bits), remainder with sign."""
-    t = np.trunc(v).astype(np.int64)
-    t = ((t + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-    return np.fmod(t, 2)
+    t = np.trunc(v)
+    if t.size and (t.min() < -(2**31) or t.max() >= 2**31):
+        t = (((t.astype(np.int64) + 2**31) & 0xFFFFFFFF) - 2**31).astype(np.float64)
+    return np.fmod(t, 2.0)
 
 
 def _blend_white(r: U8, g: U8, b: U8, a: U8) -> tuple[F64, F64, F64]:
-    """pixelmatch 5.x: ``255 + (c - 255) * (a / 255)`` for pixels with alpha < 255."""
-    fr = r.astype(np.float64)
-    fg = g.astype(np.float64)
-    fb = b.astype(np.float64)
-    semi = a < 255
-    if semi.any():
-        fa = a[semi] / 255.0
-        for f in (fr, fg, fb):
-            f[semi] = 255.0 + (f[semi] - 255.0) * fa
+    """pixelmatch 5.x: ``255 + (c - 255) * (a / 255)`` for pixels with alpha < 255.
+
+    For alpha 255 the formula gives ``c`` back exactly, so it is applied to all or none.
+    """
+    if (a == 255).all():
+        return r.astype(np.float64), g.astype(np.float64), b.astype(np.float64)
+    fa = a / 255.0
+    fr, fg, fb = ((c - 255.0) * fa + 255.0 for c in (r, g, b))
     return fr, fg, fb
 
 
