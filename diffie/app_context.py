@@ -6,10 +6,12 @@ read from the environment at import time.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from diffie.config import Settings
 from diffie.db import Database
@@ -19,9 +21,24 @@ from diffie.migrations import upgrade
 if TYPE_CHECKING:
     from celery import Celery
 
+    from diffie.runs import ChangeInput
+
 log = logging.getLogger(__name__)
 
 VERIFY_TASK = "diffie.verify_run"
+
+# Modules with an ``install(ctx)`` function, imported (when present) by ``build_context``: they
+# subscribe run listeners (publishers) and register source providers for a change mode.
+PLUGINS: tuple[str, ...] = ("diffie.github.plugin",)
+
+
+class SourceProvider(Protocol):
+    """Materialises a change's base and head trees (default for repo mode: ``diffie.source``)."""
+
+    def materialise(self, change: ChangeInput, base_dest: Path,
+                    head_dest: Path) -> tuple[str, str]:
+        """Export both revisions into the (empty) directories; returns (base sha, head sha)."""
+        ...
 
 
 @dataclass
@@ -31,6 +48,8 @@ class AppContext:
     events: EventBus = field(default_factory=EventBus)
     # Tests may replace how runs reach the queue; by default a Celery message per run.
     enqueue_fn: Callable[[str], None] | None = None
+    # Change mode ("github", ...) -> how to fetch its source; absent: a local path or plain URL.
+    sources: dict[str, SourceProvider] = field(default_factory=dict)
     _celery: Celery | None = None
 
     @property
@@ -61,4 +80,21 @@ def build_context(settings: Settings | None = None, *, migrate: bool = True) -> 
     db = Database(settings.resolved_database_url())
     if migrate:
         upgrade(db.engine)
-    return AppContext(settings=settings, db=db)
+    ctx = AppContext(settings=settings, db=db)
+    install_plugins(ctx)
+    return ctx
+
+
+def install_plugins(ctx: AppContext, names: tuple[str, ...] = PLUGINS) -> list[str]:
+    """Import each plugin module that exists and call its ``install(ctx)``."""
+    installed = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.install(ctx)
+        installed.append(name)
+    return installed

@@ -39,6 +39,7 @@ from diffie.spec import Spec, parse_spec
 from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
 
 if TYPE_CHECKING:
+    from diffie.app_context import SourceProvider
     from diffie.browser import BrowserRunner
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,14 @@ def wants_noise_floor(settings: Settings, spec: Spec) -> bool:
 
 
 def run_change(settings: Settings, change: ChangeInput, *, db: Database | None = None,
-               progress: Progress | None = None, sandbox: Sandbox | None = None) -> Verdict:
+               progress: Progress | None = None, sandbox: Sandbox | None = None,
+               source: SourceProvider | None = None) -> Verdict:
     """Verify one change; returns its verdict (``error`` when it could not be verified).
 
     Raises only for infrastructure failures the caller records as ``error`` (and
     :class:`RunCancelled`). ``db`` is needed in repo mode (VM slots are leased there);
-    ``sandbox`` overrides the libvirt sandbox (tests).
+    ``sandbox`` overrides the libvirt sandbox (tests); ``source`` fetches base and head
+    (default: a local repository path or a plain clone URL).
     """
     started = time.monotonic()
     out = fresh_out(settings, change.run_id)
@@ -116,7 +119,8 @@ def run_change(settings: Settings, change: ChangeInput, *, db: Database | None =
         if change.mode == "url":
             sides = _url_mode(settings, change, out, clock, say)
         else:
-            sides = _repo_mode(settings, change, out, clock, say, db=db, sandbox=sandbox)
+            sides = _repo_mode(settings, change, out, clock, say, db=db, sandbox=sandbox,
+                               source=source)
     except RunCancelled:
         raise
     except DiffieError as exc:
@@ -184,25 +188,19 @@ def _browse(browser: BrowserRunner, spec: Spec, url: str, side: Side, out: Artif
 # --- repo mode ----------------------------------------------------------------------------------
 
 def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
-               say: Progress, *, db: Database | None, sandbox: Sandbox | None) -> Sides:
-    from diffie import source
+               say: Progress, *, db: Database | None, sandbox: Sandbox | None,
+               source: SourceProvider | None) -> Sides:
     from diffie.browser import BrowserRunner
+    from diffie.source import LocalSource
     from diffie.spec import load_spec
 
     if not change.repo or not change.base_rev or not change.head_rev:
         raise RunError("a repo-mode change needs repo, base and head")
     say("phase: checkout")
     with tempfile.TemporaryDirectory(prefix=f"diffie-{change.run_id[:8]}-") as tmp:
-        repo = source.open_repo(change.repo, [change.base_rev], settings.data_dir / "git")
-        if change.head_repo_url and change.head_repo_url != change.repo:
-            head_repo = source.open_repo(change.head_repo_url, [change.head_rev],
-                                         settings.data_dir / "git")
-        else:
-            head_repo = source.open_repo(change.repo, [change.head_rev],
-                                         settings.data_dir / "git")
         base_tree, head_tree = Path(tmp) / "base", Path(tmp) / "head"
-        base_sha = source.checkout(repo, change.base_rev, base_tree)
-        head_sha = source.checkout(head_repo, change.head_rev, head_tree)
+        provider = source or LocalSource(settings.data_dir / "git")
+        base_sha, head_sha = provider.materialise(change, base_tree, head_tree)
         say(f"checked out base {base_sha[:12]} and head {head_sha[:12]}")
         spec_file = head_tree / change.spec_path
         if not spec_file.is_file():

@@ -14,6 +14,7 @@ import re
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from diffie.errors import SourceError
 
@@ -145,3 +146,22 @@ def open_repo(repo: str, revs: list[str], cache_dir: Path) -> Path:
     for rev in revs:
         resolve_rev(path, rev)
     return path
+
+
+class LocalSource:
+    """The default source provider: ``change.repo`` is a local path (or a plain clone URL);
+    ``change.head_repo_url``, when set, is where the head revision lives (a fork)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+
+    def materialise(self, change: Any, base_dest: Path, head_dest: Path) -> tuple[str, str]:
+        if not change.repo or not change.base_rev or not change.head_rev:
+            raise SourceError("the change needs a repository and base and head revisions")
+        head_url = change.head_repo_url or change.repo
+        same = head_url == change.repo
+        revs = [change.base_rev] + ([change.head_rev] if same else [])
+        base_repo = open_repo(change.repo, revs, self.cache_dir)
+        head_repo = base_repo if same else open_repo(head_url, [change.head_rev], self.cache_dir)
+        return (checkout(base_repo, change.base_rev, base_dest),
+                checkout(head_repo, change.head_rev, head_dest))

@@ -107,7 +107,8 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
     change = None
     try:
         change = runs.change_input(ctx.db, run_id)
-        verdict = run_change(settings, change, db=ctx.db, progress=progress)
+        verdict = run_change(settings, change, db=ctx.db, progress=progress,
+                             source=ctx.sources.get(change.mode))
         out = ArtifactDir(settings.artifacts_dir / run_id)
         if not runs.record_verdict(ctx.db, run_id, worker, verdict, out):
             log.warning("run %s: finished, but it is no longer ours (cancelled?)", run_id)

@@ -1,0 +1,192 @@
+"""Shared fixtures: settings in a temporary data directory, a fresh PostgreSQL database, a Redis
+database and queue of one's own, the API on real HTTP, an embedded Celery worker.
+
+Services (override with environment variables):
+- PostgreSQL: ``DIFFIE_TEST_PG`` (libpq conninfo), default ``host=127.0.0.1 port=5432 user=postgres``
+- Redis: ``DIFFIE_TEST_REDIS`` (URL without a db number), default ``redis://127.0.0.1:6379``
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from diffie.app_context import AppContext, build_context
+from diffie.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+GITHUB_FIXTURES = FIXTURES / "github"
+PG_CONNINFO = os.environ.get("DIFFIE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
+REDIS_URL = os.environ.get("DIFFIE_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings that ignore the developer's DIFFIE_* environment for everything that matters."""
+    values: dict[str, Any] = dict(
+        data_dir=data_dir, database_url="", broker_url="", api_tokens=[],
+        github_webhook_secret="", public_url="http://127.0.0.1:8000", max_body_bytes=1_000_000,
+        noise_floor=False, heartbeat_s=1.0, stale_after_s=30.0, max_attempts=3,
+        queue_name=f"diffie-test-{secrets.token_hex(4)}", github_app_id="")
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[AppContext]:
+    """A migrated SQLite context whose queue only records run ids (``ctx.enqueued``)."""
+    context = build_context(settings)
+    enqueued: list[str] = []
+    context.enqueue_fn = enqueued.append
+    context.enqueued = enqueued  # type: ignore[attr-defined]
+    yield context
+    context.close()
+
+
+# --- PostgreSQL and Redis -----------------------------------------------------------------------
+
+def _pg_admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(PG_CONNINFO, dbname="postgres", autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards) as a SQLAlchemy URL."""
+    name = f"diffie_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with _pg_admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(PG_CONNINFO)
+    auth = info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else "")
+    yield (f"postgresql+psycopg://{auth}@{info.get('host', '127.0.0.1')}:"
+           f"{info.get('port', 5432)}/{name}")
+    with _pg_admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis broker URL on a random database number; tests also use a queue of their own."""
+    import redis
+
+    url = f"{REDIS_URL}/{secrets.randbelow(15) + 1}"
+    client = redis.Redis.from_url(url)
+    client.ping()
+    yield url
+    client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Both databases: "" (SQLite in the data directory) and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+# --- processes on real ports --------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """The API under uvicorn in a thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live_api() -> Iterator[Callable[[AppContext], LiveServer]]:
+    """Start the API of a context on real HTTP: ``server = live_api(ctx)``; stopped afterwards."""
+    from diffie.api import create_app
+
+    servers: list[LiveServer] = []
+
+    def start(context: AppContext) -> LiveServer:
+        server = LiveServer(create_app(context=context)).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2,
+               what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def git(repo: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid",
+               GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
+    proc = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True,
+                          check=True)
+    return proc.stdout.strip()
+
+
+def make_repo(root: Path, revisions: list[dict[str, str]]) -> tuple[Path, list[str]]:
+    """A git repository with one commit per ``{path: text}`` mapping; returns (path, shas)."""
+    repo = root / "repo"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    shas = []
+    for files in revisions:
+        for rel, text in files.items():
+            path = repo / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"commit {len(shas)}")
+        shas.append(git(repo, "rev-parse", "HEAD"))
+    return repo, shas
