@@ -5,7 +5,9 @@
 The pair is built from pixelmatch's own test fixtures (``<repo>/../shared/fixtures/pixelmatch``):
 the fixture pairs are laid side by side, row after row, on a white 1920x1080 canvas, so the
 pair mixes text, maps, gradients, a photo-like image and semi-transparent pixels (about 8.5%
-of the pixels differ). Every figure is the median of the repeats, all measured in this run.
+of the pixels differ). Every figure is the median of the repeats, all measured in this run;
+wall-clock figures (the last line) are printed next to this process's CPU time, because on a
+shared machine the wall clock also counts time spent waiting for a core.
 The PyPI port is timed on the whole image too (it is slow, so with fewer repeats), without
 an output image, against Diffie without an output image. The last line is machine-readable.
 """
@@ -13,6 +15,7 @@ an output image, against Diffie without an output image. The last line is machin
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -55,13 +58,15 @@ def build_pair(width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np
     return a, b
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def _median_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall-clock and median CPU (this process) milliseconds per call."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,21 +88,27 @@ def main(argv: list[str] | None = None) -> None:
           f"{int(np.count_nonzero(a.view(np.uint32) != b.view(np.uint32)))} pixels differ in value")
     print(f"mismatch count: diffie {count} (7.x), diffie legacy {legacy} (5.x)")
 
+    if hasattr(os, "getloadavg"):
+        one, five, fifteen = os.getloadavg()
+        print(f"load average at start: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
+
     pixelmatch(a, b, out)  # warm-up
-    diffie_ms = _median_ms(lambda: pixelmatch(a, b), args.repeats)
-    diffie_out_ms = _median_ms(lambda: pixelmatch(a, b, out), args.repeats)
-    print(f"diffie, no output:   {diffie_ms:8.1f} ms (median of {args.repeats})")
-    print(f"diffie, with output: {diffie_out_ms:8.1f} ms (median of {args.repeats})")
+    diffie_ms, diffie_cpu = _median_ms(lambda: pixelmatch(a, b), args.repeats)
+    diffie_out_ms, diffie_out_cpu = _median_ms(lambda: pixelmatch(a, b, out), args.repeats)
+    print(f"diffie, no output:   {diffie_ms:8.1f} ms wall, {diffie_cpu:8.1f} ms CPU "
+          f"(medians of {args.repeats})")
+    print(f"diffie, with output: {diffie_out_ms:8.1f} ms wall, {diffie_out_cpu:8.1f} ms CPU "
+          f"(medians of {args.repeats})")
 
     pypi_counts: list[int] = []
-    pypi_ms = _median_ms(
+    pypi_ms, pypi_cpu = _median_ms(
         lambda: pypi_counts.append(pypi_pixelmatch(a_bytes, b_bytes, WIDTH, HEIGHT, None)), args.pypi_repeats
     )
     agree = "equal" if pypi_counts[0] == legacy else f"DIFFERENT from diffie legacy ({legacy})"
-    print(f"pypi pixelmatch, no output, whole image: {pypi_ms:8.1f} ms "
-          f"(median of {args.pypi_repeats}), count {pypi_counts[0]} ({agree})")
+    print(f"pypi pixelmatch, no output, whole image: {pypi_ms:8.1f} ms wall, {pypi_cpu:8.1f} ms CPU "
+          f"(medians of {args.pypi_repeats}), count {pypi_counts[0]} ({agree})")
     speedup = pypi_ms / diffie_ms
-    print(f"speedup (pypi / diffie, no output): {speedup:.0f}x")
+    print(f"speedup (pypi / diffie, no output): {speedup:.0f}x wall, {pypi_cpu / diffie_cpu:.0f}x CPU")
     print(f"pixeldiff: diffie_ms={diffie_ms:.1f} diffie_out_ms={diffie_out_ms:.1f} "
           f"pypi_ms={pypi_ms:.1f} speedup={speedup:.1f}")
 

@@ -66,7 +66,7 @@ _PHI2 = 2.618033988749895
 _NDX = np.array([-1, -1, -1, 0, 0, 1, 1, 1], dtype=np.int64)[:, None]
 _NDY = np.array([-1, 0, 1, -1, 1, -1, 0, 1], dtype=np.int64)[:, None]
 
-_CHUNK = 1 << 16  # pixels per block when drawing the grey background (stays in cache)
+_CHUNK = 1 << 15  # pixels per block when drawing the grey background (stays in cache)
 _BLOCK = 1 << 13  # pixel pairs per block in the colour delta and anti-aliasing steps
 
 
@@ -263,13 +263,13 @@ def _gray(px: U8, alpha: float, checkerboard: bool, out32: U32) -> None:
             t /= 255.0
             v *= t
         v += 255.0
+        o = out32[s:e]
         if safe:
-            g = v.astype(np.uint32)
+            np.copyto(o, v, casting="unsafe")  # C cast: truncation toward zero
         else:
-            g = (np.trunc(v).astype(np.int64) & 0xFF).astype(np.uint32)
-        g *= _GRAY_MUL
-        g |= _OPAQUE
-        out32[s:e] = g
+            np.copyto(o, np.trunc(v).astype(np.int64) & 0xFF, casting="unsafe")
+        o *= _GRAY_MUL
+        o |= _OPAQUE
 
 
 # --------------------------------------------------------------------------- anti-aliasing
