@@ -482,10 +482,9 @@ def pixelmatch(
     aa_rgb = _rgb_tuple("aa_color", aa_color)
     diff_rgb = _rgb_tuple("diff_color", diff_color)
     alt_rgb = None if diff_color_alt is None else _rgb_tuple("diff_color_alt", diff_color_alt)
-    target: tuple[U32, bool] | None = None if output is None else _output_u32(output, a.shape)
+    out32, copy_back = (None, False) if output is None else _output_u32(output, a.shape)
     match = _classify(a, b, threshold, include_aa, checkerboard)
-    if output is not None and target is not None:
-        out32, copy_back = target
+    if output is not None and out32 is not None:
         _draw(a, match, out32, alpha=alpha, aa_color=aa_rgb, diff_color=diff_rgb,
               diff_color_alt=alt_rgb, diff_mask=diff_mask, checkerboard=checkerboard)
         if copy_back:
@@ -497,9 +496,8 @@ def pixelmatch_images(a: Image.Image, b: Image.Image, **options: Any) -> tuple[i
     """pixelmatch() over two Pillow images (converted to RGBA); returns (count, diff image)."""
     arr_a = np.asarray(a.convert("RGBA"))
     arr_b = np.asarray(b.convert("RGBA"))
-    out = np.zeros(arr_a.shape, dtype=np.uint8) if arr_a.ndim == 3 else None
+    out = np.zeros(arr_a.shape, dtype=np.uint8)
     count = pixelmatch(arr_a, arr_b, out, **options)
-    assert out is not None
     return count, Image.fromarray(out, "RGBA")
 
 
