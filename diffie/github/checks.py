@@ -78,7 +78,7 @@ class Target:
 
 def report_url(settings: Settings, run_id: str) -> str:
     """The public URL of a run's HTML report."""
-    return f"{settings.public_url.rstrip('/')}/v1/runs/{quote(run_id, safe='')}/report"
+    return f"{settings.public_url.rstrip('/')}/v1/runs/{quote(run_id, safe='')}/report/"
 
 
 def artifact_url(settings: Settings, run_id: str, name: str) -> str:

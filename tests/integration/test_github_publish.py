@@ -64,7 +64,7 @@ def test_lifecycle_queued_in_progress_completed(client: GitHubClient, settings: 
     cr = standin.check_runs[check_id]
     assert (cr["name"], cr["head_sha"], cr["status"], cr["external_id"]) == \
         ("Diffie", HEAD1, "queued", "run1")
-    assert cr["details_url"] == "https://diffie.example.com/v1/runs/run1/report"
+    assert cr["details_url"] == "https://diffie.example.com/v1/runs/run1/report/"
 
     assert checks.mark_in_progress(client, run, settings) == check_id
     assert cr["status"] == "in_progress" and cr["started_at"]
@@ -176,7 +176,7 @@ def test_comment_created_then_updated_not_duplicated(client: GitHubClient, setti
     assert len(ours) == 1
     assert r1.comment_id == r2.comment_id == ours[0]["id"]
     assert "Diffie: pass" in ours[0]["body"] and "TypeError" not in ours[0]["body"]
-    assert "https://diffie.example.com/v1/runs/run10/report" in ours[0]["body"]
+    assert "https://diffie.example.com/v1/runs/run10/report/" in ours[0]["body"]
     assert len(standin.calls("POST", r"/repos/octo/shop/issues/7/comments")) == 1
     assert len(standin.calls("PATCH", r"/repos/octo/shop/issues/comments/\d+")) == 1
     # two check runs, one per head commit

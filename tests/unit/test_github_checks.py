@@ -57,7 +57,7 @@ def test_approve_action_fits_githubs_limits() -> None:
 
 
 def test_report_url_uses_the_public_url() -> None:
-    assert report_url(SETTINGS, "abc") == "https://diffie.example.com/v1/runs/abc/report"
+    assert report_url(SETTINGS, "abc") == "https://diffie.example.com/v1/runs/abc/report/"
 
 
 def finding(kind: str = "console_error", **kw: object) -> Finding:

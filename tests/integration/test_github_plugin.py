@@ -1,0 +1,193 @@
+"""The GitHub plugin in a real app context (SQLite database, migrations) against the GitHub
+stand-in and git's smart HTTP: the run lifecycle events drive the check run and the comment,
+the source provider fetches the pull request with the installation token, and results that
+could not be published while GitHub was down are published by the sweep."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from diffie import pull_requests, runs
+from diffie.app_context import AppContext
+from diffie.config import Settings
+from diffie.db import Database
+from diffie.github.comments import MARKER
+from diffie.github.events import Action, ActionKind, PullRequestEvent, decide, parse_event
+from diffie.github.plugin import GitHubPublisher, GitHubSource, install
+from diffie.migrations import upgrade
+from diffie.models import Run
+from diffie.verdict import Finding, judge
+from tests.github_standin import (
+    GitHubStandIn,
+    GitSmartHTTP,
+    app_settings,
+    commit_files,
+    git,
+    make_rsa_key,
+    publish_bare,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "github"
+PRIVATE, PUBLIC = make_rsa_key()
+OWNER, REPO = "Codertocat", "Hello-World"
+
+
+@dataclass
+class Env:
+    ctx: AppContext
+    publisher: GitHubPublisher
+    standin: GitHubStandIn
+    git_server: GitSmartHTTP
+    base: str
+    head: str
+
+
+def make_ctx(settings: Settings) -> AppContext:
+    settings.ensure_dirs()
+    db = Database(settings.resolved_database_url())
+    upgrade(db.engine)
+    return AppContext(settings=settings, db=db)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "master")
+    base = commit_files(work, {"app.js": "render();\n"}, "base")
+    git(work, "checkout", "-q", "-b", "changes")
+    head = commit_files(work, {"app.js": "render();\nthrow new Error('x');\n"}, "head")
+    publish_bare(work, tmp_path / "srv", OWNER, REPO)
+    with GitHubStandIn(app_id="29310", public_key_pem=PUBLIC) as standin, \
+            GitSmartHTTP(tmp_path / "srv", standin.is_valid_token) as git_server:
+        ctx = make_ctx(app_settings(tmp_path, standin, PRIVATE))
+        publisher = install(ctx, background=False)
+        assert publisher is not None
+        publisher.client.backoff_s = 0.01           # GitHub outages: retry fast in tests
+        yield Env(ctx, publisher, standin, git_server, base, head)
+        ctx.db.dispose()
+        assert standin.violations == [], standin.violations
+
+
+def record_pr(env: Env, head: str | None = None) -> str:
+    """What the webhook router does with pull_request.opened (repository rewritten)."""
+    body = (FIXTURES / "pull_request.opened.json").read_text()
+    body = body.replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head or env.head)
+    body = body.replace("f95f852bd8fca8fcc58a9a2d6c842781e32a215e", env.base)
+    body = body.replace("https://github.com/Codertocat/Hello-World.git",
+                        env.git_server.clone_url(OWNER, REPO))
+    action = decide(parse_event("pull_request", json.loads(body)), env.ctx.settings)
+    assert isinstance(action.pull_request, PullRequestEvent)
+    with env.ctx.db.session() as s:
+        run_id, _ = pull_requests.record_pull_request(s, action.pull_request, supersede=True)
+    return run_id
+
+
+def row(env: Env, run_id: str) -> Run:
+    with env.ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        s.expunge(run)
+        return run
+
+
+def finish(env: Env, run_id: str, findings: list[Finding]) -> None:
+    """What the worker does: claim, verify (here: a given verdict), record, emit finished."""
+    assert runs.claim(env.ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
+    env.ctx.events.started(run_id)
+    assert runs.record_verdict(env.ctx.db, run_id, "w1", judge(run_id, findings), None)
+    env.ctx.events.finished(run_id)
+
+
+def test_not_configured_is_a_no_op(tmp_path: Path) -> None:
+    ctx = make_ctx(Settings(data_dir=tmp_path / "d", github_app_id="",
+                            github_private_key_path=None))
+    assert install(ctx) is None and "github" not in ctx.sources
+    ctx.db.dispose()
+
+
+def test_events_drive_the_check_run_and_comment(env: Env) -> None:
+    assert isinstance(env.ctx.sources["github"], GitHubSource)
+    run_id = record_pr(env)
+    env.ctx.events.queued(run_id)
+    (cr,) = env.standin.check_runs.values()
+    assert (cr["status"], cr["external_id"], cr["head_sha"]) == ("queued", run_id, env.head)
+    assert row(env, run_id).check_run_id == cr["id"]
+
+    finish(env, run_id, [Finding(kind="visual_change", flow="home", viewport="desktop",
+                                 message="moved", evidence=["diff-home.png"])])
+    assert cr["status"] == "completed" and cr["conclusion"] == "action_required"
+    assert [h.get("status") for h in cr["history"]][:2] == ["queued", "in_progress"]
+    assert row(env, run_id).published is True
+    (comment,) = env.standin.comments_on(OWNER, REPO, 2)
+    assert comment["body"].startswith(MARKER)
+
+    with env.ctx.db.session() as s:                 # the "Approve changes" button
+        action = Action(ActionKind.APPROVE, "approve", owner=OWNER, repo=REPO, run_id=run_id)
+        assert pull_requests.approve(s, action) == run_id
+    env.ctx.events.approved(run_id)
+    assert cr["conclusion"] == "success" and cr["actions"] == []
+    assert len(env.standin.comments_on(OWNER, REPO, 2)) == 1
+
+
+def test_superseded_run_is_cancelled_on_github(env: Env) -> None:
+    first = record_pr(env)
+    env.ctx.events.queued(first)
+    with env.ctx.db.session() as s:
+        cancelled = pull_requests.cancel_runs(s, [first], "superseded by a newer push (abc)")
+    assert cancelled == [first]
+    env.ctx.events.finished(first)
+    (cr,) = env.standin.check_runs.values()
+    assert cr["conclusion"] == "cancelled"
+    assert cr["output"]["summary"] == "Superseded by a newer push (abc)"
+    assert row(env, first).published is True
+
+
+def test_source_provider_fetches_with_the_installation_token(env: Env, tmp_path: Path) -> None:
+    run_id = record_pr(env)
+    change = runs.change_input(env.ctx.db, run_id)
+    source = env.ctx.sources["github"]
+    shas = source.materialise(change, tmp_path / "b", tmp_path / "h")
+    assert shas == (env.base, env.head)
+    assert "throw" in (tmp_path / "h" / "app.js").read_text()
+    assert "throw" not in (tmp_path / "b" / "app.js").read_text()
+    assert env.git_server.requests and all(r.authorized for r in env.git_server.requests)
+    # annotations can now map findings to files of the head commit
+    finish(env, run_id, [Finding(kind="page_error", flow="home", viewport="desktop",
+                                 message="Uncaught Error: x",
+                                 details={"source_url": "http://vm/app.js", "line": 2})])
+    (cr,) = env.standin.check_runs.values()
+    assert [(a["path"], a["start_line"]) for a in cr["annotations"]] == [("app.js", 2)]
+
+
+def test_outage_then_sweep_publishes(env: Env) -> None:
+    run_id = record_pr(env)
+    env.standin.outage = True
+    finish(env, run_id, [])                 # GitHub unreachable: nothing published yet
+    assert row(env, run_id).published is False
+    assert env.standin.check_runs == {}
+    env.standin.outage = False
+    assert env.publisher.sweep() == [run_id]
+    (cr,) = env.standin.check_runs.values()
+    assert cr["conclusion"] == "success" and row(env, run_id).published is True
+    assert env.publisher.sweep() == []      # nothing left
+
+
+def test_background_publisher_retries_after_an_outage(env: Env) -> None:
+    publisher = GitHubPublisher(env.ctx.db, env.ctx.settings, env.publisher.client,
+                                background=True)
+    run_id = record_pr(env)
+    env.standin.fail_next("GET", r"/repos/.*/check-runs", 403, headers={"retry-after": "100"})
+    publisher.queued(run_id)                # rate limited for 100 s: retried later, not now
+    publisher.drain()
+    assert env.standin.check_runs == {}
+    env.standin.clear_failures()
+    publisher.queued(run_id)
+    publisher.drain()
+    assert len(env.standin.check_runs) == 1
+    publisher.close()
