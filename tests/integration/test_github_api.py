@@ -12,6 +12,8 @@ from diffie.errors import GitHubError, GitHubUnavailable
 from diffie.github.client import GitHubClient
 from tests.github_standin import GitHubStandIn, app_settings, make_rsa_key
 
+pytestmark = pytest.mark.integration
+
 PRIVATE, PUBLIC = make_rsa_key()
 SHA = "a" * 40
 

@@ -40,6 +40,8 @@ from tests.github_standin import (
     publish_bare,
 )
 
+pytestmark = pytest.mark.integration
+
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "github"
 FIX_HEAD = b"ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 FIX_BASE = b"f95f852bd8fca8fcc58a9a2d6c842781e32a215e"

@@ -32,6 +32,8 @@ from tests.github_standin import (
     publish_bare,
 )
 
+pytestmark = pytest.mark.integration
+
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "github"
 PRIVATE, PUBLIC = make_rsa_key()
 OWNER, REPO = "Codertocat", "Hello-World"

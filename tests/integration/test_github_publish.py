@@ -16,6 +16,8 @@ from diffie.models import Change, Run
 from diffie.verdict import Finding, Verdict, error_verdict, judge
 from tests.github_standin import GitHubStandIn, app_settings, make_rsa_key
 
+pytestmark = pytest.mark.integration
+
 PRIVATE, PUBLIC = make_rsa_key()
 HEAD1, HEAD2, BASE = "1" * 40, "2" * 40, "b" * 40
 

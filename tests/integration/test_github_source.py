@@ -23,6 +23,8 @@ from tests.github_standin import (
     publish_bare,
 )
 
+pytestmark = pytest.mark.integration
+
 PRIVATE, PUBLIC = make_rsa_key()
 
 
