@@ -35,7 +35,8 @@ def load(name: str) -> tuple[str, bytes]:
 
 
 def settings(**kw: Any) -> Settings:
-    return Settings(**kw)
+    """Settings independent of the developer's DIFFIE_* environment."""
+    return Settings(**{"github_app_id": "", "github_process_drafts": False, **kw})
 
 
 # every fixture and what Diffie does with it (default settings: drafts skipped, no app id)
