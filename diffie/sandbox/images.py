@@ -1,0 +1,357 @@
+"""``diffie image build NAME``: build a recipe's golden disk and per-slot memory snapshots.
+
+Public entry point: :func:`build_image` (the CLI calls it; so does ``python -m diffie.sandbox
+build NAME``). Steps, each printed through ``progress``:
+
+1. debootstrap (minbase + the recipe's packages) into a scratch tree;
+2. provision the tree (files, units, network, seed + readiness units; ``provision.py``);
+3. ``mkfs.ext4 -d`` → raw image → ``qemu-img convert`` → ``base.qcow2``;
+4. per slot: overlay on the base, cold boot (direct kernel boot), wait for the readiness marker
+   and the HTTP probe, run the warm-up, save the running machine's memory (``slots/``).
+
+Images are content-addressed (``store.py``) and cached: a step whose output exists is skipped,
+so a second build is a no-op and raising ``vm_slots`` only boots the missing slots. A file
+lock serialises concurrent builds of one image.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from diffie.config import Settings
+from diffie.errors import SandboxError
+from diffie.sandbox import domain as dx
+from diffie.sandbox import provision
+from diffie.sandbox.host import choose_domain_type, ensure_daemons
+from diffie.sandbox.libvirt import Hypervisor, domain_active, qemu_img_overlay, wait_for_console
+from diffie.sandbox.recipe import BUILDER_VERSION, LoadedRecipe, load_recipe
+from diffie.sandbox.slots import Holder
+from diffie.sandbox.store import ImageInfo, image_dir, read_image, read_meta, slot_key, write_meta
+
+Progress = Callable[[str], None]
+# init_on_free=1: freed pages are zeroed, and zero pages cost nothing in the saved memory image
+# (see _shrink_guest_memory).
+KERNEL_ARGS = ("root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0 mitigations=off "
+               "init_on_free=1")
+# Before the warm-up: drop the boot's page cache (zeroed on free, so the saved image only
+# holds what the warm-up reads back) and compact memory.
+SHRINK = "sync; echo 3 > /proc/sys/vm/drop_caches; echo 1 > /proc/sys/vm/compact_memory || true"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+TREE_VERSION = "3"     # of the debootstrap step alone (its cache key)
+
+
+def print_progress(line: str) -> None:
+    print(f"[image] {line}", file=sys.stderr, flush=True)
+
+
+def host_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:
+    """The host's Debian mirror (deb822 ``URIs:`` of the main archive), else deb.debian.org."""
+    try:
+        text = sources.read_text()
+    except OSError:
+        return DEFAULT_MIRROR
+    for stanza in text.split("\n\n"):
+        uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+        suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+        if uris and suites and "security" not in uris.group(1) and "-security" not in suites.group(1):
+            return uris.group(1)
+    return DEFAULT_MIRROR
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_logged(argv: list[str], log: Path, progress: Progress, label: str,
+                timeout_s: float, every_s: float = 15.0) -> None:
+    """Run a command, appending its output to ``log``; a progress line every ``every_s``."""
+    start = time.monotonic()
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env={**os.environ, "DEBIAN_FRONTEND": "noninteractive",
+                                                       "LC_ALL": "C.UTF-8"})
+        assert proc.stdout is not None
+        last_report = start
+        last_line = ""
+        for line in proc.stdout:
+            out.write(line)
+            if line.strip():
+                last_line = line.strip()
+            now = time.monotonic()
+            if now - last_report > every_s:
+                progress(f"{label}: {now - start:.0f} s … {last_line[:90]}")
+                last_report = now
+            if now - start > timeout_s:
+                proc.kill()
+        code = proc.wait()
+    if code != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SandboxError(f"{label} failed (exit {code}); see {log}\n{tail}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _debootstrap_cached(cache: Path, suite: str, packages: list[str], mirror: str, log: Path,
+                        progress: Progress) -> Path:
+    """A debootstrapped tree for (suite, packages), kept in ``<cache>/.trees`` so that a change
+    of the app or the provisioning reuses it (the slow, network-bound step)."""
+    tree_key = hashlib.sha256(f"{TREE_VERSION}\0{suite}\0{' '.join(packages)}".encode()).hexdigest()
+    trees = cache / ".trees"
+    done = trees / tree_key[:16]
+    if done.is_dir():
+        progress(f"debootstrap {suite}: cached tree {done.name}")
+        return done
+    trees.mkdir(parents=True, exist_ok=True)
+    tmp = trees / f"{tree_key[:16]}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)     # an interrupted debootstrap
+    progress(f"debootstrap {suite} ({len(packages)} packages) from {mirror}")
+    _run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
+                 "--components=main", suite, str(tmp), mirror], log, progress, "debootstrap", 3600)
+    os.replace(tmp, done)
+    return done
+
+
+def _build_disk(loaded: LoadedRecipe, out: Path, progress: Progress) -> dict[str, float]:
+    """Steps 1-3: the base disk, kernel and initrd in ``out``. Returns step timings."""
+    r = loaded.recipe
+    log = out / "logs" / "build.log"
+    work = out / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    tree = work / "rootfs"
+    work.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    mirror = r.mirror or host_mirror()
+    packages = r.all_packages()
+    t = time.monotonic()
+    cached = _debootstrap_cached(out.parent, r.suite, packages, mirror, log, progress)
+    progress("copying the debootstrapped tree")
+    _run_logged(["cp", "-a", "--reflink=auto", str(cached), str(tree)], log, progress, "cp", 1800)
+    timings["debootstrap_s"] = round(time.monotonic() - t, 1)
+    progress(f"debootstrap done in {timings['debootstrap_s']} s; provisioning the tree")
+    t = time.monotonic()
+    provision.provision(loaded, tree, log)
+    kernel, initrd = provision.kernel_files(tree)
+    shutil.copy2(kernel, out / "vmlinuz")
+    shutil.copy2(initrd, out / "initrd.img")
+    timings["provision_s"] = round(time.monotonic() - t, 1)
+    progress(f"mkfs.ext4 -d ({r.vm.disk_mib} MiB) and qemu-img convert")
+    t = time.monotonic()
+    raw = work / "root.img"
+    _run_logged(["mkfs.ext4", "-q", "-F", "-L", "diffie-root", "-b", "4096", "-d", str(tree),
+                 str(raw), f"{r.vm.disk_mib}M"], log, progress, "mkfs.ext4", 1800)
+    tmp = out / "base.qcow2.tmp"
+    _run_logged(["qemu-img", "convert", "-O", "qcow2", str(raw), str(tmp)], log, progress,
+                "qemu-img convert", 1800)
+    os.replace(tmp, out / "base.qcow2")
+    timings["disk_s"] = round(time.monotonic() - t, 1)
+    shutil.rmtree(work)
+    return timings
+
+
+def _http_ready(url: str, timeout_s: float) -> float:
+    start = time.monotonic()
+    last = ""
+    while time.monotonic() - start < timeout_s:
+        try:
+            resp = httpx.get(url, timeout=5)
+            if resp.status_code < 400:
+                return time.monotonic() - start
+            last = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            last = str(exc) or type(exc).__name__
+        time.sleep(0.25)
+    raise SandboxError(f"{url} not ready after {timeout_s:.0f} s ({last})")
+
+
+def _boot_slot(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, index: int,
+               progress: Progress) -> dict[str, Any]:
+    """Step 4 for one slot: cold boot, readiness, warm-up, save. Returns the slot's metadata."""
+    r = loaded.recipe
+    ident = dx.identity(loaded.key, index)
+    key = slot_key(dtype, index)
+    slots_dir = out / "slots"
+    slots_dir.mkdir(exist_ok=True)
+    disk = slots_dir / f"{key}.qcow2"
+    memory = slots_dir / f"{key}.save"
+    console = out / "logs" / f"boot-{key}.log"
+    for stale in (disk, memory, console):
+        stale.unlink(missing_ok=True)
+    qemu_img_overlay(out / "base.qcow2", disk)
+    forwards = [(_free_port(), port) for port in r.ports]
+    cmdline = f"{KERNEL_ARGS} {r.kernel_args}".strip()
+    xml = dx.build_xml(dx.DomainParams(
+        ident=ident, domain_type=dtype, memory_mib=r.vm.memory_mib, vcpus=r.vm.vcpus,
+        kernel=out / "vmlinuz", initrd=out / "initrd.img", cmdline=cmdline, disk=disk,
+        console_log=console, forwards=forwards,
+        description=dx.description_for(str(Holder.mine()), "build")))
+    with Hypervisor(settings.libvirt_uri) as hv:
+        hv.destroy(ident.name)     # a leftover of a crashed build (we hold the build lock)
+        progress(f"slot {index}: cold boot ({dtype}, {r.vm.vcpus} vCPU, {r.vm.memory_mib} MiB)")
+        start = time.monotonic()
+        dom = hv.start(xml)
+        saved = False
+        try:
+            marker, line = wait_for_console(
+                console, [provision.READY_MARKER, provision.NOT_READY_MARKER,
+                          provision.SEED_FAILED_MARKER],
+                r.ready.timeout_s + 120, alive=lambda: domain_active(dom))
+            if marker != provision.READY_MARKER:
+                raise SandboxError(f"slot {index}: {marker} during the cold boot")
+            agent = hv.agent(dom)
+            agent.wait(120)
+            if r.ready.http is not None:
+                port = dict((g, h) for h, g in forwards)[r.ready.http.port]
+                _http_ready(f"http://127.0.0.1:{port}{r.ready.http.path}", 120)
+            cold_boot_s = time.monotonic() - start
+            uptime = float(line.split("uptime=", 1)[1]) if "uptime=" in line else None
+            progress(f"slot {index}: ready in {cold_boot_s:.1f} s (guest uptime {uptime} s)")
+            t = time.monotonic()
+            agent.exec(["/bin/sh", "-c", SHRINK], timeout=120)
+            for command in r.warmup:
+                res = agent.exec(["/bin/sh", "-ec", command], timeout=r.warmup_timeout_s)
+                if not res.ok:
+                    raise SandboxError(f"slot {index}: warm-up failed ({res.exit_code}): {command}\n"
+                                       f"{res.tail(2000)}")
+            agent.exec(["sync"], timeout=60)
+            warmup_s = time.monotonic() - t
+            progress(f"slot {index}: warm-up {warmup_s:.1f} s; saving memory")
+            t = time.monotonic()
+            tmp = slots_dir / f".{key}.save.tmp"
+            tmp.unlink(missing_ok=True)
+            hv.save(dom, tmp)
+            saved = True
+            os.replace(tmp, memory)
+            save_s = time.monotonic() - t
+        except BaseException:
+            if not saved:
+                _collect_journal(hv, dom, out / "logs" / f"journal-{key}.log")
+                hv.destroy(ident.name)
+            disk.unlink(missing_ok=True)
+            tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
+            progress(f"slot {index}: failed; serial console tail:\n{tail}")
+            raise
+    size = memory.stat().st_size
+    progress(f"slot {index}: saved {size / 2**20:.0f} MiB in {save_s:.1f} s")
+    return {"index": index, "domain_type": dtype, "name": ident.name, "uuid": ident.uuid,
+            "mac": ident.mac, "disk": f"slots/{disk.name}", "memory": f"slots/{memory.name}",
+            "cold_boot_s": round(cold_boot_s, 2), "guest_uptime_s": uptime,
+            "warmup_s": round(warmup_s, 2), "save_s": round(save_s, 2), "memory_bytes": size,
+            "saved_at": datetime.now(UTC).isoformat()}
+
+
+def _collect_journal(hv: Hypervisor, dom: Any, path: Path) -> None:
+    """Best effort: the guest's journal of this boot, for the build's failure report."""
+    if not domain_active(dom):
+        return
+    try:
+        res = hv.agent(dom).exec(["journalctl", "-b", "--no-pager", "-n", "400"], timeout=60)
+        path.write_text(res.stdout + res.stderr)
+    except SandboxError:
+        pass
+
+
+def prune_old_images(settings: Settings, name: str, keep: str, progress: Progress) -> list[str]:
+    """Delete other builds of recipe ``name`` (older recipe versions) that no domain uses."""
+    root = settings.image_cache_dir.expanduser().resolve()
+    try:
+        with Hypervisor(settings.libvirt_uri) as hv:
+            in_use = {d.name for d in hv.diffie_domains()}
+    except SandboxError:
+        return []
+    removed = []
+    for old in root.glob(f"{name}-*"):
+        if old.name == keep or not old.is_dir():
+            continue
+        if not re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", old.name):
+            continue
+        if any(d.startswith(f"{dx.PREFIX}{old.name}-s") for d in in_use):
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old.name)
+    if removed:
+        progress(f"pruned older builds: {', '.join(removed)}")
+    return removed
+
+
+def build_image(settings: Settings, name: str, *, progress: Progress = print_progress,
+                slots: int | None = None, force: bool = False) -> ImageInfo:
+    """Build (or reuse) image ``name`` with snapshots for slots ``0..slots-1``.
+
+    ``slots`` defaults to ``settings.vm_slots``; ``force`` rebuilds from scratch. Raises
+    :class:`SandboxError` with the failing step and the tail of its log.
+    """
+    loaded = load_recipe(settings.vm_images_dir, name)
+    out = image_dir(settings, loaded)
+    count = settings.vm_slots if slots is None else slots
+    if count < 1:
+        raise SandboxError("an image needs at least one slot")
+    with _locked(out.parent / f".{loaded.key}.lock"):
+        if force and out.exists():
+            shutil.rmtree(out)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        meta = read_meta(out) or {}
+        if not (out / "base.qcow2").exists():
+            progress(f"building image {name} ({loaded.key}) in {out}")
+            total = time.monotonic()
+            timings = _build_disk(loaded, out, progress)
+            meta = {"name": name, "key": loaded.key, "digest": loaded.digest,
+                    "builder_version": BUILDER_VERSION, "recipe_dir": str(loaded.dir),
+                    "suite": loaded.recipe.suite, "packages": loaded.recipe.all_packages(),
+                    "ports": loaded.recipe.ports, "vm": loaded.recipe.vm.model_dump(),
+                    "kernel_args": f"{KERNEL_ARGS} {loaded.recipe.kernel_args}".strip(),
+                    "created_at": datetime.now(UTC).isoformat(), "timings": timings, "slots": {}}
+            write_meta(out, meta)
+            progress(f"disk ready in {time.monotonic() - total:.0f} s")
+        else:
+            progress(f"image {name} ({loaded.key}): disk cached")
+        info = read_image(out, name)
+        assert info is not None
+        dtype = choose_domain_type(settings.vm_domain_type)
+        missing = [i for i in range(count)
+                   if not any(s.domain_type == dtype and s.index == i for s in info.snapshots())]
+        if missing:
+            try:
+                ensure_daemons(settings.libvirt_uri)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                raise SandboxError(f"cannot start libvirt: {exc}") from exc
+        for index in missing:
+            entry = _boot_slot(settings, loaded, out, dtype, index, progress)
+            meta = read_meta(out) or meta
+            meta.setdefault("slots", {})[slot_key(dtype, index)] = entry
+            write_meta(out, meta)
+        if not missing:
+            progress(f"snapshots cached for slot(s) 0..{count - 1} ({dtype})")
+        else:
+            prune_old_images(settings, name, loaded.key, progress)
+    info = read_image(out, name)
+    assert info is not None
+    return info

@@ -1,0 +1,333 @@
+"""The libvirt sandbox: the only module that imports ``libvirt`` / ``libvirt_qemu``.
+
+``LibvirtSandbox(settings, db).lease(image)`` leases a slot in the database, restores the
+slot's golden memory image onto a fresh copy-on-write overlay, sets the guest clock and yields
+a :class:`LibvirtMachine`; on exit (exceptions included) it destroys the domain, deletes the
+overlay and releases the slot.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from diffie.config import Settings
+from diffie.db import Database
+from diffie.errors import SandboxError
+from diffie.sandbox import domain as dx
+from diffie.sandbox import slots
+from diffie.sandbox.base import ExecResult
+from diffie.sandbox.guest import GuestAgent
+from diffie.sandbox.host import choose_domain_type
+from diffie.sandbox.store import find_image, leases_dir
+
+PORTS_PER_SLOT = 10
+
+
+def _quiet(_ctx: Any, _err: Any) -> None:
+    """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def _msg(exc: libvirt.libvirtError) -> str:
+    return exc.get_error_message() or str(exc)
+
+
+@dataclass(frozen=True)
+class DomainSummary:
+    name: str
+    description: str | None
+    active: bool
+
+
+class Hypervisor:
+    """One libvirt connection and the few operations Diffie needs."""
+
+    def __init__(self, uri: str) -> None:
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"cannot connect to libvirt at {uri}: {_msg(exc)} "
+                               "(run scripts/setup-vm-host.sh)") from exc
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def __enter__(self) -> Hypervisor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def start(self, xml: str) -> libvirt.virDomain:
+        try:
+            return self.conn.createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"cannot start domain: {_msg(exc)}") from exc
+
+    def lookup(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return None
+
+    def destroy(self, name: str) -> bool:
+        """Destroy (and undefine, if persistent) a domain; False if it did not exist."""
+        dom = self.lookup(name)
+        if dom is None:
+            return False
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError as exc:
+            if self.lookup(name) is not None and dom.isActive():
+                raise SandboxError(f"cannot destroy domain {name}: {_msg(exc)}") from exc
+        try:
+            if dom.isPersistent():
+                dom.undefine()
+        except libvirt.libvirtError:
+            pass
+        return True
+
+    def save(self, dom: libvirt.virDomain, path: Path) -> None:
+        try:
+            dom.saveFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"cannot save domain {dom.name()}: {_msg(exc)}") from exc
+
+    def saved_xml(self, path: Path) -> str:
+        try:
+            return str(self.conn.saveImageGetXMLDesc(str(path), 0))
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"cannot read saved image {path}: {_msg(exc)}") from exc
+
+    def restore(self, path: Path, xml: str, name: str) -> libvirt.virDomain:
+        try:
+            self.conn.restoreFlags(str(path), xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"cannot restore {path.name}: {_msg(exc)}") from exc
+        dom = self.lookup(name)
+        if dom is None:
+            raise SandboxError(f"restored domain {name} vanished")
+        return dom
+
+    def diffie_domains(self) -> list[DomainSummary]:
+        out = []
+        try:
+            domains = self.conn.listAllDomains(0)
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"cannot list domains: {_msg(exc)}") from exc
+        for dom in domains:
+            try:
+                name = dom.name()
+                if not name.startswith(dx.PREFIX):
+                    continue
+                try:
+                    desc = dom.metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None)
+                except libvirt.libvirtError:
+                    desc = None
+                out.append(DomainSummary(name, desc, bool(dom.isActive())))
+            except libvirt.libvirtError:
+                continue    # vanished meanwhile
+        return out
+
+    @staticmethod
+    def agent(dom: libvirt.virDomain) -> GuestAgent:
+        def call(command: str, arguments: dict[str, Any] | None, timeout_s: float) -> Any:
+            payload: dict[str, Any] = {"execute": command}
+            if arguments is not None:
+                payload["arguments"] = arguments
+            try:
+                out = libvirt_qemu.qemuAgentCommand(dom, json.dumps(payload), max(1, int(timeout_s)), 0)
+            except libvirt.libvirtError as exc:
+                raise SandboxError(f"guest agent {command}: {_msg(exc)}") from exc
+            return json.loads(out).get("return") if out else None
+        return GuestAgent(call)
+
+    @staticmethod
+    def hmp(dom: libvirt.virDomain, command: str) -> str:
+        try:
+            return str(libvirt_qemu.qemuMonitorCommand(
+                dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP))
+        except libvirt.libvirtError as exc:
+            raise SandboxError(f"QEMU monitor {command!r}: {_msg(exc)}") from exc
+
+
+def slot_ports(settings: Settings, index: int) -> list[int]:
+    start = settings.vm_port_base + index * PORTS_PER_SLOT
+    return list(range(start, start + PORTS_PER_SLOT))
+
+
+def qemu_img_overlay(backing: Path, overlay: Path) -> None:
+    res = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                          "-b", str(backing), str(overlay)], capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise SandboxError(f"qemu-img create {overlay.name} failed: {res.stderr.strip()}")
+
+
+class LibvirtMachine:
+    """A running restored guest (the :class:`diffie.sandbox.base.Machine` protocol)."""
+
+    def __init__(self, name: str, dom: libvirt.virDomain, agent: GuestAgent,
+                 forwards: dict[int, int], spare_ports: list[int], console_log: Path,
+                 slot: int) -> None:
+        self.name = name
+        self.slot = slot
+        self.console_log = console_log
+        self._dom = dom
+        self.agent = agent
+        self._forwards = dict(forwards)        # guest port -> host port
+        self._spare = list(spare_ports)
+
+    def exec(self, argv: Sequence[str], *, timeout: float = 120.0,
+             env: dict[str, str] | None = None, cwd: str | None = None) -> ExecResult:
+        return self.agent.exec(argv, timeout=timeout, env=env, cwd=cwd)
+
+    def put_tree(self, src: Path, dest: str) -> None:
+        self.agent.put_tree(src, dest)
+
+    def set_clock(self, instant: datetime) -> None:
+        self.agent.set_time(instant)
+
+    def url(self, guest_port: int) -> str:
+        if guest_port not in self._forwards:
+            if not self._spare:
+                raise SandboxError(f"no host port left to forward guest port {guest_port}")
+            host_port = self._spare.pop(0)
+            out = Hypervisor.hmp(self._dom, f"hostfwd_add {dx.NETDEV_ID} "
+                                            f"tcp:127.0.0.1:{host_port}-:{guest_port}")
+            if out.strip():
+                raise SandboxError(f"cannot forward guest port {guest_port}: {out.strip()}")
+            self._forwards[guest_port] = host_port
+        return f"http://127.0.0.1:{self._forwards[guest_port]}"
+
+    def console_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class LibvirtSandbox:
+    """Restore-per-lease VMs on this host (the :class:`diffie.sandbox.base.Sandbox` protocol)."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+
+    @property
+    def domain_type(self) -> str:
+        return choose_domain_type(self.settings.vm_domain_type)
+
+    @contextmanager
+    def lease(self, image: str, *, run_id: str = "", wait_s: float = 900.0) -> Iterator[LibvirtMachine]:
+        info = find_image(self.settings, image)
+        dtype = self.domain_type
+        lease = slots.acquire(self.db, self.settings.vm_slots, run_id=run_id, wait_s=wait_s)
+        work = leases_dir(self.settings) / f"{lease.index}-{lease.holder.process_tag}"
+        name: str | None = None
+        hv: Hypervisor | None = None
+        try:
+            snap = info.snapshot(dtype, lease.index)
+            name = dx.identity(info.key, lease.index).name
+            work.mkdir(parents=True, exist_ok=True)
+            overlay = work / "disk.qcow2"
+            qemu_img_overlay(snap.disk, overlay)
+            ports = slot_ports(self.settings, lease.index)
+            busy = [p for p in ports[:len(info.ports)] if _port_in_use(p)]
+            if busy:
+                raise SandboxError(f"host port(s) {busy} of slot {lease.index} are in use "
+                                   "(change DIFFIE_VM_PORT_BASE)")
+            forwards = list(zip(ports, info.ports, strict=False))
+            hv = Hypervisor(self.settings.libvirt_uri)
+            hv.destroy(name)     # we hold the slot: a domain of this name is a leftover
+            xml = dx.patch_for_restore(hv.saved_xml(snap.memory), disk=overlay,
+                                       console_log=work / "console.log", forwards=forwards,
+                                       description=dx.description_for(str(lease.holder)))
+            dom = hv.restore(snap.memory, xml, name)
+            machine = LibvirtMachine(name, dom, hv.agent(dom), {g: h for h, g in forwards},
+                                     ports[len(info.ports):], work / "console.log", lease.index)
+            machine.agent.wait(60)
+            machine.set_clock(datetime.now(UTC))
+            yield machine
+        except BaseException:
+            self._teardown(hv, name, work, lease, quiet=True)
+            raise
+        else:
+            self._teardown(hv, name, work, lease, quiet=False)
+
+    def _teardown(self, hv: Hypervisor | None, name: str | None, work: Path,
+                  lease: slots.Lease, *, quiet: bool) -> None:
+        """Destroy the domain, delete the overlay, release the slot: each step whatever the
+        others did. Problems are raised only when no other exception is on its way."""
+        problems: list[str] = []
+        try:
+            if name is not None:
+                if hv is None:
+                    hv = Hypervisor(self.settings.libvirt_uri)
+                hv.destroy(name)
+        except SandboxError as exc:
+            problems.append(str(exc))
+        finally:
+            if hv is not None:
+                hv.close()
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            slots.release(self.db, lease)
+        except SandboxError as exc:
+            problems.append(str(exc))
+        if problems and not quiet:
+            raise SandboxError("; ".join(problems))
+
+
+def wait_for_console(path: Path, markers: Sequence[str], timeout_s: float,
+                     alive: Any = None) -> tuple[str, str]:
+    """Poll a serial log until a line starts with one of ``markers``; returns (marker, line)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            for marker in markers:
+                if line.strip().startswith(marker):
+                    return marker, line.strip()
+        if alive is not None and not alive():
+            raise SandboxError("the guest stopped during its boot")
+        time.sleep(0.25)
+    raise SandboxError(f"no {' / '.join(markers)} on the serial console after {timeout_s:.0f} s")
+
+
+def domain_active(dom: libvirt.virDomain) -> bool:
+    try:
+        return bool(dom.isActive())
+    except libvirt.libvirtError:
+        return False

@@ -1,0 +1,237 @@
+"""Image recipes: ``vm_images/<name>/recipe.yml``, validated with line-numbered errors.
+
+A recipe describes a production-shaped Debian guest (the format is documented in
+``vm_images/README.md``). Its content hash (the recipe directory, every file it copies and
+the builder's version) names the built image, so a changed recipe means a new image and an
+unchanged one is never rebuilt.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from diffie.errors import SandboxError
+
+# Bumped whenever the builder's output for one recipe changes (invalidates every image).
+BUILDER_VERSION = "4"
+# Packages every guest needs for Diffie to drive it; added to the recipe's own.
+BASE_PACKAGES: tuple[str, ...] = (
+    "systemd-sysv", "udev", "linux-image-amd64", "qemu-guest-agent", "ifupdown", "iproute2",
+    "kmod", "procps", "util-linux-extra", "netbase",
+)
+DEFAULT_EXCLUDES: tuple[str, ...] = (".git", "__pycache__", "*.pyc", ".venv", "node_modules",
+                                     ".mypy_cache", ".pytest_cache", ".ruff_cache")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+_UNIT_RE = r"^[A-Za-z0-9@._:-]+\.(service|timer|socket|target|path|mount)$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileCopy(_Strict):
+    """Copy ``src`` (relative to the recipe directory; a file or a directory) to ``dest``."""
+
+    src: str = Field(min_length=1)
+    dest: str = Field(min_length=2)
+    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES))
+
+    @field_validator("dest")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"dest must be an absolute guest path without '..', got {value!r}")
+        return value
+
+
+class HttpProbe(_Strict):
+    port: int = Field(gt=0, lt=65536)
+    path: str = Field(default="/", pattern=r"^/")
+
+
+class Ready(_Strict):
+    """When is the machine ready? ``command`` runs in the guest (a oneshot unit) until it exits
+    0, then a marker line goes to the serial console; ``http`` is then probed from the host
+    through the forwarded port."""
+
+    command: str = Field(min_length=1)
+    http: HttpProbe | None = None
+    timeout_s: float = Field(default=600, gt=0, le=3600)
+
+
+class VmShape(_Strict):
+    memory_mib: int = Field(default=1024, ge=256, le=65536)
+    vcpus: int = Field(default=2, ge=1, le=64)
+    disk_mib: int = Field(default=4096, ge=512, le=1_048_576)
+
+
+class Recipe(_Strict):
+    description: str = ""
+    suite: str = Field(default="bookworm", pattern=r"^[a-z]+$")
+    mirror: str | None = Field(default=None, pattern=r"^https?://")
+    packages: list[str] = Field(default_factory=list)
+    vm: VmShape = Field(default_factory=VmShape)
+    ports: list[int] = Field(default_factory=list, max_length=10)
+    files: list[FileCopy] = Field(default_factory=list)
+    run: list[str] = Field(default_factory=list)
+    enable: list[str] = Field(default_factory=list)
+    mask: list[str] = Field(default_factory=list)
+    seed: list[str] = Field(default_factory=list)
+    seed_after: list[str] = Field(default_factory=list)
+    ready: Ready
+    warmup: list[str] = Field(default_factory=list)
+    warmup_timeout_s: float = Field(default=300, gt=0, le=3600)
+    kernel_args: str = ""
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name):
+                raise ValueError(f"not a Debian package name: {name!r}")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 0 < port < 65536:
+                raise ValueError(f"not a TCP port: {port}")
+        if len(set(value)) != len(value):
+            raise ValueError("ports are listed twice")
+        return value
+
+    @field_validator("enable", "mask", "seed_after")
+    @classmethod
+    def _units(cls, value: list[str]) -> list[str]:
+        for unit in value:
+            if not re.fullmatch(_UNIT_RE, unit):
+                raise ValueError(f"not a systemd unit name: {unit!r}")
+        return value
+
+    def all_packages(self) -> list[str]:
+        return sorted(set(BASE_PACKAGES) | set(self.packages))
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    name: str
+    dir: Path
+    recipe: Recipe
+    digest: str               # sha256 hex of everything the image is built from
+
+    @property
+    def key(self) -> str:
+        """Directory name of the built image: ``<name>-<16 hex>``."""
+        return f"{self.name}-{self.digest[:16]}"
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _line_map(value_node, path + (key_node.value,), out)
+            out[path + (key_node.value,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, path + (i,), out)
+
+
+def parse_recipe(text: str, *, file: str = "recipe.yml") -> Recipe:
+    """Validate a recipe; errors read ``recipe.yml:12 (files[0].dest): ...``."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark is not None else file
+        raise SandboxError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if node is None or not isinstance(data, dict):
+        raise SandboxError(f"{file}:1: a recipe is a mapping with at least a 'ready' section")
+    lines: dict[tuple[Any, ...], int] = {}
+    _line_map(node, (), lines)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        probe = loc
+        while probe and probe not in lines:
+            probe = probe[:-1]
+        line = lines.get(probe, 1)
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field {loc[-1]!r}"
+        elif err["type"] == "missing":
+            msg = f"missing required field {loc[-1]!r}"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise SandboxError(f"{file}:{line} ({field}): {msg}{more}") from exc
+
+
+def excluded(rel: PurePosixPath, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in patterns)
+
+
+def iter_source_files(src: Path, exclude: list[str]) -> list[tuple[PurePosixPath, Path]]:
+    """(relative path, host path) of every file/symlink under ``src`` (or ``src`` itself)."""
+    if src.is_file():
+        return [(PurePosixPath(src.name), src)]
+    found: list[tuple[PurePosixPath, Path]] = []
+    for root, dirs, files in os.walk(src):
+        rel_root = PurePosixPath(Path(root).relative_to(src).as_posix())
+        dirs[:] = sorted(d for d in dirs if not excluded(rel_root / d, exclude))
+        for name in sorted(files):
+            rel = rel_root / name
+            if not excluded(rel, exclude):
+                found.append((rel, Path(root) / name))
+    return found
+
+
+def _hash_tree(h: Any, label: str, src: Path, exclude: list[str]) -> None:
+    for rel, path in iter_source_files(src, exclude):
+        h.update(f"{label}/{rel}\0{os.lstat(path).st_mode & 0o7777:o}\0".encode())
+        if path.is_symlink():
+            h.update(os.readlink(path).encode())
+        else:
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        h.update(b"\0")
+
+
+def load_recipe(images_dir: Path, name: str) -> LoadedRecipe:
+    """Read and validate ``<images_dir>/<name>/recipe.yml`` and hash its inputs."""
+    if not NAME_RE.match(name):
+        raise SandboxError(f"not an image name: {name!r} (lowercase letters, digits, - and _)")
+    rdir = (images_dir / name).resolve()
+    path = rdir / "recipe.yml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        known = sorted(p.parent.name for p in images_dir.glob("*/recipe.yml"))
+        raise SandboxError(f"no recipe for image {name!r} at {path} ({exc.strerror}); "
+                           f"known images: {', '.join(known) or 'none'}") from exc
+    recipe = parse_recipe(text, file=str(path))
+    h = hashlib.sha256(f"diffie-image/{BUILDER_VERSION}\0".encode())
+    _hash_tree(h, "recipe", rdir, list(DEFAULT_EXCLUDES))
+    for i, copy in enumerate(recipe.files):
+        src = (rdir / copy.src).resolve()
+        if not src.exists():
+            raise SandboxError(f"{path}: files[{i}].src {copy.src!r} does not exist ({src})")
+        if not src.is_relative_to(rdir):
+            _hash_tree(h, f"files{i}", src, copy.exclude)
+    return LoadedRecipe(name=name, dir=rdir, recipe=recipe, digest=h.hexdigest())

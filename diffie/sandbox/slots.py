@@ -1,0 +1,199 @@
+"""VM slot leases in the database: never in process memory, since many workers share a host.
+
+A slot is one (host, index) row. Leasing it writes a *holder* string into the row::
+
+    <host>/<pid>.<process start ticks>#<nonce>:<run id>
+
+PostgreSQL takes the row with ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite, which has no row
+locks, claims it with one atomic compare-and-set ``UPDATE``. A holder is *dead* when it names
+this host and its process (pid + start time, so a reused pid does not count) is gone; dead
+holders' slots are reclaimed by the next lease or by the reaper.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from diffie.db import Database
+from diffie.errors import SandboxError
+from diffie.models import Slot
+
+
+def host_name() -> str:
+    return socket.gethostname()[:100]
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()
+    except OSError:
+        return None
+    # the command name may contain spaces and parentheses: split after the last ')'
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    start: str
+    nonce: str
+    run_id: str = ""
+
+    @classmethod
+    def mine(cls, run_id: str = "") -> Holder:
+        pid = os.getpid()
+        return cls(host_name(), pid, process_start(pid) or "0", secrets.token_hex(4), run_id[:40])
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.pid}.{self.start}#{self.nonce}:{self.run_id}"[:200]
+
+    @property
+    def process_tag(self) -> str:
+        """``<pid>.<start>.<nonce>``: names this lease's files on disk."""
+        return f"{self.pid}.{self.start}.{self.nonce}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Holder | None:
+        if not text:
+            return None
+        try:
+            ident, _, run_id = text.partition(":")
+            host, _, rest = ident.rpartition("/")
+            proc, _, nonce = rest.partition("#")
+            pid_s, _, start = proc.partition(".")
+            return cls(host, int(pid_s), start, nonce, run_id)
+        except ValueError:
+            return None
+
+    def alive(self) -> bool:
+        """False only when this is certainly a dead process of this host."""
+        if self.host != host_name():
+            return True    # cannot tell from here
+        return process_start(self.pid) == self.start
+
+
+def holder_dead(text: str | None) -> bool:
+    holder = Holder.parse(text)
+    if holder is None:
+        return text is not None and text != ""    # unparseable: treat as garbage
+    return not holder.alive()
+
+
+@dataclass(frozen=True)
+class Lease:
+    pk: int
+    host: str
+    index: int
+    holder: Holder
+
+
+def ensure_slots(db: Database, count: int, host: str | None = None) -> None:
+    """Create rows for slots 0..count-1 of this host (concurrent callers are fine)."""
+    host = host or host_name()
+    with db.session() as s:
+        have = set(s.scalars(select(Slot.index).where(Slot.host == host)))
+    for index in range(count):
+        if index in have:
+            continue
+        try:
+            with db.session() as s:
+                s.add(Slot(host=host, index=index))
+        except IntegrityError:
+            pass   # someone else created it
+
+
+def _claim_postgres(s: Session, host: str, count: int, holder: str, now: datetime) -> Slot | None:
+    row = s.scalars(
+        select(Slot).where(Slot.host == host, Slot.index < count, Slot.holder.is_(None))
+        .order_by(Slot.index).limit(1).with_for_update(skip_locked=True)).first()
+    if row is None:
+        return None
+    row.holder, row.leased_at, row.heartbeat_at = holder, now, now
+    return row
+
+
+def _claim_cas(s: Session, host: str, count: int, holder: str, now: datetime) -> Slot | None:
+    free = s.scalars(select(Slot.pk).where(Slot.host == host, Slot.index < count,
+                                           Slot.holder.is_(None)).order_by(Slot.index)).all()
+    for pk in free:
+        res = s.execute(update(Slot).where(Slot.pk == pk, Slot.holder.is_(None))
+                        .values(holder=holder, leased_at=now, heartbeat_at=now))
+        if res.rowcount == 1:   # type: ignore[attr-defined]
+            return s.get(Slot, pk)
+    return None
+
+
+def reclaim_dead(db: Database, host: str | None = None) -> list[int]:
+    """Release this host's slots whose holder process is dead; returns their indexes."""
+    host = host or host_name()
+    freed: list[int] = []
+    with db.session() as s:
+        rows = s.execute(select(Slot.pk, Slot.index, Slot.holder)
+                         .where(Slot.host == host, Slot.holder.is_not(None))).all()
+    for pk, index, text in rows:
+        if holder_dead(text):
+            with db.session() as s:
+                res = s.execute(update(Slot).where(Slot.pk == pk, Slot.holder == text)
+                                .values(holder=None, leased_at=None, heartbeat_at=None))
+                if res.rowcount == 1:   # type: ignore[attr-defined]
+                    freed.append(index)
+    return freed
+
+
+def acquire(db: Database, count: int, *, run_id: str = "", wait_s: float = 600.0,
+            poll_s: float = 0.5) -> Lease:
+    """Lease a free slot of this host, waiting up to ``wait_s``; raises SandboxError."""
+    if count < 1:
+        raise SandboxError("vm_slots must be at least 1")
+    host = host_name()
+    holder = Holder.mine(run_id)
+    ensure_slots(db, count, host)
+    postgres = db.engine.dialect.name == "postgresql"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with db.session() as s:
+                now = datetime.now(UTC)
+                claim = _claim_postgres if postgres else _claim_cas
+                row = claim(s, host, count, str(holder), now)
+                if row is not None:
+                    return Lease(pk=row.pk, host=host, index=row.index, holder=holder)
+        except OperationalError:
+            pass    # SQLite busy under contention: try again
+        if reclaim_dead(db, host):
+            continue
+        if time.monotonic() > deadline:
+            raise SandboxError(f"no free VM slot on {host} after {wait_s:.0f} s "
+                               f"({count} slot(s), all leased)")
+        time.sleep(poll_s)
+
+
+def release(db: Database, lease: Lease) -> None:
+    """Give the slot back (only if we still hold it)."""
+    for attempt in range(20):
+        try:
+            with db.session() as s:
+                s.execute(update(Slot).where(Slot.pk == lease.pk, Slot.holder == str(lease.holder))
+                          .values(holder=None, leased_at=None, heartbeat_at=None))
+            return
+        except OperationalError:
+            time.sleep(0.2 * (attempt + 1))
+    raise SandboxError(f"could not release VM slot {lease.index} on {lease.host}")
+
+
+def heartbeat(db: Database, lease: Lease) -> None:
+    with db.session() as s:
+        s.execute(update(Slot).where(Slot.pk == lease.pk, Slot.holder == str(lease.holder))
+                  .values(heartbeat_at=datetime.now(UTC)))
