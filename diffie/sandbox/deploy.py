@@ -1,8 +1,9 @@
 """Deploy a source tree into a leased machine, per the project's ``sandbox`` spec section.
 
-``deploy(machine, spec, source)`` copies ``source`` to ``spec.source_dir`` in the guest, runs
-``spec.deploy`` commands there one by one (``/bin/sh -c``, output captured and bounded), then
-waits until ``spec.ready_path`` answers over the forwarded port. A failing command or an app
+``deploy(machine, source, spec)`` copies ``source`` to ``spec.source_dir`` in the guest, runs
+``spec.deploy`` commands there one by one (``/bin/sh -c`` in ``source_dir``, output captured and
+bounded), then waits until ``spec.ready_path`` answers over the forwarded port; it returns the
+app's host-reachable base URL (:func:`deploy_detailed` also returns the timings). A failing command or an app
 that never gets ready raises :class:`DeployError` with the command, its exit code and the tail
 of its output: the pipeline turns that into a ``deploy_error`` finding.
 """
@@ -56,9 +57,15 @@ def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
         time.sleep(poll_s)
 
 
-def deploy(machine: Machine, spec: SandboxSpec, source: Path,
-           progress: Callable[[str], None] | None = None) -> DeployResult:
-    """Copy ``source`` in, run the deploy commands, wait for readiness (see module doc)."""
+def deploy(machine: Machine, source: Path, spec: SandboxSpec,
+           progress: Callable[[str], None] | None = None) -> str:
+    """Copy ``source`` in, run the deploy commands, wait for readiness; returns the app's URL."""
+    return deploy_detailed(machine, source, spec, progress).base_url
+
+
+def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
+                    progress: Callable[[str], None] | None = None) -> DeployResult:
+    """:func:`deploy`, returning the commands' results and each phase's duration."""
     say = progress or (lambda _line: None)
     result = DeployResult(base_url=machine.url(spec.port))
     t = time.monotonic()

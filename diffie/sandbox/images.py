@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,48 @@ def _http_ready(url: str, timeout_s: float) -> float:
     raise SandboxError(f"{url} not ready after {timeout_s:.0f} s ({last})")
 
 
+@dataclass
+class ColdBoot:
+    dom: Any                      # the running libvirt domain
+    forwards: list[tuple[int, int]]
+    seconds: float                # start → readiness marker and HTTP probe (host wall time)
+    guest_uptime_s: float | None
+
+
+def cold_boot(hv: Hypervisor, loaded: LoadedRecipe, out: Path, ident: dx.Identity, dtype: str,
+              disk: Path, console: Path, description: str) -> ColdBoot:
+    """Boot the image's kernel on ``disk`` and wait until it is ready (marker + HTTP probe).
+
+    On failure the guest's journal goes to ``logs/`` and the domain is destroyed."""
+    r = loaded.recipe
+    forwards = [(_free_port(), port) for port in r.ports]
+    xml = dx.build_xml(dx.DomainParams(
+        ident=ident, domain_type=dtype, memory_mib=r.vm.memory_mib, vcpus=r.vm.vcpus,
+        kernel=out / "vmlinuz", initrd=out / "initrd.img",
+        cmdline=f"{KERNEL_ARGS} {r.kernel_args}".strip(), disk=disk, console_log=console,
+        forwards=forwards, description=description))
+    hv.destroy(ident.name)     # a leftover of a crashed build or benchmark
+    start = time.monotonic()
+    dom = hv.start(xml)
+    try:
+        marker, line = wait_for_console(
+            console, [provision.READY_MARKER, provision.NOT_READY_MARKER,
+                      provision.SEED_FAILED_MARKER],
+            r.ready.timeout_s + 120, alive=lambda: domain_active(dom))
+        if marker != provision.READY_MARKER:
+            raise SandboxError(f"{ident.name}: {marker} during the cold boot")
+        hv.agent(dom).wait(120)
+        if r.ready.http is not None:
+            port = dict((g, h) for h, g in forwards)[r.ready.http.port]
+            _http_ready(f"http://127.0.0.1:{port}{r.ready.http.path}", 120)
+    except BaseException:
+        _collect_journal(hv, dom, out / "logs" / f"journal-{console.stem}.log")
+        hv.destroy(ident.name)
+        raise
+    uptime = float(line.split("uptime=", 1)[1]) if "uptime=" in line else None
+    return ColdBoot(dom, forwards, time.monotonic() - start, uptime)
+
+
 def _boot_slot(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, index: int,
                progress: Progress) -> dict[str, Any]:
     """Step 4 for one slot: cold boot, readiness, warm-up, save. Returns the slot's metadata."""
@@ -206,34 +249,20 @@ def _boot_slot(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, 
     for stale in (disk, memory, console):
         stale.unlink(missing_ok=True)
     qemu_img_overlay(out / "base.qcow2", disk)
-    forwards = [(_free_port(), port) for port in r.ports]
-    cmdline = f"{KERNEL_ARGS} {r.kernel_args}".strip()
-    xml = dx.build_xml(dx.DomainParams(
-        ident=ident, domain_type=dtype, memory_mib=r.vm.memory_mib, vcpus=r.vm.vcpus,
-        kernel=out / "vmlinuz", initrd=out / "initrd.img", cmdline=cmdline, disk=disk,
-        console_log=console, forwards=forwards,
-        description=dx.description_for(str(Holder.mine()), "build")))
     with Hypervisor(settings.libvirt_uri) as hv:
-        hv.destroy(ident.name)     # a leftover of a crashed build (we hold the build lock)
         progress(f"slot {index}: cold boot ({dtype}, {r.vm.vcpus} vCPU, {r.vm.memory_mib} MiB)")
-        start = time.monotonic()
-        dom = hv.start(xml)
+        try:
+            boot = cold_boot(hv, loaded, out, ident, dtype, disk, console,
+                             dx.description_for(str(Holder.mine()), "build"))
+        except BaseException:
+            disk.unlink(missing_ok=True)
+            tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
+            progress(f"slot {index}: failed; serial console tail:\n{tail}")
+            raise
+        progress(f"slot {index}: ready in {boot.seconds:.1f} s (guest uptime {boot.guest_uptime_s} s)")
         saved = False
         try:
-            marker, line = wait_for_console(
-                console, [provision.READY_MARKER, provision.NOT_READY_MARKER,
-                          provision.SEED_FAILED_MARKER],
-                r.ready.timeout_s + 120, alive=lambda: domain_active(dom))
-            if marker != provision.READY_MARKER:
-                raise SandboxError(f"slot {index}: {marker} during the cold boot")
-            agent = hv.agent(dom)
-            agent.wait(120)
-            if r.ready.http is not None:
-                port = dict((g, h) for h, g in forwards)[r.ready.http.port]
-                _http_ready(f"http://127.0.0.1:{port}{r.ready.http.path}", 120)
-            cold_boot_s = time.monotonic() - start
-            uptime = float(line.split("uptime=", 1)[1]) if "uptime=" in line else None
-            progress(f"slot {index}: ready in {cold_boot_s:.1f} s (guest uptime {uptime} s)")
+            agent = hv.agent(boot.dom)
             t = time.monotonic()
             agent.exec(["/bin/sh", "-c", SHRINK], timeout=120)
             for command in r.warmup:
@@ -247,23 +276,21 @@ def _boot_slot(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, 
             t = time.monotonic()
             tmp = slots_dir / f".{key}.save.tmp"
             tmp.unlink(missing_ok=True)
-            hv.save(dom, tmp)
+            hv.save(boot.dom, tmp)
             saved = True
             os.replace(tmp, memory)
             save_s = time.monotonic() - t
         except BaseException:
             if not saved:
-                _collect_journal(hv, dom, out / "logs" / f"journal-{key}.log")
+                _collect_journal(hv, boot.dom, out / "logs" / f"journal-{key}.log")
                 hv.destroy(ident.name)
             disk.unlink(missing_ok=True)
-            tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
-            progress(f"slot {index}: failed; serial console tail:\n{tail}")
             raise
     size = memory.stat().st_size
     progress(f"slot {index}: saved {size / 2**20:.0f} MiB in {save_s:.1f} s")
     return {"index": index, "domain_type": dtype, "name": ident.name, "uuid": ident.uuid,
             "mac": ident.mac, "disk": f"slots/{disk.name}", "memory": f"slots/{memory.name}",
-            "cold_boot_s": round(cold_boot_s, 2), "guest_uptime_s": uptime,
+            "cold_boot_s": round(boot.seconds, 2), "guest_uptime_s": boot.guest_uptime_s,
             "warmup_s": round(warmup_s, 2), "save_s": round(save_s, 2), "memory_bytes": size,
             "saved_at": datetime.now(UTC).isoformat()}
 

@@ -8,16 +8,22 @@ PostgreSQL takes the row with ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite, whi
 locks, claims it with one atomic compare-and-set ``UPDATE``. A holder is *dead* when it names
 this host and its process (pid + start time, so a reused pid does not count) is gone; dead
 holders' slots are reclaimed by the next lease or by the reaper.
+
+A slot's domain name is fixed (its saved memory image demands it), so two Diffie databases on
+one host would collide. Each lease therefore also holds a host-wide ``flock`` on
+``<lock dir>/slot-<i>.lock``: a slot leased through another database is skipped, never shared.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -91,12 +97,52 @@ def holder_dead(text: str | None) -> bool:
     return not holder.alive()
 
 
+def lock_dir() -> Path:
+    return Path(os.environ.get("DIFFIE_LOCK_DIR", "/run/lock/diffie"))
+
+
+class HostLock:
+    """A host-wide ``flock`` on one slot; :meth:`close` is idempotent."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)      # closing the descriptor drops the flock
+
+
+def try_host_lock(index: int) -> HostLock | None:
+    """Take the host-wide lock of slot ``index`` without waiting; None if someone holds it."""
+    d = lock_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f"slot-{index}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return HostLock(fd)
+
+
+def host_lock(index: int, wait_s: float) -> HostLock:
+    """Take the host-wide lock of slot ``index``, waiting up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while (lock := try_host_lock(index)) is None:
+        if time.monotonic() > deadline:
+            raise SandboxError(f"VM slot {index} stays locked by another process on this host")
+        time.sleep(0.5)
+    return lock
+
+
 @dataclass(frozen=True)
 class Lease:
     pk: int
     host: str
     index: int
     holder: Holder
+    lock: HostLock | None = field(default=None, compare=False)
 
 
 def ensure_slots(db: Database, count: int, host: str | None = None) -> None:
@@ -114,9 +160,11 @@ def ensure_slots(db: Database, count: int, host: str | None = None) -> None:
             pass   # someone else created it
 
 
-def _claim_postgres(s: Session, host: str, count: int, holder: str, now: datetime) -> Slot | None:
+def _claim_postgres(s: Session, host: str, count: int, holder: str, now: datetime,
+                    skip: set[int]) -> Slot | None:
     row = s.scalars(
-        select(Slot).where(Slot.host == host, Slot.index < count, Slot.holder.is_(None))
+        select(Slot).where(Slot.host == host, Slot.index < count, Slot.holder.is_(None),
+                           Slot.index.not_in(skip))
         .order_by(Slot.index).limit(1).with_for_update(skip_locked=True)).first()
     if row is None:
         return None
@@ -124,9 +172,11 @@ def _claim_postgres(s: Session, host: str, count: int, holder: str, now: datetim
     return row
 
 
-def _claim_cas(s: Session, host: str, count: int, holder: str, now: datetime) -> Slot | None:
+def _claim_cas(s: Session, host: str, count: int, holder: str, now: datetime,
+               skip: set[int]) -> Slot | None:
     free = s.scalars(select(Slot.pk).where(Slot.host == host, Slot.index < count,
-                                           Slot.holder.is_(None)).order_by(Slot.index)).all()
+                                           Slot.holder.is_(None), Slot.index.not_in(skip))
+                     .order_by(Slot.index)).all()
     for pk in free:
         res = s.execute(update(Slot).where(Slot.pk == pk, Slot.holder.is_(None))
                         .values(holder=holder, leased_at=now, heartbeat_at=now))
@@ -162,26 +212,39 @@ def acquire(db: Database, count: int, *, run_id: str = "", wait_s: float = 600.0
     ensure_slots(db, count, host)
     postgres = db.engine.dialect.name == "postgresql"
     deadline = time.monotonic() + wait_s
+    skip: set[int] = set()        # free in the database but locked on this host
     while True:
+        row_pk: int | None = None
+        index = -1
         try:
             with db.session() as s:
-                now = datetime.now(UTC)
                 claim = _claim_postgres if postgres else _claim_cas
-                row = claim(s, host, count, str(holder), now)
+                row = claim(s, host, count, str(holder), datetime.now(UTC), skip)
                 if row is not None:
-                    return Lease(pk=row.pk, host=host, index=row.index, holder=holder)
+                    row_pk, index = row.pk, row.index
         except OperationalError:
             pass    # SQLite busy under contention: try again
+        if row_pk is not None:
+            lock = try_host_lock(index)
+            lease = Lease(pk=row_pk, host=host, index=index, holder=holder, lock=lock)
+            if lock is not None:
+                return lease
+            release(db, lease)       # leased through another database on this host
+            skip.add(index)
+            continue
         if reclaim_dead(db, host):
             continue
         if time.monotonic() > deadline:
             raise SandboxError(f"no free VM slot on {host} after {wait_s:.0f} s "
                                f"({count} slot(s), all leased)")
+        skip.clear()
         time.sleep(poll_s)
 
 
 def release(db: Database, lease: Lease) -> None:
-    """Give the slot back (only if we still hold it)."""
+    """Give the slot back (only if we still hold it) and drop its host lock."""
+    if lease.lock is not None:
+        lease.lock.close()
     for attempt in range(20):
         try:
             with db.session() as s:

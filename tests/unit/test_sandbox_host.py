@@ -1,0 +1,31 @@
+"""Host checks: KVM is decided by testing, and the setting overrides the test."""
+
+from __future__ import annotations
+
+from diffie.sandbox import host
+
+
+def test_cpu_flags() -> None:
+    assert host.cpu_has_virt_flags("processor : 0\nflags\t\t: fpu vme svm sse2\n")
+    assert host.cpu_has_virt_flags("flags : vmx lm\n")
+    assert not host.cpu_has_virt_flags("flags : fpu sse2 hypervisor\n")
+    assert not host.cpu_has_virt_flags("")
+
+
+def test_setting_overrides_detection(monkeypatch) -> None:
+    def boom() -> bool:
+        raise AssertionError("must not probe")
+
+    monkeypatch.setattr(host, "kvm_usable", boom)
+    assert host.choose_domain_type("qemu") == "qemu"
+    assert host.choose_domain_type("kvm") == "kvm"
+    monkeypatch.setattr(host, "kvm_usable", lambda: False)
+    assert host.choose_domain_type("auto") == "qemu"
+    monkeypatch.setattr(host, "kvm_usable", lambda: True)
+    assert host.choose_domain_type("auto") == "kvm"
+
+
+def test_probe_boot_sector_is_bootable() -> None:
+    sector = host._boot_sector()
+    assert len(sector) == 512 and sector[-2:] == b"\x55\xaa"
+    assert host._MARKER in sector
