@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     vm_port_base: int = 47100
     # Verification
     noise_floor: bool = True
+    parallel_sides: bool = Field(
+        default=True, description="URL mode: browse base and head with two browsers at once.")
     task_time_limit_s: int = 1800
     # Queue and worker liveness
     queue_name: str = Field(default="diffie", description="Celery queue the runs go to.")

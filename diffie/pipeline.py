@@ -19,8 +19,10 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +82,7 @@ class Reporter:
 
 
 def report_url(settings: Settings, run_id: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/v1/runs/{run_id}/report/"
+    return f"{settings.public_url.rstrip('/')}/v1/runs/{run_id}/report"
 
 
 def run_clock() -> datetime:
@@ -144,8 +146,6 @@ def reachable(url: str, timeout_s: float = 15.0) -> str | None:
 
 def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
               say: Progress) -> Sides:
-    from diffie.browser import BrowserRunner
-
     if not change.base_url or not change.head_url or not change.spec_text:
         raise RunError("a URL-mode change needs base_url, head_url and a spec")
     spec = parse_spec(change.spec_text, file=".diffie.yml")
@@ -157,14 +157,44 @@ def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: 
     head_problem = reachable(change.head_url)
     if head_problem:
         say(f"head URL {change.head_url} is unreachable ({head_problem}); its flows will fail")
-    with BrowserRunner(settings) as browser:
-        base = _browse(browser, spec, change.base_url, "base", out, clock, say)
-        head = _browse(browser, spec, change.head_url, "head", out, clock, say)
-        head2 = None
-        if wants_noise_floor(settings, spec) and not head_problem:
-            head2 = _browse(browser, spec, change.head_url, "head2", out, clock, say)
-    return Sides(spec, base, head, head2,
+    sides: list[tuple[Side, str]] = [("base", change.base_url), ("head", change.head_url)]
+    if wants_noise_floor(settings, spec) and not head_problem:
+        sides.append(("head2", change.head_url))
+    got = browse_sides(settings, spec, sides, out, clock, say)
+    return Sides(spec, got["base"], got["head"], got.get("head2"),
                  meta={"mode": "url", "base": change.base_url, "head": change.head_url})
+
+
+def browse_sides(settings: Settings, spec: Spec, sides: list[tuple[Side, str]], out: ArtifactDir,
+                 clock: datetime, say: Progress) -> dict[Side, list[Capture]]:
+    """Browse each (side, URL). With ``settings.parallel_sides``, two browsers at once (base and
+    head side by side, the noise-floor render after base): the waits of one overlap the work of
+    the other, and both sides see the same conditions."""
+    from diffie.browser import BrowserRunner
+
+    lanes: list[list[tuple[Side, str]]] = [sides] if not settings.parallel_sides else \
+        [sides[0::2], sides[1::2]]
+    lanes = [lane for lane in lanes if lane]
+    results: dict[Side, list[Capture]] = {}
+    lock = threading.Lock()
+
+    def locked_say(message: str) -> None:
+        with lock:
+            say(message)
+
+    def lane_work(lane: list[tuple[Side, str]]) -> None:
+        with BrowserRunner(settings) as browser:
+            for side, url in lane:
+                results[side] = _browse(browser, spec, url, side, out, clock, locked_say)
+
+    if len(lanes) == 1:
+        lane_work(lanes[0])
+        return results
+    with ThreadPoolExecutor(len(lanes), thread_name_prefix="diffie-browse") as pool:
+        futures = [pool.submit(lane_work, lane) for lane in lanes]
+        for future in futures:
+            future.result()
+    return results
 
 
 def _browse(browser: BrowserRunner, spec: Spec, url: str, side: Side, out: ArtifactDir, clock: datetime,

@@ -190,3 +190,54 @@ def make_repo(root: Path, revisions: list[dict[str, str]]) -> tuple[Path, list[s
         git(repo, "commit", "-q", "-m", f"commit {len(shas)}")
         shas.append(git(repo, "rev-parse", "HEAD"))
     return repo, shas
+
+
+class Site:
+    """A tiny web site on a free port: ``pages`` maps a path to HTML; ``delay_s`` slows the
+    responses of paths under ``/slow`` (set it at any time, e.g. to hold a worker mid-run)."""
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        site = self
+        self.pages = dict(pages)
+        self.delay_s = 0.0
+        self.hits: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.hits.append(self.path)
+                if site.delay_s and self.path.startswith("/slow"):
+                    deadline = time.monotonic() + site.delay_s
+                    while site.delay_s and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                body = site.pages.get(self.path.split("?")[0])
+                status = 200 if body is not None else 404
+                data = (body if body is not None else "not found").encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Site:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.delay_s = 0
+        self.server.shutdown()
+        self.server.server_close()
+
+
+PAGE = """<!doctype html><html><head><title>t</title>
+<style>body{font-family:sans-serif;margin:20px} .box{width:200px;height:80px;background:#36c}</style>
+</head><body><h1 id="title">Hello</h1><div class="box"></div>%s</body></html>"""

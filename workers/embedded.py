@@ -47,6 +47,8 @@ class EmbeddedWorker:
         worker_state.should_terminate = None
 
         def target() -> None:
+            # Tasks find their app through the (thread-local) current app.
+            self.app.set_current()
             try:
                 self.worker.start()
             except BaseException as exc:      # surfaced by start()/stop()

@@ -143,7 +143,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     limit = settings.task_time_limit_s
 
     @app.task(name=VERIFY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-              soft_time_limit=limit, time_limit=limit + 120, ignore_result=True)
+              soft_time_limit=limit, time_limit=limit + 120, ignore_result=True,
+              shared=False)
     def verify_run(self: Task, run_id: str) -> str:
         ctx = worker_context(settings)
         return execute_run(ctx, run_id, worker_identity(self.request.hostname))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from diffie.api.deps import Ctx, require_token
@@ -44,19 +44,13 @@ def _artifact(ctx: AppContext, run_id: str, name: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
-@router.get("/runs/{run_id}/report", summary="The HTML report (redirects to report/)",
-            response_class=RedirectResponse, status_code=307)
-def report_redirect(run_id: str, request: Request,
-                    ctx: Ctx) -> RedirectResponse:
-    with ctx.db.session() as s:
-        if s.get(Run, run_id) is None:
-            raise HTTPException(404, f"no run {run_id}")
-    # The report links its images by relative name: serve it from a "directory" URL.
-    return RedirectResponse(str(request.url.path) + "/", status_code=307)
-
-
-@router.get("/runs/{run_id}/report/", summary="The HTML report", response_class=FileResponse)
+@router.get("/runs/{run_id}/report", summary="The HTML report", response_class=FileResponse)
 def report(run_id: str, ctx: Ctx) -> FileResponse:
+    return _artifact(ctx, run_id, "index.html")
+
+
+@router.get("/runs/{run_id}/report/", include_in_schema=False)
+def report_dir(run_id: str, ctx: Ctx) -> FileResponse:
     return _artifact(ctx, run_id, "index.html")
 
 
@@ -69,4 +63,13 @@ def report_file(run_id: str, name: str, ctx: Ctx) -> FileResponse:
 @router.get("/runs/{run_id}/artifacts/{name}", summary="One artifact of a run",
             response_class=FileResponse)
 def artifact(run_id: str, name: str, ctx: Ctx) -> FileResponse:
+    return _artifact(ctx, run_id, name)
+
+
+@router.get("/runs/{run_id}/{name}", include_in_schema=False)
+def report_sibling(run_id: str, name: str, ctx: Ctx) -> FileResponse:
+    """The report links its images by relative name: from ``/v1/runs/{id}/report`` they resolve
+    here. Only artifact names (which always have an extension) are served."""
+    if "." not in name:
+        raise HTTPException(404, "not found")
     return _artifact(ctx, run_id, name)

@@ -28,7 +28,7 @@ REPO_FIELDS = ("repo", "base", "head", "spec_path")
 
 def links(request: Request, run_id: str) -> Links:
     base = str(request.base_url).rstrip("/")
-    return Links(self=f"{base}/v1/runs/{run_id}", report=f"{base}/v1/runs/{run_id}/report/",
+    return Links(self=f"{base}/v1/runs/{run_id}", report=f"{base}/v1/runs/{run_id}/report",
                  artifacts=f"{base}/v1/runs/{run_id}/artifacts/")
 
 

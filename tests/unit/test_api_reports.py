@@ -42,19 +42,19 @@ def done_run(ctx: AppContext) -> str:
     return run_id
 
 
-def test_report_is_served_from_a_directory_url(client: TestClient, done_run: str) -> None:
-    resp = client.get(f"/v1/runs/{done_run}/report", follow_redirects=False)
-    assert resp.status_code == 307
-    assert resp.headers["location"].endswith(f"/v1/runs/{done_run}/report/")
-    page = client.get(f"/v1/runs/{done_run}/report")        # follows the redirect
-    assert page.status_code == 200
-    assert page.headers["content-type"].startswith("text/html")
-    assert "default-src 'none'" in page.headers["content-security-policy"]
-    assert page.headers["x-content-type-options"] == "nosniff"
-    # the page's relative image link resolves to a served artifact
-    img = client.get(f"/v1/runs/{done_run}/report/head-home.png")
-    assert img.status_code == 200 and img.headers["content-type"] == "image/png"
-    assert img.content == PNG
+def test_report_html_and_its_relative_links(client: TestClient, done_run: str) -> None:
+    for path in ("report", "report/"):
+        page = client.get(f"/v1/runs/{done_run}/{path}", follow_redirects=False)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-content-type-options"] == "nosniff"
+    # the page's relative image link resolves to a served artifact, from either URL
+    for path in ("head-home.png", "report/head-home.png"):
+        img = client.get(f"/v1/runs/{done_run}/{path}")
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+        assert img.content == PNG
+    assert client.get(f"/v1/runs/{done_run}/nodot").status_code == 404
 
 
 @pytest.mark.parametrize(("name", "media_type"), [
@@ -92,9 +92,9 @@ def test_unsafe_or_unknown_names_are_404(client: TestClient, done_run: str, name
 
 def test_report_of_a_queued_run_is_404(client: TestClient, ctx: AppContext) -> None:
     run_id = runs.submit_url(ctx.db, base_url="http://b", head_url="http://h", spec_text="x")
-    resp = client.get(f"/v1/runs/{run_id}/report/")
+    resp = client.get(f"/v1/runs/{run_id}/report")
     assert resp.status_code == 404 and "queued" in resp.json()["detail"]
-    assert client.get("/v1/runs/nope/report", follow_redirects=False).status_code == 404
+    assert client.get("/v1/runs/nope/report").status_code == 404
 
 
 def test_verdict_schema_is_the_committed_file(client: TestClient) -> None:

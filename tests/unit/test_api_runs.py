@@ -41,7 +41,7 @@ def test_submit_url_mode_answers_202_and_enqueues(client: TestClient, ctx: AppCo
     run_id = body["id"]
     assert body["status"] == "queued"
     assert body["links"]["self"].endswith(f"/v1/runs/{run_id}")
-    assert body["links"]["report"].endswith(f"/v1/runs/{run_id}/report/")
+    assert body["links"]["report"].endswith(f"/v1/runs/{run_id}/report")
     assert resp.headers["location"] == body["links"]["self"]
     assert ctx.enqueued == [run_id]  # type: ignore[attr-defined]
     with ctx.db.session() as s:
