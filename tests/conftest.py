@@ -65,31 +65,46 @@ def _pg_admin() -> psycopg.Connection[Any]:
     return psycopg.connect(PG_CONNINFO, dbname="postgres", autocommit=True, connect_timeout=10)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (dropped afterwards) as a SQLAlchemy URL."""
+def create_pg_database() -> tuple[str, str]:
+    """A fresh, empty PostgreSQL database: (name, SQLAlchemy URL)."""
     name = f"diffie_test_{os.getpid()}_{secrets.token_hex(4)}"
     with _pg_admin() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     info = psycopg.conninfo.conninfo_to_dict(PG_CONNINFO)
-    auth = info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else "")
-    yield (f"postgresql+psycopg://{auth}@{info.get('host', '127.0.0.1')}:"
-           f"{info.get('port', 5432)}/{name}")
+    auth = str(info.get("user", "postgres")) + (f":{info['password']}" if info.get("password")
+                                                else "")
+    return name, (f"postgresql+psycopg://{auth}@{info.get('host', '127.0.0.1')}:"
+                  f"{info.get('port', 5432)}/{name}")
+
+
+def drop_pg_database(name: str) -> None:
     with _pg_admin() as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis broker URL on a random database number; tests also use a queue of their own."""
+def redis_test_url() -> str:
+    """A Redis URL on a random database number (tests also use a queue name of their own)."""
     import redis
 
     url = f"{REDIS_URL}/{secrets.randbelow(15) + 1}"
     client = redis.Redis.from_url(url)
     client.ping()
-    yield url
     client.close()
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards) as a SQLAlchemy URL."""
+    name, url = create_pg_database()
+    yield url
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return redis_test_url()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
