@@ -2,9 +2,10 @@
 
 Taken right after each screenshot, written as a JSON artifact next to it: a list of visible
 elements in document order (parents before children), each
-``{"selector", "text", "x", "y", "width", "height"}``. Coordinates are CSS pixels in the
-screenshot's own space (screenshots are taken with ``scale="css"``): for a full-page shot that is
-page coordinates; for a viewport shot, page coordinates minus the scroll offset. The comparer uses
+``{"selector", "text", "x", "y", "width", "height"}``. Coordinates are the screenshot's own
+pixels (screenshots are taken with ``scale="css"``): for a full-page shot, page coordinates; for a
+viewport shot, what the visual viewport shows — page coordinates minus the scroll offset, times
+the viewport's zoom (1 unless a mobile page lacks ``<meta name=viewport>``). The comparer uses
 it to say which element a changed region covers ("``#cart > li:nth-of-type(2)`` 'Blue mug' moved").
 
 The selector is short and unique-ish: the nearest ancestor with a unique id, then
@@ -29,11 +30,27 @@ MAX_SELECTOR = 200
 MAX_DEPTH = 10
 MAX_MASK_BOXES = 200
 
+# Maps a getBoundingClientRect() onto the screenshot's pixels (screenshots use scale="css").
+# Full page: page coordinates. Viewport: what the visual viewport shows, zoomed by its scale — a
+# mobile page without <meta name=viewport> is laid out 980 px wide and shown zoomed out.
+_IMAGE_SPACE_JS = r"""
+const imageSpace = (fullPage) => {
+  if (fullPage) {
+    const sx = window.scrollX, sy = window.scrollY;
+    return (r) => ({x: r.left + sx, y: r.top + sy, width: r.width, height: r.height,
+                    w: Infinity, h: Infinity});
+  }
+  const vv = window.visualViewport;
+  const k = vv ? vv.scale : 1, ox = vv ? vv.offsetLeft : 0, oy = vv ? vv.offsetTop : 0;
+  const w = vv ? vv.width * k : window.innerWidth, h = vv ? vv.height * k : window.innerHeight;
+  return (r) => ({x: (r.left - ox) * k, y: (r.top - oy) * k, width: r.width * k, height: r.height * k, w, h});
+};
+"""
+
 _ELEMENT_MAP_JS = r"""
 ([limit, maxText, maxDepth, fullPage]) => {
   const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK', 'TITLE']);
-  const ox = fullPage ? window.scrollX : 0, oy = fullPage ? window.scrollY : 0;
-  const vw = window.innerWidth, vh = window.innerHeight;
+  const view = imageSpace(fullPage);
   const cache = new Map();
   const ident = /^-?[A-Za-z_][A-Za-z0-9_-]*$/;
   const idCounts = new Map();
@@ -84,14 +101,14 @@ _ELEMENT_MAP_JS = r"""
   for (const el of [document.body, ...all]) {
     if (!el || out.length >= limit) break;
     if (SKIP.has(el.tagName)) continue;
-    const r = el.getBoundingClientRect();
+    const r = view(el.getBoundingClientRect());
     if (r.width < 1 || r.height < 1) continue;
-    if (!fullPage && (r.right <= 0 || r.bottom <= 0 || r.left >= vw || r.top >= vh)) continue;
+    if (!fullPage && (r.x + r.width <= 0 || r.y + r.height <= 0 || r.x >= r.w || r.y >= r.h)) continue;
     const visible = !el.checkVisibility
       || el.checkVisibility({opacityProperty: true, visibilityProperty: true});
     if (!visible) continue;
     out.push({selector: selector(el).sel, text: textOf(el),
-              x: r.left + ox, y: r.top + oy, width: r.width, height: r.height});
+              x: r.x, y: r.y, width: r.width, height: r.height});
   }
   return out;
 }
@@ -99,21 +116,26 @@ _ELEMENT_MAP_JS = r"""
 
 _MASK_BOXES_JS = r"""
 ([selectors, fullPage, limit]) => {
-  const ox = fullPage ? window.scrollX : 0, oy = fullPage ? window.scrollY : 0;
+  const view = imageSpace(fullPage);
   const out = [];
   for (const sel of selectors) {
     let els = [];
     try { els = document.querySelectorAll(sel); } catch (e) { continue; }
     for (const el of els) {
       if (out.length >= limit) return out;
-      const r = el.getBoundingClientRect();
+      const r = view(el.getBoundingClientRect());
       if (r.width < 1 || r.height < 1) continue;
-      out.push([r.left + ox, r.top + oy, r.width, r.height]);
+      out.push([r.x, r.y, r.width, r.height]);
     }
   }
   return out;
 }
 """
+
+
+def _with_helpers(fn: str) -> str:
+    """``fn`` (a JS arrow function) with the shared helpers in scope, still one expression."""
+    return f"((args) => {{ {_IMAGE_SPACE_JS}\n return ({fn.strip()})(args); }})"
 
 
 def _num(value: Any) -> int | None:
@@ -140,7 +162,7 @@ def _clean_element(raw: Any) -> dict[str, Any] | None:
 def element_map(page: Page, *, full_page: bool, timeout_ms: float = 5000,
                 limit: int = MAX_ELEMENTS) -> list[dict[str, Any]]:
     """Visible elements with their boxes (screenshot coordinates), selector and text."""
-    raw = evaluate(page, _ELEMENT_MAP_JS, [limit, MAX_ELEMENT_TEXT, MAX_DEPTH, full_page],
+    raw = evaluate(page, _with_helpers(_ELEMENT_MAP_JS), [limit, MAX_ELEMENT_TEXT, MAX_DEPTH, full_page],
                    timeout_ms=timeout_ms)
     if not isinstance(raw, list):
         return []
@@ -157,7 +179,8 @@ def mask_boxes(page: Page, selectors: list[str], *, full_page: bool,
     """Boxes (screenshot coordinates) of every element the mask selectors match."""
     if not selectors:
         return []
-    raw = evaluate(page, _MASK_BOXES_JS, [selectors, full_page, MAX_MASK_BOXES], timeout_ms=timeout_ms)
+    raw = evaluate(page, _with_helpers(_MASK_BOXES_JS), [selectors, full_page, MAX_MASK_BOXES],
+                   timeout_ms=timeout_ms)
     boxes: list[Box] = []
     for item in raw if isinstance(raw, list) else []:
         if not isinstance(item, list) or len(item) != 4:

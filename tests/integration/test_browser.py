@@ -478,6 +478,11 @@ def test_mobile_viewport(runner, site, tmp_path):
     assert cap.completed
     assert (cap.screenshots[0].width, cap.screenshots[0].height) == (390, 844)
     assert cap.screenshots[0].artifact == "base-home-mobile-home.png"
+    # no <meta name=viewport>: laid out 980 px wide and shown zoomed out; the element map is in the
+    # screenshot's pixels, so the title's box shrinks with the zoom
+    title = _by_selector(_elements(out, cap), "#title")
+    scale = 390 / 980
+    assert abs(int(str(title["x"])) - 40 * scale) <= 1 and abs(int(str(title["width"])) - 300 * scale) <= 1
 
 
 def test_masks_hide_changing_content_identically(runner, site, tmp_path):
