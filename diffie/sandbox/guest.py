@@ -139,6 +139,21 @@ class GuestAgent:
         if not res.ok:
             raise SandboxError(f"put_tree: unpacking into {dest} failed ({res.exit_code}): {res.tail(500)}")
 
+    def start_set_time(self, instant: datetime, timeout_s: float = 60.0) -> None:
+        """Start setting the clock without waiting for it: doubles as the agent's readiness
+        check (retried until the agent answers). Later commands run after it has started."""
+        argv = ["/bin/date", "-u", "-s", f"@{instant.timestamp():.6f}"]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.call("guest-exec", {"path": argv[0], "arg": argv[1:]}, 5)
+                return
+            except SandboxError as exc:
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"the guest agent did not answer within {timeout_s:.0f} s: "
+                                       f"{exc}") from exc
+                time.sleep(0.05)
+
     def set_time(self, instant: datetime) -> None:
         """Set the guest's system clock to ``instant`` (timezone-aware).
 

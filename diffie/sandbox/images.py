@@ -323,6 +323,7 @@ def prune_old_images(settings: Settings, name: str, keep: str, progress: Progres
         if any(d.startswith(f"{dx.PREFIX}{old.name}-s") for d in in_use):
             continue
         shutil.rmtree(old, ignore_errors=True)
+        (root / f".{old.name}.lock").unlink(missing_ok=True)
         removed.append(old.name)
     if removed:
         progress(f"pruned older builds: {', '.join(removed)}")

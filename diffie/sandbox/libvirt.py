@@ -195,6 +195,7 @@ class LibvirtMachine:
         self.agent = agent
         self._forwards = dict(forwards)        # guest port -> host port
         self._spare = list(spare_ports)
+        self.timings: dict[str, float] = {}    # seconds per lease phase (slot, restore, ...)
 
     def exec(self, argv: Sequence[str], *, timeout: float = 120.0,
              env: dict[str, str] | None = None, cwd: str | None = None) -> ExecResult:
@@ -248,13 +249,16 @@ class LibvirtSandbox:
 
     @contextmanager
     def lease(self, image: str, *, run_id: str = "", wait_s: float = 900.0) -> Iterator[LibvirtMachine]:
+        t0 = time.monotonic()
         info = find_image(self.settings, image)
         dtype = self.domain_type
         lease = slots.acquire(self.db, self.settings.vm_slots, run_id=run_id, wait_s=wait_s)
+        timings = {"slot_s": time.monotonic() - t0}
         work = leases_dir(self.settings) / f"{lease.index}-{lease.holder.process_tag}"
         name: str | None = None
         hv: Hypervisor | None = None
         try:
+            t = time.monotonic()
             snap = info.snapshot(dtype, lease.index)
             name = dx.identity(info.key, lease.index).name
             work.mkdir(parents=True, exist_ok=True)
@@ -267,15 +271,23 @@ class LibvirtSandbox:
                                    "(change DIFFIE_VM_PORT_BASE)")
             forwards = list(zip(ports, info.ports, strict=False))
             hv = Hypervisor(self.settings.libvirt_uri)
-            hv.destroy(name)     # we hold the slot: a domain of this name is a leftover
+            hv.destroy(name)     # we hold the slot (and its host lock): a leftover
             xml = dx.patch_for_restore(hv.saved_xml(snap.memory), disk=overlay,
                                        console_log=work / "console.log", forwards=forwards,
                                        description=dx.description_for(str(lease.holder)))
+            timings["prepare_s"] = time.monotonic() - t
+            t = time.monotonic()
             dom = hv.restore(snap.memory, xml, name)
+            timings["restore_s"] = time.monotonic() - t
             machine = LibvirtMachine(name, dom, hv.agent(dom), {g: h for h, g in forwards},
                                      ports[len(info.ports):], work / "console.log", lease.index)
-            machine.agent.wait(60)
-            machine.set_clock(datetime.now(UTC))
+            t = time.monotonic()
+            # The clock resumes at the moment of the save: correct it (without waiting for
+            # `date` to finish; the first answer also proves the agent is up).
+            machine.agent.start_set_time(datetime.now(UTC), timeout_s=120)
+            timings["agent_s"] = time.monotonic() - t
+            timings["total_s"] = time.monotonic() - t0
+            machine.timings = {k: round(v, 3) for k, v in timings.items()}
             yield machine
         except BaseException:
             self._teardown(hv, name, work, lease, quiet=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -63,7 +64,11 @@ def test_guest_reaches_neither_host_nor_dns_but_the_host_reaches_the_app(
     try:
         # the probe itself works: the host reaches its own listener
         socket.create_connection(("127.0.0.1", listener.port), timeout=5).close()
+        deadline = time.monotonic() + 10
+        while listener.accepted < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
         baseline = listener.accepted
+        assert baseline == 1
         with sandbox.lease("shop", run_id="sys-isolation") as machine:
             own = machine.exec(["python3", "-c", PROBE, "127.0.0.1", "8000"], timeout=60)
             assert own.stdout.startswith("CONNECTED"), own       # the probe works in the guest
