@@ -120,14 +120,15 @@ def _tail(path: Path, offset: int) -> int:
 
 def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
     verdict = snap.get("verdict") or {}
-    status = snap.get("verdict_status") or ("error" if snap["status"] != "done" else "error")
+    status = snap.get("verdict_status") or "error"        # cancelled, or never judged
     if as_json:
         print(json.dumps(verdict or {"run_id": snap["id"], "status": "error",
                                      "reason": snap.get("reason") or snap["status"]}, indent=2))
     else:
-        print(f"verdict: {status} — {verdict.get('summary') or snap.get('reason') or ''}")
-        if snap.get("reason"):
-            print(f"reason: {snap['reason']}")
+        if status == "error":
+            print(f"verdict: error — {snap.get('reason') or snap['status']}")
+        else:
+            print(f"verdict: {status} — {verdict.get('summary', '')}")
         for f in (verdict.get("findings") or [])[:20]:
             where = " @ ".join(str(x) for x in (f.get("flow"), f.get("viewport")) if x)
             step = f" step {f['step']}" if f.get("step") is not None else ""

@@ -1,0 +1,123 @@
+"""The CLI as a user runs it (subprocesses, the embedded defaults: SQLite + embedded broker).
+
+- ``diffie check --wait``: with no worker running, one starts in the process; the exit code
+  says pass (0) / fail (1) / changed (3) / error (2); ``--json`` prints the verdict.
+- ``diffie serve --host H --port P``: the API with an embedded worker, on real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import PAGE, REPO_ROOT, Site, free_port, wait_until
+
+SPEC = """\
+viewports:
+  desktop: {width: 800, height: 600}
+noise_floor: false
+flows:
+  - name: home
+    steps:
+      - goto: /
+      - click: {selector: "#buy", timeout_ms: 1500}
+      - screenshot: home
+"""
+
+
+def diffie_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFIE_")}
+    env.update(DIFFIE_DATA_DIR=str(data_dir), DIFFIE_HEARTBEAT_S="1",
+               DIFFIE_PUBLIC_URL="http://127.0.0.1:1")
+    return env
+
+
+def diffie(args: list[str], data_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "diffie.cli", *args], cwd=REPO_ROOT,
+                          env=diffie_env(data_dir), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_check_exit_codes_and_json(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yml"
+    spec.write_text(SPEC)
+    data = tmp_path / "data"
+    button = '<button id="buy">Buy</button>'
+    with Site({"/": PAGE % button}) as base, Site({"/": PAGE % ""}) as head:
+        same = diffie(["check", "--base-url", base.url, "--head-url", base.url,
+                       "--spec", str(spec), "--wait"], data)
+        assert same.returncode == 0, same.stderr
+        assert same.stdout.startswith("verdict: pass")
+        assert "no worker is running: starting one in this process" in same.stderr
+        assert "phase: browse" in same.stderr                      # progress on stderr
+        report = Path(same.stdout.strip().splitlines()[-1].removeprefix("report: "))
+        assert report.name == "index.html" and report.is_file()
+
+        broken = diffie(["check", "--base-url", base.url, "--head-url", head.url,
+                         "--spec", str(spec), "--wait", "--json"], data)
+        assert broken.returncode == 1, broken.stderr
+        verdict = json.loads(broken.stdout)
+        assert verdict["status"] == "fail"
+        assert [(f["kind"], f["step"]) for f in verdict["findings"]
+                if f["kind"] == "step_failed"] == [("step_failed", 1)]
+
+    shown = diffie(["runs", "show", verdict["run_id"], "--json"], data)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["verdict_status"] == "fail"
+
+    unreachable = diffie(["check", "--base-url", "http://127.0.0.1:9", "--head-url",
+                          "http://127.0.0.1:9", "--spec", str(spec), "--wait"], data)
+    assert unreachable.returncode == 2
+    assert "unreachable" in unreachable.stdout
+
+    spec.write_text(SPEC.replace("- goto: /", "- goto:"))
+    invalid = diffie(["check", "--base-url", "http://x", "--head-url", "http://y",
+                      "--spec", str(spec)], data)
+    assert invalid.returncode == 2
+    assert f"{spec}:7 (flows[0].steps[0]): a goto step needs a url" in invalid.stderr
+
+    missing = diffie(["runs", "show", "nope"], data)
+    assert missing.returncode == 2
+
+
+def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
+    port = free_port()
+    env = diffie_env(tmp_path / "data")
+    env["DIFFIE_API_TOKENS"] = "tok1,tok2"
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "diffie.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None
+        wait_until(up, timeout=60, what="diffie serve")
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        headers = {"Authorization": "Bearer tok2"}
+        assert httpx.get(f"{url}/v1/runs", timeout=5).status_code == 401
+        with Site({"/": PAGE % '<button id="buy">Buy</button>'}) as site:
+            resp = httpx.post(f"{url}/v1/runs", headers=headers, timeout=10, json={
+                "base_url": site.url, "head_url": site.url, "spec": SPEC})
+            assert resp.status_code == 202
+            run_url = resp.json()["links"]["self"]
+            run = wait_until(lambda: (r := httpx.get(run_url, headers=headers).json())["status"]
+                             in ("done", "error") and r, timeout=180, what="the run")
+        assert run["status"] == "done" and run["verdict"]["status"] == "pass", run
+        page = httpx.get(resp.json()["links"]["report"], headers=headers)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
