@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from diffie.runs import ChangeInput
+    from diffie.sandbox.base import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,18 @@ class AppContext:
     enqueue_fn: Callable[[str], None] | None = None
     # Change mode ("github", ...) -> how to fetch its source; absent: a local path or plain URL.
     sources: dict[str, SourceProvider] = field(default_factory=dict)
+    # The VM sandbox of repo mode; None: libvirt (diffie.sandbox.libvirt.LibvirtSandbox).
+    sandbox: Sandbox | None = None
     _celery: Celery | None = None
 
     @property
     def celery(self) -> Celery:
         if self._celery is None:
             from workers.celery_app import make_celery
+            from workers.tasks import adopt_context
 
             self._celery = make_celery(self.settings)
+            adopt_context(self)       # an in-process worker shares this context
         return self._celery
 
     def enqueue(self, run_id: str) -> None:

@@ -43,6 +43,13 @@ def worker_context(settings: Settings) -> AppContext:
         return ctx
 
 
+def adopt_context(ctx: AppContext) -> None:
+    """Make ``ctx`` the context of workers in this process built from ``ctx.settings`` (an
+    embedded worker then shares the API's database, listeners, sources and sandbox)."""
+    with _contexts_lock:
+        _contexts[(os.getpid(), id(ctx.settings))] = ctx
+
+
 def worker_identity(nodename: str | None = None) -> str:
     return f"{nodename or socket.gethostname()}/{os.getpid()}/{threading.get_ident() % 100000}"
 
@@ -108,7 +115,7 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
     try:
         change = runs.change_input(ctx.db, run_id)
         verdict = run_change(settings, change, db=ctx.db, progress=progress,
-                             source=ctx.sources.get(change.mode))
+                             source=ctx.sources.get(change.mode), sandbox=ctx.sandbox)
         out = ArtifactDir(settings.artifacts_dir / run_id)
         if not runs.record_verdict(ctx.db, run_id, worker, verdict, out):
             log.warning("run %s: finished, but it is no longer ours (cancelled?)", run_id)

@@ -1,0 +1,190 @@
+"""Repo mode through the API and the queue, with a stand-in sandbox (real git, real worker, real
+Chromium; the VM is replaced): one lease per side, one clock instant per run, and what a failing
+deploy does. The real VM path has its system tests (tests/system/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from diffie.app_context import AppContext, build_context
+from diffie.errors import DeployError
+from diffie.sandbox.base import ExecResult
+from tests.conftest import PAGE, LiveServer, Site, git, make_repo, make_settings, wait_until
+from workers.embedded import EmbeddedWorker
+
+SPEC = """\
+viewports:
+  desktop: {width: 800, height: 600}
+flows:
+  - name: home
+    steps:
+      - goto: /
+      - click: {selector: "#buy", timeout_ms: 1500}
+      - screenshot: home
+sandbox:
+  image: shop
+  deploy: ["./build.sh"]
+  port: 8000
+"""
+BUTTON = PAGE % '<button id="buy">Buy</button>'
+
+
+class FakeMachine:
+    """Serves the deployed tree's index.html from the host; records what was done to it."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.name = "fake"
+        self.log = log
+        self.site: Site | None = None
+
+    def exec(self, argv: Any, *, timeout: float = 120.0, env: Any = None,
+             cwd: str | None = None) -> ExecResult:
+        return ExecResult(tuple(argv), 0, "", "", 0.0)
+
+    def put_tree(self, src: Path, dest: str) -> None:
+        self.log.append(("put_tree", src.name))
+
+    def url(self, guest_port: int) -> str:
+        assert self.site is not None
+        return self.site.url
+
+    def set_clock(self, instant: datetime) -> None:
+        self.log.append(("set_clock", instant))
+
+
+class FakeSandbox:
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+
+    @contextmanager
+    def lease(self, image: str, *, run_id: str = "") -> Iterator[FakeMachine]:
+        self.log.append(("lease", image))
+        machine = FakeMachine(self.log)
+        try:
+            yield machine
+        finally:
+            if machine.site is not None:
+                machine.site.__exit__(None, None, None)
+            self.log.append(("destroy", image))
+
+
+def fake_deploy(machine: FakeMachine, tree: Path, spec: Any, progress: Any = None) -> str:
+    """The tree's build.sh says whether the deploy works; index.html is what it serves."""
+    machine.put_tree(tree, spec.source_dir)
+    if "exit 1" in (tree / "build.sh").read_text():
+        raise DeployError("deploy command failed with exit code 1: ./build.sh",
+                          command="./build.sh", exit_code=1,
+                          output_tail="SyntaxError: invalid syntax (app.py, line 3)")
+    machine.site = Site({"/": (tree / "index.html").read_text()}).__enter__()
+    return machine.url(spec.port)
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> FakeSandbox:
+    monkeypatch.setattr("diffie.sandbox.deploy.deploy", fake_deploy)
+    return FakeSandbox()
+
+
+@pytest.fixture
+def api(tmp_path: Path, sandbox: FakeSandbox,
+        live_api: Callable[[AppContext], LiveServer]) -> Iterator[httpx.Client]:
+    ctx = build_context(make_settings(tmp_path / "data", noise_floor=True))
+    ctx.sandbox = sandbox
+    server = live_api(ctx)
+    with EmbeddedWorker(ctx.celery), httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+    ctx.close()
+
+
+def run_repo(api: httpx.Client, repo: Path, base: str, head: str) -> dict[str, Any]:
+    resp = api.post("/v1/runs", json={"repo": str(repo), "base": base, "head": head})
+    assert resp.status_code == 202, resp.text
+    url = f"/v1/runs/{resp.json()['id']}"
+    run: dict[str, Any] = wait_until(
+        lambda: (r := api.get(url).json())["status"] in ("done", "error") and r,
+        timeout=300, what="the run")
+    return run
+
+
+def tree(html: str, build: str = "true", spec: str = SPEC) -> dict[str, str]:
+    return {"index.html": html, "build.sh": f"#!/bin/sh\n{build}\n", ".diffie.yml": spec}
+
+
+def test_one_lease_per_side_and_one_clock(api: httpx.Client, sandbox: FakeSandbox,
+                                          tmp_path: Path) -> None:
+    repo, (base, head) = make_repo(tmp_path, [tree(BUTTON), tree(PAGE % "")])
+    run = run_repo(api, repo, base, head)
+    assert run["status"] == "done", run["reason"]
+    verdict = run["verdict"]
+    assert verdict["status"] == "fail"
+    assert [(f["kind"], f["step"]) for f in verdict["findings"]] == [("step_failed", 1)]
+    events = [e[0] for e in sandbox.log]
+    assert events == ["lease", "set_clock", "put_tree", "destroy",
+                      "lease", "set_clock", "put_tree", "destroy"]
+    clocks = {e[1] for e in sandbox.log if e[0] == "set_clock"}
+    assert len(clocks) == 1                                   # the same instant on both sides
+    assert run["change"]["mode"] == "repo"
+
+
+def test_head_that_fails_to_deploy_is_a_deploy_error(api: httpx.Client, sandbox: FakeSandbox,
+                                                     tmp_path: Path) -> None:
+    repo, (base, head) = make_repo(tmp_path, [tree(BUTTON), tree(BUTTON, build="exit 1")])
+    run = run_repo(api, repo, base, head)
+    assert run["status"] == "done", run["reason"]
+    verdict = run["verdict"]
+    assert verdict["status"] == "fail"
+    (finding,) = verdict["findings"]
+    assert finding["kind"] == "deploy_error"
+    assert finding["details"]["command"] == "./build.sh"
+    assert "SyntaxError" in finding["details"]["output_tail"]
+    assert [e[0] for e in sandbox.log].count("lease") == 2
+    assert [e[0] for e in sandbox.log][-1] == "destroy"
+
+
+def test_base_that_fails_to_deploy_is_an_error(api: httpx.Client, sandbox: FakeSandbox,
+                                               tmp_path: Path) -> None:
+    repo, (base, head) = make_repo(tmp_path, [tree(BUTTON, build="exit 1"), tree(BUTTON)])
+    run = run_repo(api, repo, base, head)
+    assert run["status"] == "error"
+    assert "failed to deploy, so there is nothing to compare against" in run["reason"]
+    assert "./build.sh" in run["reason"] and "SyntaxError" in run["reason"]
+    assert [e[0] for e in sandbox.log] == ["lease", "set_clock", "put_tree", "destroy"]
+
+
+def test_invalid_spec_in_the_head_tree_is_an_error_naming_line_and_field(
+        api: httpx.Client, sandbox: FakeSandbox, tmp_path: Path) -> None:
+    bad = SPEC.replace("- goto: /", "- goto: {}")
+    # Submission validates the head's spec at once (422) ...
+    repo, (base, head) = make_repo(tmp_path, [tree(BUTTON), tree(BUTTON, spec=bad)])
+    resp = api.post("/v1/runs", json={"repo": str(repo), "base": base, "head": head})
+    assert resp.status_code == 422
+    assert ".diffie.yml:6 (flows[0].steps[0])" in resp.json()["detail"][0]["msg"]
+    # ... and the worker, reading the spec from the head tree, ends the run with the reason.
+    from diffie.pipeline import run_change
+    from diffie.runs import ChangeInput
+
+    settings = make_settings(tmp_path / "direct")
+
+    def verify(head_rev: str) -> str:
+        verdict = run_change(settings, ChangeInput(run_id=head_rev[:12], mode="repo",
+                                                   repo=str(repo), base_rev=base,
+                                                   head_rev=head_rev), sandbox=sandbox)
+        assert verdict.status == "error"
+        return verdict.reason or ""
+
+    assert ".diffie.yml:6 (flows[0].steps[0]): a goto step needs a url" in verify(head)
+    (repo / ".diffie.yml").write_text(SPEC.split("sandbox:")[0])
+    git(repo, "commit", "-qam", "drop the sandbox section")
+    assert "no 'sandbox' section" in verify(git(repo, "rev-parse", "HEAD"))
+    (repo / ".diffie.yml").unlink()
+    git(repo, "commit", "-qam", "drop the spec")
+    assert ".diffie.yml not found at head" in verify(git(repo, "rev-parse", "HEAD"))
+    assert sandbox.log == []
