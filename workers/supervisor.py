@@ -1,4 +1,5 @@
-"""A worker bootstep: liveness heartbeats, and recovery of runs whose worker died.
+"""A worker bootstep: liveness heartbeats, recovery of runs whose worker died, and (once, at
+start) the sandbox reaper.
 
 Every ``heartbeat_s`` the worker records itself in the ``workers`` table (so the CLI knows a
 worker will take its run) and looks for runs left ``running`` with a stale heartbeat (their
@@ -30,6 +31,21 @@ def recover_stale(app: Any, ctx: Any) -> list[str]:
         log.warning("run %s: its worker stopped heartbeating; queued again", run_id)
         app.send_task(VERIFY_TASK, args=[run_id], queue=settings.queue_name)
     return ids
+
+
+def reap_leftovers(ctx: Any) -> None:
+    """VMs, overlays and slot leases left behind by a crashed worker on this host."""
+    try:
+        from diffie.sandbox.reaper import reap
+
+        report = reap(ctx.settings, ctx.db)
+    except Exception:
+        log.exception("the sandbox reaper failed")
+        return
+    if report.domains or report.overlays or report.slots:
+        log.warning("reaped what a dead worker left: %s", report.as_dict())
+    elif report.errors:
+        log.info("sandbox reaper: %s", "; ".join(report.errors))
 
 
 class Supervisor(bootsteps.StartStopStep):
@@ -65,6 +81,8 @@ class Supervisor(bootsteps.StartStopStep):
 
         self._thread = threading.Thread(target=loop, name="diffie-supervisor", daemon=True)
         self._thread.start()
+        threading.Thread(target=reap_leftovers, args=(ctx,), name="diffie-reaper",
+                         daemon=True).start()
 
     def stop(self, worker: Any) -> None:
         self._stop.set()
