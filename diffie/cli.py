@@ -238,8 +238,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_image_build(args: argparse.Namespace) -> int:
     from diffie.sandbox.images import build_image
 
-    info = build_image(Settings(), args.name, progress=err, force=args.force)
-    print(json.dumps({"name": args.name, "image": str(getattr(info, "dir", info))}, default=str))
+    info = build_image(Settings(), args.name, progress=lambda line: err(f"image: {line}"),
+                       slots=args.slots, force=args.force)
+    print(json.dumps({"name": info.name, "key": info.key, "dir": str(info.dir)}))
     return 0
 
 
@@ -302,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
     build = image_sub.add_parser("build", help="build (or reuse) a golden image")
     build.add_argument("name")
     build.add_argument("--force", action="store_true", help="rebuild from scratch")
+    build.add_argument("--slots", type=int, default=None,
+                       help="memory snapshots to make, one per VM slot (default DIFFIE_VM_SLOTS)")
     build.set_defaults(func=cmd_image_build)
 
     s = sub.add_parser("schema", help="print (or --out write) the verdict JSON Schema")

@@ -16,6 +16,7 @@ from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOu
 from diffie.app_context import AppContext
 from diffie.errors import SourceError, SpecError
 from diffie.models import Run
+from diffie.runs import as_utc
 from diffie.source import is_url, local_repo, read_file, resolve_rev
 from diffie.spec import parse_spec
 
@@ -136,7 +137,8 @@ def run_out(request: Request, run: Run) -> RunOut:
     return RunOut(
         id=run.id, status=run.status, phase=run.phase, verdict_status=run.verdict_status,
         verdict=run.verdict, reason=run.reason, attempts=run.attempts,
-        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        created_at=as_utc(run.created_at) or run.created_at, started_at=as_utc(run.started_at),
+        finished_at=as_utc(run.finished_at),
         change=ChangeOut(mode=c.mode, base_url=c.base_url, head_url=c.head_url, repo=c.repo,
                          base=c.base_rev, head=c.head_rev,
                          spec_path=c.spec_path if c.mode != "url" else None, title=c.title,

@@ -54,6 +54,7 @@ def test_submit_url_mode_answers_202_and_enqueues(client: TestClient, ctx: AppCo
     assert (got["id"], got["status"], got["phase"], got["verdict"]) == \
         (run_id, "queued", "queued", None)
     assert got["change"]["mode"] == "url" and got["change"]["title"] == "my change"
+    assert got["created_at"].endswith(("Z", "+00:00"))          # UTC, on SQLite too
     assert client.get("/v1/runs").json()[0]["id"] == run_id
 
 
