@@ -422,3 +422,48 @@ class ShopServer:
         raise ShopServerError(f"the shop was not healthy within {self.startup_timeout_s:.0f}s "
                               f"({last}):\n{self.log_text()[-3000:]}")
 
+
+
+# --- command line: `python -m diffie.examples materialize CHANGE_ID DEST` ------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Materialise one corpus change as a git repository; prints ``BASE_REV HEAD_REV``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m diffie.examples")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mat = sub.add_parser("materialize", help="make a git repo: base commit, then the change")
+    mat.add_argument("change", help="a change id from the manifest (e.g. layout-shift-banner)")
+    mat.add_argument("dest", type=Path, help="directory to create (replaced if it exists)")
+    mat.add_argument("--changes", type=Path, default=CHANGES_DIR, help="corpus folder")
+    sub.add_parser("list", help="list the corpus's change ids")
+    args = parser.parse_args(argv)
+    try:
+        cases = load_manifest(CHANGES_DIR if args.command == "list" else args.changes)
+    except DiffieError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        for case in cases:
+            print(f"{case.id}\t{case.expected}\t{case.category}")
+        return 0
+    by_id = {c.id: c for c in cases}
+    case = by_id.get(args.change)
+    if case is None:
+        print(f"error: no change {args.change!r} in {args.changes / 'manifest.yml'}; "
+              f"known: {', '.join(by_id)}", file=sys.stderr)
+        return 2
+    if args.dest.exists():
+        shutil.rmtree(args.dest)
+    patch = args.changes / case.patch if case.patch else None
+    try:
+        base, head = materialize_repo(SHOP_DIR, patch, args.dest)
+    except DiffieError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(base, head)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

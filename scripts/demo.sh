@@ -4,7 +4,7 @@
 # Usage: scripts/demo.sh [CHANGE_ID]   (ids: examples/shop/changes/manifest.yml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-change=${1:-layout-shift}
+change=${1:-layout-shift-banner}
 export DIFFIE_DATA_DIR=${DIFFIE_DATA_DIR:-$PWD/.diffie-data}
 scripts/bootstrap.sh
 echo "[demo] building (or reusing) the shop VM image" >&2
