@@ -448,14 +448,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.id}\t{case.expected}\t{case.category}")
         return 0
     by_id = {c.id: c for c in cases}
-    case = by_id.get(args.change)
-    if case is None:
+    found = by_id.get(args.change)
+    if found is None:
         print(f"error: no change {args.change!r} in {args.changes / 'manifest.yml'}; "
               f"known: {', '.join(by_id)}", file=sys.stderr)
         return 2
     if args.dest.exists():
         shutil.rmtree(args.dest)
-    patch = args.changes / case.patch if case.patch else None
+    patch = args.changes / found.patch if found.patch else None
     try:
         base, head = materialize_repo(SHOP_DIR, patch, args.dest)
     except DiffieError as exc:
