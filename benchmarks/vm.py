@@ -90,7 +90,7 @@ def measure_verify(settings: Settings, db: Database, work: Path, change_id: str)
     from diffie.pipeline import run_change
     from diffie.runs import ChangeInput
 
-    cases = {c.id: c for c in load_manifest(CHANGES_DIR / "manifest.yml")}
+    cases = {c.id: c for c in load_manifest(CHANGES_DIR)}
     case = cases[change_id]
     base, head = materialize_repo(SHOP_DIR, CHANGES_DIR / case.patch, work / "repo")
     change = ChangeInput(run_id=f"bench{os.getpid()}", mode="repo", repo=str(work / "repo"),

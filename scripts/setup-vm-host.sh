@@ -37,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; created_policy=1
   fi
-  trap '[ "$created_policy" = 1 ] && rm -f "$policy"' EXIT
+  trap 'if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi' EXIT
   apt-get install -y -q "${pkgs[@]}" >&2
 fi
 
