@@ -41,7 +41,7 @@ from diffie.sandbox import provision
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
 from diffie.sandbox.libvirt import Hypervisor, domain_active, qemu_img_overlay, wait_for_console
 from diffie.sandbox.recipe import BUILDER_VERSION, LoadedRecipe, load_recipe
-from diffie.sandbox.slots import Holder
+from diffie.sandbox.slots import Holder, host_lock, try_host_lock
 from diffie.sandbox.store import ImageInfo, image_dir, read_image, read_meta, slot_key, write_meta
 
 Progress = Callable[[str], None]
@@ -238,7 +238,6 @@ def cold_boot(hv: Hypervisor, loaded: LoadedRecipe, out: Path, ident: dx.Identit
 def _boot_slot(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, index: int,
                progress: Progress) -> dict[str, Any]:
     """Step 4 for one slot: cold boot, readiness, warm-up, save. Returns the slot's metadata."""
-    r = loaded.recipe
     ident = dx.identity(loaded.key, index)
     key = slot_key(dtype, index)
     slots_dir = out / "slots"
@@ -249,6 +248,25 @@ def _boot_slot(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, 
     for stale in (disk, memory, console):
         stale.unlink(missing_ok=True)
     qemu_img_overlay(out / "base.qcow2", disk)
+    # The domain has the slot's name: hold the slot's host lock so no lease restores (and, seeing
+    # a same-named domain, destroys) into it meanwhile.
+    lock = try_host_lock(index)
+    if lock is None:
+        progress(f"slot {index}: in use on this host; waiting for it")
+        lock = host_lock(index, wait_s=3600)
+    try:
+        return _boot_and_save(settings, loaded, out, dtype, index, progress, ident, disk,
+                              memory, console)
+    finally:
+        lock.close()
+
+
+def _boot_and_save(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: str, index: int,
+                   progress: Progress, ident: dx.Identity, disk: Path, memory: Path,
+                   console: Path) -> dict[str, Any]:
+    r = loaded.recipe
+    key = slot_key(dtype, index)
+    slots_dir = out / "slots"
     with Hypervisor(settings.libvirt_uri) as hv:
         progress(f"slot {index}: cold boot ({dtype}, {r.vm.vcpus} vCPU, {r.vm.memory_mib} MiB)")
         try:

@@ -97,7 +97,12 @@ class Hypervisor:
             if dom.isActive():
                 dom.destroy()
         except libvirt.libvirtError as exc:
-            if self.lookup(name) is not None and dom.isActive():
+            still = self.lookup(name)
+            try:
+                running = still is not None and bool(still.isActive())
+            except libvirt.libvirtError:
+                running = False
+            if running:
                 raise SandboxError(f"cannot destroy domain {name}: {_msg(exc)}") from exc
         try:
             if dom.isPersistent():
