@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
         print(f"run {run_id}: {status}, verdict {verdict.get('status')} "
               f"({verdict.get('summary')}); flows={verdict.get('flows')} "
-              f"viewports={verdict.get('viewports')} noise_floor={settings.noise_floor}",
+              f"viewports={verdict.get('viewports')} noise_floor={settings.noise_floor} "
+              f"parallel_sides={settings.parallel_sides}",
               file=sys.stderr)
         print(f"urlmode: verify_s={elapsed:.2f}")
     return 0 if status == "done" else 1

@@ -102,9 +102,22 @@ def pg_url() -> Iterator[str]:
     drop_pg_database(name)
 
 
+def drop_redis_test_keys(url: str) -> None:
+    """Remove the kombu keys of test queues (their names start with ``diffie-test-``)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match="*diffie-test-*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture
-def redis_url() -> str:
-    return redis_test_url()
+def redis_url() -> Iterator[str]:
+    url = redis_test_url()
+    yield url
+    drop_redis_test_keys(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

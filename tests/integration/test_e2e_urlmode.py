@@ -26,6 +26,7 @@ from tests.conftest import (
     LiveServer,
     create_pg_database,
     drop_pg_database,
+    drop_redis_test_keys,
     make_settings,
     redis_test_url,
     wait_until,
@@ -47,8 +48,9 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     db_name, db_url = create_pg_database()
+    broker_url = redis_test_url()
     settings = make_settings(tmp_path_factory.mktemp("e2e") / "data", database_url=db_url,
-                             broker_url=redis_test_url(), noise_floor=True,
+                             broker_url=broker_url, noise_floor=True,
                              parallel_sides=True, heartbeat_s=2.0)
     ctx = build_context(settings)
     try:
@@ -59,6 +61,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     finally:
         ctx.close()
         drop_pg_database(db_name)
+        drop_redis_test_keys(broker_url)
 
 
 def trees(case: ChangeCase, tmp: Path) -> tuple[Path, Path]:
