@@ -208,7 +208,7 @@ def make_repo(root: Path, revisions: list[dict[str, str]]) -> tuple[Path, list[s
     repo = root / "repo"
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
-    shas = []
+    shas: list[str] = []
     for files in revisions:
         for rel, text in files.items():
             path = repo / rel
