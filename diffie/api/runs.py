@@ -85,9 +85,13 @@ def _check_repo_mode(body: RunRequest) -> str:
         raise invalid("spec_path", f"{spec_path} not found in {body.repo} at {body.head}: "
                       "the head revision needs a Diffie spec", "spec_error", file=spec_path)
     try:
-        parse_spec(text, file=spec_path)
+        spec = parse_spec(text, file=spec_path)
     except SpecError as exc:
         raise _spec_error("spec_path", exc) from None
+    if spec.sandbox is None:
+        raise invalid("spec_path", f"{spec_path} has no 'sandbox' section: repo mode deploys the "
+                      "change in a VM (image, deploy commands, app port)", "spec_error",
+                      file=spec_path, field="sandbox")
     return spec_path
 
 

@@ -155,18 +155,19 @@ REPO_SPEC = SPEC + "sandbox:\n  image: shop\n  deploy: [make]\n"
 def repo(tmp_path: Path) -> tuple[Path, list[str]]:
     return make_repo(tmp_path, [{"README": "v1\n", ".diffie.yml": REPO_SPEC},
                                 {"README": "v2\n"},
-                                {".diffie.yml": REPO_SPEC.replace("goto: /", "clik: /")}])
+                                {".diffie.yml": REPO_SPEC.replace("goto: /", "clik: /")},
+                                {".diffie.yml": SPEC}])
 
 
 def test_submit_repo_mode(client: TestClient, ctx: AppContext,
                           repo: tuple[Path, list[str]]) -> None:
     path, shas = repo
-    resp = client.post("/v1/runs", json={"repo": str(path), "base": shas[0], "head": "HEAD~1"})
+    resp = client.post("/v1/runs", json={"repo": str(path), "base": shas[0], "head": "HEAD~2"})
     assert resp.status_code == 202, resp.text
     with ctx.db.session() as s:
         change = s.get(Run, resp.json()["id"]).change  # type: ignore[union-attr]
         assert (change.mode, change.repo, change.base_rev, change.head_rev, change.spec_path) == \
-            ("repo", str(path), shas[0], "HEAD~1", ".diffie.yml")
+            ("repo", str(path), shas[0], "HEAD~2", ".diffie.yml")
 
 
 @pytest.mark.parametrize(("make_body", "loc", "words"), [
@@ -181,6 +182,8 @@ def test_submit_repo_mode(client: TestClient, ctx: AppContext,
      "spec_path", "ci/diffie.yml not found"),
     (lambda p, s: {"repo": str(p), "base": s[0], "head": s[2]}, "spec_path",
      ".diffie.yml:4 (flows[0].steps[0])"),
+    (lambda p, s: {"repo": str(p), "base": s[0], "head": s[3]}, "spec_path",
+     "no 'sandbox' section"),
 ])
 def test_repo_mode_errors(client: TestClient, repo: tuple[Path, list[str]], make_body: Any,
                           loc: str, words: str) -> None:
