@@ -73,6 +73,7 @@ class AppContext:
         self.celery.send_task(VERIFY_TASK, args=[run_id], queue=self.settings.queue_name)
 
     def close(self) -> None:
+        self.events.close()
         if self._celery is not None:
             self._celery.close()
         self.db.dispose()

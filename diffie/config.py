@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     github_private_key_path: Path | None = None
     github_api_url: str = "https://api.github.com"
     github_process_drafts: bool = False
+    github_sweep_interval_s: float = Field(
+        default=300.0, description="How often a long-lived process publishes GitHub results an "
+        "earlier attempt could not (GitHub was down); 0 = only at start-up.")
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of reports.")
     max_body_bytes: int = 1_000_000
     chromium_path: str = "/usr/bin/chromium"

@@ -33,6 +33,16 @@ class EventBus:
     def subscribe(self, listener: object) -> None:
         self._listeners.append(listener)
 
+    def close(self) -> None:
+        """Stop the listeners that have a ``close()`` (background publishers, their timers)."""
+        for listener in list(self._listeners):
+            close = getattr(listener, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing run listener %r failed", listener)
+
     def _emit(self, event: str, run_id: str) -> None:
         for listener in list(self._listeners):
             handler = getattr(listener, event, None)

@@ -82,7 +82,9 @@ class Reporter:
 
 
 def report_url(settings: Settings, run_id: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/v1/runs/{run_id}/report"
+    """The report's public URL: the same one the GitHub check run links to (trailing slash, so
+    the report's relative links resolve under it)."""
+    return f"{settings.public_url.rstrip('/')}/v1/runs/{run_id}/report/"
 
 
 def run_clock() -> datetime:

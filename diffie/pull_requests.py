@@ -101,6 +101,8 @@ def approve(s: Session, action: Action) -> str | None:
     if run is None:
         return None
     run.approved = True
+    if run.status in ("done", "error"):
+        run.published = False   # republished green; if GitHub is down, the sweep does it later
     if run.verdict is not None:
         run.verdict = {**run.verdict, "approved": True}
     return run.id

@@ -11,8 +11,9 @@
 Publishing never blocks the caller (a webhook answer, a worker's next task): it runs on one
 background thread per process, in event order. When GitHub is down or rate-limits us the
 attempt is retried later with backoff, and ``run.published`` stays false until it succeeds, so
-the next process start (``sweep``) publishes whatever an earlier process could not: a GitHub
-outage never loses a result.
+a periodic sweep (every ``DIFFIE_GITHUB_SWEEP_INTERVAL_S``, and at every process start)
+publishes whatever an earlier attempt or process could not: a GitHub outage never loses a
+result.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def install(ctx: AppContext, *, background: bool = True) -> GitHubPublisher | No
     ctx.events.subscribe(publisher)
     if background:
         publisher.submit("sweep", "")
+        publisher.start_sweeps(settings.github_sweep_interval_s)
     return publisher
 
 
@@ -130,6 +132,8 @@ class GitHubPublisher:
         self._timers: set[threading.Timer] = set()
         self._closed = False
         self._lock = threading.Lock()
+        self._sweep_interval_s = 0.0
+        self._sweep_pending = False
 
     # RunListener
     def queued(self, run_id: str) -> None:
@@ -152,6 +156,29 @@ class GitHubPublisher:
             return None
         return self._executor.submit(self._attempt, kind, run_id)
 
+    def start_sweeps(self, interval_s: float) -> None:
+        """Sweep every ``interval_s`` seconds until closed (a long-lived worker or API process
+        publishes what GitHub refused during an outage without waiting for a restart)."""
+        if interval_s <= 0 or self._executor is None or self._closed:
+            return
+        self._sweep_interval_s = interval_s
+
+        def tick() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+                pending, self._sweep_pending = self._sweep_pending, True
+            if not pending:                 # at most one periodic sweep waiting at a time
+                self.submit("sweep", "")
+            self.start_sweeps(interval_s)
+
+        timer = threading.Timer(interval_s, tick)
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            self._timers.add(timer)
+        timer.start()
+
     def drain(self, timeout_s: float = 30.0) -> None:
         """Wait until the work submitted so far is done (tests, shutdown)."""
         if self._executor is not None:
@@ -170,6 +197,8 @@ class GitHubPublisher:
     def _attempt(self, kind: str, run_id: str) -> None:
         try:
             if kind == "sweep":
+                with self._lock:
+                    self._sweep_pending = False
                 self.sweep()
             else:
                 self.handle(kind, run_id)
@@ -181,6 +210,9 @@ class GitHubPublisher:
             log.exception("GitHub: %s of run %s failed", kind, run_id)
 
     def _retry_later(self, kind: str, run_id: str, exc: GitHubUnavailable) -> None:
+        if kind == "sweep" and self._sweep_interval_s > 0:
+            log.warning("GitHub unavailable during the sweep (%s); the next sweep retries", exc)
+            return
         with self._lock:
             n = self._attempts.get((kind, run_id), 0) + 1
             self._attempts[(kind, run_id)] = n
