@@ -307,6 +307,10 @@ def parser() -> argparse.ArgumentParser:
                        help="memory snapshots to make, one per VM slot (default DIFFIE_VM_SLOTS)")
     build.set_defaults(func=cmd_image_build)
 
+    from diffie.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
+
     s = sub.add_parser("schema", help="print (or --out write) the verdict JSON Schema")
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_schema)

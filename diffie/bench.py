@@ -1,0 +1,392 @@
+"""``diffie bench corpus``: verify every change of a corpus in the VM sandbox and score the
+verdicts against the corpus manifest.
+
+Each change is materialised as a git repository (base commit, then the patch) in a temporary
+directory and verified exactly as a user would with ``diffie verify --repo … --wait``: submitted
+to the queue (an embedded worker is started when none is running) and judged in VMs. The
+corpus is ``examples/shop/changes/`` by default; ``--changes DIR`` takes any folder holding a
+``manifest.yml`` in the same format and its patches, which apply to ``examples/shop/``
+(``git apply``, paths relative to ``examples/shop/``, as in the bundled corpus).
+
+Scoring (pure functions, :func:`score_run` and :func:`summarise`):
+
+- a regression is *caught* when the verdict's status is the expected one and every required
+  kind is among its findings; a regression that is flagged otherwise is a *wrong kind*; one that
+  passes is *missed*;
+- findings outside a change's ``flows``/``viewports`` (when the manifest restricts them) are
+  *false findings*; so is every finding on a change expected to ``pass`` (no-op and noise);
+- no-op and noise changes run ``--repeats`` times (default 3), regressions once.
+
+stdout gets a table (change, expected, got, findings, seconds) and a summary whose last line is::
+
+    corpus: caught=<n>/<regressions> wrong_kind=<n> false_findings=<n> runs=<n> seconds=<total>
+
+Exit code 0 when every regression was caught with the right kind, no finding was false and no
+run ended in error; 1 otherwise; 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest
+
+if TYPE_CHECKING:
+    from diffie.app_context import AppContext
+
+Outcome = Literal["caught", "wrong_kind", "missed", "pass", "false_finding", "error"]
+DEFAULT_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class FoundItem:
+    """One finding of a verdict, as much of it as scoring needs."""
+
+    kind: str
+    flow: str | None = None
+    viewport: str | None = None
+    pre_existing: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one verification of one change gave."""
+
+    change: str
+    repeat: int                     # 1-based
+    got: str                        # verdict status; "error" when the run did not judge
+    findings: tuple[FoundItem, ...] = ()
+    seconds: float = 0.0
+    run_id: str | None = None
+    reason: str | None = None       # why the run is "error"
+
+
+@dataclass(frozen=True)
+class Score:
+    outcome: Outcome
+    false_findings: int = 0
+    missing_kinds: tuple[str, ...] = ()
+
+
+@dataclass
+class Summary:
+    regressions: int = 0            # regression runs
+    caught: int = 0
+    wrong_kind: int = 0
+    missed: int = 0
+    errors: int = 0                 # runs that ended in error (any category)
+    false_findings: int = 0         # findings, not runs
+    false_runs: int = 0             # pass-expected runs with at least one finding
+    pass_runs: int = 0              # no-op/noise runs
+    runs: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.caught == self.regressions and self.false_findings == 0
+                and self.errors == 0)
+
+    def last_line(self) -> str:
+        return (f"corpus: caught={self.caught}/{self.regressions} wrong_kind={self.wrong_kind} "
+                f"false_findings={self.false_findings} runs={self.runs} "
+                f"seconds={self.seconds:.0f}")
+
+
+# --- scoring (pure) -------------------------------------------------------------------------
+
+def findings_from_verdict(verdict: dict[str, Any] | None) -> tuple[FoundItem, ...]:
+    return tuple(FoundItem(kind=str(f.get("kind")), flow=f.get("flow"), viewport=f.get("viewport"),
+                           pre_existing=bool(f.get("pre_existing")),
+                           message=str(f.get("message", ""))[:300])
+                 for f in (verdict or {}).get("findings") or [])
+
+
+def out_of_scope(case: ChangeCase, item: FoundItem) -> bool:
+    """A finding in a flow or viewport the manifest does not allow for this change."""
+    if case.flows is not None and item.flow not in case.flows:
+        return True
+    return case.viewports is not None and item.viewport not in case.viewports
+
+
+def score_run(case: ChangeCase, result: RunResult) -> Score:
+    """Judge one run of one change against its manifest entry."""
+    if case.expected == "pass":
+        false = len(result.findings)
+        if false:
+            return Score("false_finding", false)
+        return Score("pass" if result.got == "pass" else "error")
+    false = sum(1 for f in result.findings if out_of_scope(case, f))
+    kinds = {f.kind for f in result.findings if not f.pre_existing}
+    missing = tuple(k for k in case.kinds if k not in kinds)
+    if result.got == case.expected and not missing:
+        return Score("caught", false)
+    if result.got == "error" and not result.findings:
+        return Score("error", false, missing)
+    if result.got == "pass":
+        return Score("missed", false, missing)
+    return Score("wrong_kind", false, missing)
+
+
+def summarise(cases: Iterable[ChangeCase], results: Iterable[RunResult]) -> Summary:
+    by_id = {c.id: c for c in cases}
+    summary = Summary()
+    for result in results:
+        case = by_id[result.change]
+        score = score_run(case, result)
+        summary.runs += 1
+        summary.seconds += result.seconds
+        summary.false_findings += score.false_findings
+        if result.got == "error" and case.expected != "error":
+            summary.errors += 1
+        label = f"{result.change}" + (f" #{result.repeat}" if not case.is_regression else "")
+        if case.is_regression:
+            summary.regressions += 1
+            if score.outcome == "caught":
+                summary.caught += 1
+            elif score.outcome == "wrong_kind":
+                summary.wrong_kind += 1
+                summary.problems.append(
+                    f"{label}: wrong kind — expected {case.expected} {list(case.kinds)}, got "
+                    f"{result.got} {sorted({f.kind for f in result.findings})}")
+            elif score.outcome == "missed":
+                summary.missed += 1
+                summary.problems.append(f"{label}: missed — the verdict is pass")
+            else:
+                summary.problems.append(f"{label}: error — {result.reason or 'no verdict'}")
+            if score.false_findings:
+                summary.problems.append(
+                    f"{label}: {score.false_findings} finding(s) outside flows={case.flows} "
+                    f"viewports={case.viewports}")
+        else:
+            summary.pass_runs += 1
+            if score.outcome == "false_finding":
+                summary.false_runs += 1
+                summary.problems.append(
+                    f"{label}: {score.false_findings} false finding(s): "
+                    + "; ".join(_describe(f) for f in result.findings[:5]))
+            elif score.outcome == "error":
+                summary.problems.append(f"{label}: error — {result.reason or result.got}")
+    return summary
+
+
+def _describe(item: FoundItem) -> str:
+    where = "@".join(x for x in (item.flow, item.viewport) if x)
+    return f"{item.kind}" + (f" {where}" if where else "") + (
+        f": {item.message[:120]}" if item.message else "")
+
+
+def findings_cell(result: RunResult) -> str:
+    if not result.findings:
+        return "0"
+    counts = Counter(f.kind for f in result.findings)
+    return f"{len(result.findings)}: " + ", ".join(
+        f"{kind}×{n}" if n > 1 else kind for kind, n in sorted(counts.items()))
+
+
+def render_table(cases: Iterable[ChangeCase], results: Iterable[RunResult]) -> str:
+    by_id = {c.id: c for c in cases}
+    rows = [("change", "expected", "got", "findings", "seconds", "score")]
+    for r in results:
+        case = by_id[r.change]
+        score = score_run(case, r)
+        name = r.change if case.is_regression else f"{r.change} #{r.repeat}"
+        expected = case.expected + (f" [{','.join(case.kinds)}]" if case.kinds else "")
+        mark = score.outcome + (f" (+{score.false_findings} false)"
+                                if score.false_findings and score.outcome != "false_finding"
+                                else "")
+        rows.append((name, expected, r.got, findings_cell(r), f"{r.seconds:.0f}", mark))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[j]) if j != 4 else cell.rjust(widths[j])
+                               for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_summary(summary: Summary) -> str:
+    lines = [
+        f"regressions caught with the right kind: {summary.caught}/{summary.regressions}"
+        f" (wrong kind {summary.wrong_kind}, missed {summary.missed})",
+        f"no-op/noise runs with findings: {summary.false_runs}/{summary.pass_runs}",
+        f"false findings: {summary.false_findings}",
+        f"runs in error: {summary.errors}",
+    ]
+    lines += [f"  - {p}" for p in summary.problems]
+    lines.append(summary.last_line())
+    return "\n".join(lines)
+
+
+def plan(cases: list[ChangeCase], *, repeats: int,
+         only: list[str] | None = None) -> list[tuple[ChangeCase, int]]:
+    """(change, repeat) pairs in manifest order: regressions once, no-op/noise ``repeats``."""
+    if only:
+        known = {c.id for c in cases}
+        unknown = [i for i in only if i not in known]
+        if unknown:
+            raise ValueError(f"unknown change id(s): {', '.join(unknown)}")
+        cases = [c for c in cases if c.id in only]
+    return [(c, n) for c in cases for n in range(1, (1 if c.is_regression else repeats) + 1)]
+
+
+# --- running (VMs, through the queue) -------------------------------------------------------
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def verify_case(ctx: AppContext, case: ChangeCase, repeat: int, *, app_dir: Path,
+                timeout_s: float) -> RunResult:
+    """Materialise the change in a temporary git repository and verify it like
+    ``diffie verify --repo DIR --base B --head H --wait`` (the queue; a worker must be live)."""
+    from diffie.cli import _submit_verify, wait_for
+    from diffie.errors import DiffieError
+    from diffie.examples import materialize_repo
+
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix=f"diffie-bench-{case.id}-"))
+    run_id: str | None = None
+    try:
+        repo = tmp / "repo"
+        base, head = materialize_repo(app_dir, case.patch_path, repo)
+        args = argparse.Namespace(repo=str(repo), base=base, head=head, spec_path=".diffie.yml",
+                                  title=f"bench {case.id} #{repeat}")
+        run_id = _submit_verify(ctx, args)
+        ctx.enqueue(run_id)
+        say(f"{case.id} #{repeat}: queued run {run_id}")
+        snap = wait_for(ctx, run_id, timeout_s=timeout_s)
+        verdict = snap.get("verdict") or {}
+        got = snap.get("verdict_status") or "error"
+        return RunResult(change=case.id, repeat=repeat, got=got,
+                         findings=findings_from_verdict(verdict),
+                         seconds=time.monotonic() - started, run_id=run_id,
+                         reason=verdict.get("reason") or snap.get("reason"))
+    except DiffieError as exc:
+        return RunResult(change=case.id, repeat=repeat, got="error",
+                         seconds=time.monotonic() - started, run_id=run_id, reason=str(exc))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_corpus(ctx: AppContext, todo: list[tuple[ChangeCase, int]], *, app_dir: Path,
+               timeout_s: float,
+               on_result: Callable[[ChangeCase, RunResult], None] | None = None) -> list[RunResult]:
+    """Verify each (change, repeat) in turn, one at a time, with the queue's embedded defaults:
+    an in-process worker unless a worker is already live on this database."""
+    from diffie import runs
+    from workers.embedded import EmbeddedWorker
+
+    embedded = None
+    if not runs.live_workers(ctx.db, within_s=3 * ctx.settings.heartbeat_s + 5):
+        say("no worker is running: starting one in this process")
+        embedded = EmbeddedWorker(ctx.celery).start()
+    results: list[RunResult] = []
+    try:
+        for i, (case, repeat) in enumerate(todo, 1):
+            say(f"[{i}/{len(todo)}] {case.id} #{repeat} ({case.category}, "
+                f"expected {case.expected})")
+            result = verify_case(ctx, case, repeat, app_dir=app_dir, timeout_s=timeout_s)
+            results.append(result)
+            if on_result is not None:
+                on_result(case, result)
+    finally:
+        if embedded is not None:
+            embedded.stop(timeout=30)
+    return results
+
+
+def write_json(path: Path, cases: list[ChangeCase], results: list[RunResult],
+               summary: Summary, settings: dict[str, Any]) -> None:
+    by_id = {c.id: c for c in cases}
+    data = {
+        "settings": settings,
+        "runs": [{**asdict(r), "expected": by_id[r.change].expected,
+                  "kinds": list(by_id[r.change].kinds), "category": by_id[r.change].category,
+                  "score": asdict(score_run(by_id[r.change], r))} for r in results],
+        "summary": {k: v for k, v in asdict(summary).items()},
+        "last_line": summary.last_line(),
+    }
+    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def cmd_bench_corpus(args: argparse.Namespace) -> int:
+    from diffie.app_context import build_context
+
+    changes = Path(args.changes)
+    cases = load_manifest(changes)
+    only = [x.strip() for x in (args.only or "").split(",") if x.strip()] or None
+    try:
+        todo = plan(cases, repeats=args.repeats, only=only)
+    except ValueError as exc:
+        say(f"error: {exc}")
+        return 2
+    regressions = sum(1 for c, _ in todo if c.is_regression)
+    say(f"{len(todo)} run(s) of {len({c.id for c, _ in todo})} change(s) from "
+        f"{changes / 'manifest.yml'}: {regressions} regression(s) once, no-op/noise "
+        f"×{args.repeats}")
+    ctx = build_context()
+    results: list[RunResult] = []
+    json_out = Path(args.json_out) if args.json_out else None
+    settings = {"changes": str(changes.resolve()), "repeats": args.repeats, "only": only,
+                "data_dir": str(ctx.settings.data_dir.resolve()),
+                "noise_floor": ctx.settings.noise_floor}
+
+    def on_result(case: ChangeCase, result: RunResult) -> None:
+        results.append(result)
+        score = score_run(case, result)
+        say(f"{case.id} #{result.repeat}: {result.got} ({findings_cell(result)}) in "
+            f"{result.seconds:.0f}s → {score.outcome}"
+            + (f"; report {(ctx.settings.artifacts_dir / result.run_id).resolve() / 'index.html'}"
+               if result.run_id else "")
+            + (f"; {result.reason}" if result.reason else ""))
+        if json_out is not None:      # partial results survive an interrupted benchmark
+            write_json(json_out, cases, results, summarise(cases, results), settings)
+
+    try:
+        run_corpus(ctx, todo, app_dir=Path(args.app), timeout_s=args.timeout,
+                   on_result=on_result)
+    except KeyboardInterrupt:
+        say(f"interrupted after {len(results)} of {len(todo)} run(s)")
+    finally:
+        ctx.close()
+    summary = summarise(cases, results)
+    print(render_table(cases, results))
+    print()
+    print(render_summary(summary), flush=True)
+    if json_out is not None:
+        write_json(json_out, cases, results, summary, settings)
+    return 0 if summary.ok and len(results) == len(todo) else 1
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``bench corpus`` on the ``diffie`` command's subparsers."""
+    s = sub.add_parser("bench", help="benchmarks of verdict quality")
+    bench_sub = s.add_subparsers(dest="bench_command", required=True)
+    c = bench_sub.add_parser(
+        "corpus", help="verify every change of a corpus in VMs and score the verdicts",
+        description="Verify each change of a corpus (patches + manifest.yml) in the VM sandbox "
+        "and compare each verdict with the manifest. Patches apply to examples/shop/ "
+        "(paths relative to it, as git apply takes them), also with --changes.")
+    c.add_argument("--changes", default=str(CHANGES_DIR),
+                   help="folder with manifest.yml and its patches (default: the shop corpus); "
+                   "patches are relative to examples/shop/")
+    c.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                   help="runs of each no-op and noise change (regressions run once)")
+    c.add_argument("--only", default=None, help="comma-separated change ids")
+    c.add_argument("--json-out", default=None, help="write every run and the summary as JSON")
+    c.add_argument("--app", default=str(SHOP_DIR), help=argparse.SUPPRESS)
+    c.add_argument("--timeout", type=float, default=1800.0, help="seconds per run at most")
+    c.set_defaults(func=cmd_bench_corpus)
