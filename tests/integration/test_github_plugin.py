@@ -6,6 +6,7 @@ could not be published while GitHub was down are published by the sweep."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,42 @@ def test_background_publisher_retries_after_an_outage(env: Env) -> None:
     publisher.drain()
     assert len(env.standin.check_runs) == 1
     publisher.close()
+
+
+def test_periodic_sweep_publishes_after_an_outage(env: Env) -> None:
+    """A long-lived process heals without a restart: the sweep runs every interval."""
+    publisher = GitHubPublisher(env.ctx.db, env.ctx.settings, env.publisher.client,
+                                background=True)
+    try:
+        run_id = record_pr(env)
+        env.standin.outage = True
+        finish(env, run_id, [])            # the plugin's own publisher fails: nothing published
+        assert row(env, run_id).published is False
+        publisher.start_sweeps(0.2)
+        time.sleep(0.5)                    # sweeps during the outage fail quietly
+        env.standin.outage = False
+        deadline = time.monotonic() + 20
+        while not row(env, run_id).published and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (cr,) = env.standin.check_runs.values()
+        assert cr["conclusion"] == "success" and row(env, run_id).published is True
+    finally:
+        publisher.close()
+
+
+def test_approval_during_an_outage_is_published_by_the_sweep(env: Env) -> None:
+    run_id = record_pr(env)
+    env.ctx.events.queued(run_id)
+    finish(env, run_id, [Finding(kind="visual_change", flow="home", viewport="desktop",
+                                 message="moved", evidence=["diff-home.png"])])
+    (cr,) = env.standin.check_runs.values()
+    assert cr["conclusion"] == "action_required"
+    with env.ctx.db.session() as s:
+        action = Action(ActionKind.APPROVE, "approve", owner=OWNER, repo=REPO, run_id=run_id)
+        assert pull_requests.approve(s, action) == run_id
+    env.standin.outage = True
+    env.ctx.events.approved(run_id)       # GitHub unreachable: the approval waits ...
+    assert cr["conclusion"] == "action_required" and row(env, run_id).published is False
+    env.standin.outage = False
+    assert env.publisher.sweep() == [run_id]   # ... for the sweep
+    assert cr["conclusion"] == "success" and row(env, run_id).published is True
