@@ -27,6 +27,7 @@ _ADVISORY_KEY = 0x0D1FF1E   # any constant shared by every Diffie process
 def alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(HERE / "versions"))
     if connection is not None:
         cfg.attributes["connection"] = connection
