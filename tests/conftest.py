@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -192,6 +195,66 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """``settings`` (then ``overrides``) as the ``DIFFIE_*`` variables of a child process."""
+    values = {**settings.model_dump(), **overrides}
+    env: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        env[f"DIFFIE_{name.upper()}"] = text
+    return env
+
+
+def worker_process(settings: Settings, log: Path, **overrides: Any) -> subprocess.Popen[bytes]:
+    """``celery -A workers.celery_app worker --pool solo`` in a session of its own (kill it and
+    its browsers with ``os.killpg``), configured by ``settings`` and ``overrides``."""
+    env = dict(os.environ, **settings_env(settings, **overrides))
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
+         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """SIGTERM a process group started with ``start_new_session``; SIGKILL it if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def submit_repo(api: httpx.Client, repo: Path, base: str, head: str) -> str:
+    """Submit a repo-mode run over the API; returns its id."""
+    resp = api.post("/v1/runs", json={"repo": str(repo), "base": base, "head": head})
+    assert resp.status_code == 202, resp.text
+    run_id: str = resp.json()["id"]
+    return run_id
+
+
+def finished(api: httpx.Client, run_id: str, timeout: float = 180,
+             interval: float = 0.2) -> dict[str, Any]:
+    """Poll the API until the run is done, error or cancelled; returns the run."""
+    def poll() -> dict[str, Any] | None:
+        run: dict[str, Any] = api.get(f"/v1/runs/{run_id}").json()
+        return run if run["status"] in ("done", "error", "cancelled") else None
+
+    result: dict[str, Any] = wait_until(poll, timeout=timeout, interval=interval,
+                                        what=f"run {run_id}")
+    return result
 
 
 def git(repo: Path, *args: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,21 @@ import httpx
 import pytest
 
 from diffie.app_context import AppContext, build_context
-from tests.conftest import PAGE, REPO_ROOT, LiveServer, Site, make_settings, wait_until
+from tests.conftest import (
+    PAGE,
+    LiveServer,
+    Site,
+    finished,
+    make_settings,
+    stop_process,
+    wait_until,
+    worker_process,
+)
 from workers.embedded import EmbeddedWorker
 
+# The worker subprocess: notice a killed worker within seconds; one browser at a time.
+FAST_LIVENESS: dict[str, Any] = dict(heartbeat_s=1, stale_after_s=4, noise_floor=False,
+                                     parallel_sides=False)
 FLOW = "flows:\n  - name: home\n    viewports: [desktop]\n    steps:\n{steps}"
 
 
@@ -66,15 +76,6 @@ def submit(api: httpx.Client, base_url: str, head_url: str, spec_text: str) -> s
     assert resp.status_code == 202, resp.text
     run_id: str = resp.json()["id"]
     return run_id
-
-
-def finished(api: httpx.Client, run_id: str, timeout: float = 180) -> dict[str, Any]:
-    def poll() -> dict[str, Any] | None:
-        run: dict[str, Any] = api.get(f"/v1/runs/{run_id}").json()
-        return run if run["status"] in ("done", "error", "cancelled") else None
-
-    result: dict[str, Any] = wait_until(poll, timeout=timeout, what=f"run {run_id}")
-    return result
 
 
 def test_unreachable_base_ends_in_error_with_a_reason(api: httpx.Client,
@@ -122,25 +123,12 @@ def test_unreachable_head_fails_with_the_step(api: httpx.Client, worker: Embedde
     assert ("step_failed", 0) in kinds
 
 
-def _worker_process(ctx: AppContext, log: Path) -> subprocess.Popen[bytes]:
-    s = ctx.settings
-    env = dict(os.environ, DIFFIE_DATA_DIR=str(s.data_dir), DIFFIE_DATABASE_URL=s.database_url,
-               DIFFIE_BROKER_URL=s.broker_url, DIFFIE_QUEUE_NAME=s.queue_name,
-               DIFFIE_HEARTBEAT_S="1", DIFFIE_STALE_AFTER_S="4", DIFFIE_NOISE_FLOOR="false",
-               DIFFIE_PARALLEL_SIDES="false")
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-
-
 def test_killed_worker_run_is_retried(api: httpx.Client, qctx: AppContext,
                                       tmp_path: Path) -> None:
     log = tmp_path / "workers.log"
     with Site({"/": PAGE % "", "/slow": PAGE % ""}) as site:
         site.delay_s = 120                          # hold the first worker inside the flow
-        first = _worker_process(qctx, log)
+        first = worker_process(qctx.settings, log, **FAST_LIVENESS)
         second = None
         try:
             run_id = submit(api, site.url, site.url, spec("goto: /slow", "screenshot: a",
@@ -151,16 +139,11 @@ def test_killed_worker_run_is_retried(api: httpx.Client, qctx: AppContext,
             first.wait(10)
             assert api.get(f"/v1/runs/{run_id}").json()["status"] == "running"
             site.delay_s = 0
-            second = _worker_process(qctx, log)
+            second = worker_process(qctx.settings, log, **FAST_LIVENESS)
             run = finished(api, run_id, timeout=180)
         finally:
-            for proc in (first, second):
-                if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
+            stop_process(first)
+            stop_process(second)
     assert run["status"] == "done", (run["reason"], log.read_text()[-3000:])
     assert run["attempts"] == 2
     assert run["verdict"]["status"] == "pass"

@@ -17,7 +17,16 @@ import pytest
 from diffie.app_context import AppContext, build_context
 from diffie.errors import DeployError
 from diffie.sandbox.base import ExecResult
-from tests.conftest import PAGE, LiveServer, Site, git, make_repo, make_settings, wait_until
+from tests.conftest import (
+    PAGE,
+    LiveServer,
+    Site,
+    finished,
+    git,
+    make_repo,
+    make_settings,
+    submit_repo,
+)
 from workers.embedded import EmbeddedWorker
 
 SPEC = """\
@@ -105,13 +114,7 @@ def api(tmp_path: Path, sandbox: FakeSandbox,
 
 
 def run_repo(api: httpx.Client, repo: Path, base: str, head: str) -> dict[str, Any]:
-    resp = api.post("/v1/runs", json={"repo": str(repo), "base": base, "head": head})
-    assert resp.status_code == 202, resp.text
-    url = f"/v1/runs/{resp.json()['id']}"
-    run: dict[str, Any] = wait_until(
-        lambda: (r := api.get(url).json())["status"] in ("done", "error") and r,
-        timeout=300, what="the run")
-    return run
+    return finished(api, submit_repo(api, repo, base, head), timeout=300)
 
 
 def tree(html: str, build: str = "true", spec: str = SPEC) -> dict[str, str]:
