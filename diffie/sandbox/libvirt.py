@@ -231,6 +231,16 @@ class LibvirtMachine:
             return ""
 
 
+def _busy_ports(ports: Sequence[int], *, wait_s: float = 0.0) -> list[int]:
+    """The ports of ``ports`` in use, after waiting up to ``wait_s`` for them to be freed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        busy = [p for p in ports if _port_in_use(p)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.2)
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -270,13 +280,15 @@ class LibvirtSandbox:
             overlay = work / "disk.qcow2"
             qemu_img_overlay(snap.disk, overlay)
             ports = slot_ports(self.settings, lease.index)
-            busy = [p for p in ports[:len(info.ports)] if _port_in_use(p)]
+            hv = Hypervisor(self.settings.libvirt_uri)
+            # We hold the slot (and its host lock): a domain of that name is a leftover of a
+            # killed holder, and it still holds the slot's host ports until it is gone.
+            leftover = hv.destroy(name)
+            busy = _busy_ports(ports[:len(info.ports)], wait_s=10.0 if leftover else 0.0)
             if busy:
                 raise SandboxError(f"host port(s) {busy} of slot {lease.index} are in use "
                                    "(change DIFFIE_VM_PORT_BASE)")
             forwards = list(zip(ports, info.ports, strict=False))
-            hv = Hypervisor(self.settings.libvirt_uri)
-            hv.destroy(name)     # we hold the slot (and its host lock): a leftover
             xml = dx.patch_for_restore(hv.saved_xml(snap.memory), disk=overlay,
                                        console_log=work / "console.log", forwards=forwards,
                                        description=dx.description_for(str(lease.holder)))
