@@ -1,0 +1,165 @@
+"""Repo mode for real, end to end: the API on HTTP → a Celery broker (Redis, or the embedded
+SQLite one) → a ``celery worker`` subprocess → the pipeline, which deploys base and head of a
+corpus change into restored VM snapshots (libvirt + QEMU) and drives Chromium through the shop.
+
+- Corpus changes with different expected verdicts end with the manifest's status and kinds,
+  and no domain or overlay of the runs is left.
+- A worker killed (SIGKILL) while its run's VM is up: a new worker retries the run (or ends it
+  ``error`` with a reason, never stuck ``running``), and its reaper removes the dead worker's
+  domain and overlay.
+
+Slots are shared with whatever else runs VMs on the machine (host lock files): runs may wait.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from diffie.app_context import AppContext, build_context
+from diffie.config import Settings
+from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
+from diffie.sandbox import domain as dx
+from diffie.sandbox.libvirt import Hypervisor
+from diffie.sandbox.slots import Holder
+from diffie.sandbox.store import ImageInfo, leases_dir
+from tests.conftest import (
+    LiveServer,
+    finished,
+    stop_process,
+    submit_repo,
+    wait_until,
+    worker_process,
+)
+from tests.system.conftest import vm_settings
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(5400)]
+
+RUN_TIMEOUT = 900.0        # one run: two VM restores and the shop's flows under TCG (+ slot wait)
+CHANGES = ["layout-shift-banner", "page-error-home", "deploy-syntax-error"]
+# Short liveness in the worker: a killed worker's run is retried within a minute.
+LIVENESS: dict[str, Any] = dict(heartbeat_s=2.0, stale_after_s=30.0)
+
+
+def cases() -> dict[str, ChangeCase]:
+    return {c.id: c for c in load_manifest(CHANGES_DIR)}
+
+
+def holders(settings: Settings) -> list[tuple[str, Holder | None]]:
+    """(name, holder) of every Diffie domain on the host (other processes' included)."""
+    with Hypervisor(settings.libvirt_uri) as hv:
+        return [(d.name, Holder.parse(dx.holder_of(d.description))) for d in hv.diffie_domains()]
+
+
+def run_domains(settings: Settings, run_ids: list[str]) -> list[str]:
+    """Domains leased for one of these runs (the holder records the run id)."""
+    return [name for name, h in holders(settings)
+            if h is not None and h.run_id and any(r.startswith(h.run_id) for r in run_ids)]
+
+
+def overlays(settings: Settings) -> list[str]:
+    base = leases_dir(settings)
+    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+
+def assert_expected(case: ChangeCase, run: dict[str, Any], log: Path) -> None:
+    assert run["status"] == "done", (case.id, run["reason"], log.read_text()[-3000:])
+    verdict = run["verdict"]
+    kinds = {f["kind"] for f in verdict["findings"]}
+    assert verdict["status"] == case.expected, (case.id, verdict["status"], sorted(kinds))
+    assert set(case.kinds) <= kinds, (case.id, sorted(kinds))
+
+
+@pytest.fixture
+def vm_api(shop_image: ImageInfo, tmp_path: Path, request: pytest.FixtureRequest,
+           live_api: Callable[[AppContext], LiveServer]) -> Iterator[tuple[AppContext, httpx.Client]]:
+    """The API of a context on VM settings; the broker is Redis when the test asks for
+    ``redis_url`` through ``broker`` = "redis", the embedded SQLite broker otherwise."""
+    broker = getattr(request, "param", "embedded")
+    broker_url = request.getfixturevalue("redis_url") if broker == "redis" else ""
+    settings = vm_settings(tmp_path / "data", broker_url=broker_url, api_tokens=[],
+                           noise_floor=False, github_app_id="", github_webhook_secret="",
+                           queue_name=f"diffie-test-{secrets.token_hex(4)}", **LIVENESS)
+    ctx = build_context(settings)
+    server = live_api(ctx)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield ctx, client
+    ctx.close()
+
+
+def submit_change(api: httpx.Client, case: ChangeCase, tmp: Path) -> str:
+    repo = tmp / f"repo-{case.id}"
+    base, head = materialize_repo(SHOP_DIR, case.patch_path, repo)
+    return submit_repo(api, repo, base, head)
+
+
+@pytest.mark.parametrize("vm_api", ["redis"], indirect=True)
+def test_corpus_changes_through_api_and_queue(vm_api: tuple[AppContext, httpx.Client],
+                                              tmp_path: Path) -> None:
+    ctx, api = vm_api
+    corpus = cases()
+    log = tmp_path / "worker.log"
+    worker = worker_process(ctx.settings, log)
+    try:
+        ids = {cid: submit_change(api, corpus[cid], tmp_path) for cid in CHANGES}
+        runs = {cid: finished(api, run_id, timeout=RUN_TIMEOUT, interval=2)
+                for cid, run_id in ids.items()}
+    finally:
+        stop_process(worker, timeout=60)
+    for cid, run in runs.items():
+        assert_expected(corpus[cid], run, log)
+        assert run["change"]["mode"] == "repo"
+    assert run_domains(ctx.settings, list(ids.values())) == []
+    assert overlays(ctx.settings) == []
+
+
+def test_killed_worker_mid_vm_run(vm_api: tuple[AppContext, httpx.Client],
+                                  tmp_path: Path) -> None:
+    ctx, api = vm_api
+    case = cases()["layout-shift-banner"]
+    log = tmp_path / "workers.log"
+    first = worker_process(ctx.settings, log)
+    second = None
+    try:
+        run_id = submit_change(api, case, tmp_path)
+
+        def vm_up() -> bool | list[str]:
+            run = api.get(f"/v1/runs/{run_id}").json()
+            return run["status"] == "running" and run_domains(ctx.settings, [run_id])
+
+        (domain,) = wait_until(vm_up, timeout=RUN_TIMEOUT, interval=1,
+                               what="the first worker's VM of the run")
+        killed = first.pid
+        os.killpg(killed, signal.SIGKILL)           # the worker and its browser; the VM stays
+        first.wait(10)
+        assert api.get(f"/v1/runs/{run_id}").json()["status"] == "running"
+        assert [n for n, h in holders(ctx.settings) if h is not None and h.pid == killed] \
+            == [domain]
+        assert any(f"-{killed}." in name for name in overlays(ctx.settings))
+
+        second = worker_process(ctx.settings, log)
+
+        def reaped() -> bool:
+            return not any(h is not None and h.pid == killed for _, h in holders(ctx.settings)) \
+                and not any(f"-{killed}." in name for name in overlays(ctx.settings))
+
+        wait_until(reaped, timeout=180, interval=1, what="the reaper to remove the dead VM")
+        run = finished(api, run_id, timeout=2 * RUN_TIMEOUT, interval=2)
+    finally:
+        stop_process(first)
+        stop_process(second, timeout=60)
+    assert run["status"] in ("done", "error"), run
+    if run["status"] == "done":
+        assert run["attempts"] >= 2, run
+        assert_expected(case, run, log)
+    else:
+        assert run["reason"], run
+    assert run_domains(ctx.settings, [run_id]) == []
+    assert overlays(ctx.settings) == []
