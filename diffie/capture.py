@@ -60,6 +60,8 @@ class StepResult(BaseModel):
     error: str | None = None
     duration_ms: float = 0.0
     line: int | None = None           # line in .diffie.yml
+    # Requests still unanswered when the step timed out: the step waited on the server.
+    pending_requests: list[str] = Field(default_factory=list)
 
 
 class Screenshot(BaseModel):
@@ -88,6 +90,8 @@ class Capture(BaseModel):
     completed: bool = True             # False when a step failed and the flow stopped
     error: str | None = None           # infrastructure problem (browser crashed, ...)
     duration_ms: float = 0.0
+    attempts: int = 1                  # 2: the flow was run again (see first_attempt)
+    first_attempt: str | None = None   # why the first attempt did not count
 
     def failed_step(self) -> StepResult | None:
         return next((s for s in self.steps if not s.ok), None)

@@ -43,6 +43,7 @@ MAX_SHOTS = 5                   # retake-until-stable bound
 RETAKE_GAP_MS = 60              # pause between two shots, so a change in progress shows up
 QUIET_MS = 250                  # "network quiet": no request started or finished for this long
 SETTLE_BUDGET_MS = 5000         # at most this long waiting for network, fonts and images
+_AWAITED = frozenset({"document", "fetch", "xhr"})    # what page logic and navigations wait on
 _LONG_LIVED = frozenset({"eventsource", "websocket"})   # never "finish": not part of network quiet
 
 FREEZE_CSS = (
@@ -203,6 +204,8 @@ class NetworkTracker:
 
     inflight: set[int] = field(default_factory=set)
     last_change: float = field(default_factory=time.monotonic)
+    # id -> "METHOD url" of the requests in flight (what a step that timed out waited on)
+    pending: dict[int, str] = field(default_factory=dict)
 
     def attach(self, context: BrowserContext) -> None:
         context.on("request", self._started)
@@ -213,11 +216,19 @@ class NetworkTracker:
         if request.resource_type in _LONG_LIVED:
             return
         self.inflight.add(id(request))
+        if request.resource_type in _AWAITED or request.method != "GET":
+            self.pending[id(request)] = f"{request.method} {request.url}"[:500]
         self.last_change = time.monotonic()
 
     def _ended(self, request: Request) -> None:
         self.inflight.discard(id(request))
+        self.pending.pop(id(request), None)
         self.last_change = time.monotonic()
+
+    def unanswered(self) -> list[str]:
+        """``METHOD url`` of the pages, API calls and form posts in flight now (at most 10):
+        what a step waits on (images, fonts and scripts are left out)."""
+        return list(self.pending.values())[:10]
 
     def wait_quiet(self, page: Page, deadline: float, quiet_ms: int = QUIET_MS) -> bool:
         """Wait until no request has been in flight for ``quiet_ms``; False at the deadline."""

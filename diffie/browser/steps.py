@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, expect
@@ -48,9 +48,19 @@ _VERBS = {"click": "click", "fill": "fill", "check": "check", "hover": "hover ov
 class StepFailed(Exception):
     """A step did not do what the spec asked (the flow stops, the capture says why)."""
 
+    def __init__(self, message: str, *, pending: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.pending = pending or []       # requests the page still waited on (a timeout)
+
 
 class InfrastructureError(Exception):
     """The browser, not the app, failed (crash, disconnect)."""
+
+
+def _short_request(pending: str) -> str:
+    method, _, url = pending.partition(" ")
+    path = urlsplit(url)
+    return f"{method} {(path.path or '/') + ('?' + path.query if path.query else '')}"[:200]
 
 
 class FlowRun:
@@ -69,6 +79,7 @@ class FlowRun:
             timeout = step.timeout_ms or self.spec.timeout_ms
             t0 = time.perf_counter()
             error: str | None = None
+            pending: list[str] = []
             try:
                 self._step(index, step, timeout)
             except StepFailed as exc:
@@ -76,13 +87,14 @@ class FlowRun:
                     raise InfrastructureError(f"the page crashed (renderer process died) during step "
                                               f"{index} ({step.describe()})") from exc
                 error = str(exc)
+                pending = exc.pending
             except PlaywrightError as exc:
                 self._check_infrastructure(exc, index, step)
                 error = bound(f"{step.action} failed: {short_error(exc)}", 1000)
             duration = round((time.perf_counter() - t0) * 1000, 1)
             self.capture.steps.append(StepResult(
                 index=index, action=step.action, description=bound(step.describe(), 500), ok=error is None,
-                error=error, duration_ms=duration, line=step.line))
+                error=error, duration_ms=duration, line=step.line, pending_requests=pending))
             if error is not None:
                 self.capture.completed = False
                 return
@@ -143,11 +155,27 @@ class FlowRun:
             else:  # pragma: no cover - the spec's Literal forbids it
                 raise StepFailed(f"unknown action {action!r}")
         except PlaywrightTimeout as exc:
-            raise StepFailed(self._timeout_message(step, sel, timeout)) from exc
+            responsive = True
+            pending = self.network.unanswered()
+            if not pending:
+                # a page that answers has had its events delivered (a request the step
+                # started just before the deadline shows up now)
+                responsive = self._responsive()
+                pending = self.network.unanswered()
+            raise StepFailed(self._timeout_message(step, sel, timeout, pending, responsive),
+                             pending=pending) from exc
 
-    def _timeout_message(self, step: Step, sel: str, timeout: int) -> str:
+    def _timeout_message(self, step: Step, sel: str, timeout: int,
+                         pending: list[str] | None = None, responsive: bool = True) -> str:
         action = step.action
-        if not self._responsive():
+        waiting = list(pending or [])
+        if waiting and action in ("click", "press", "goto", "expect_url"):
+            # a navigation the step started (a form POST, a page) had no answer yet: the page
+            # is not busy, it waits on the server
+            what = ", ".join(_short_request(p) for p in waiting[:3])
+            return (f"{step.describe()} did not complete within {timeout} ms: still waiting for "
+                    f"the server to answer {what}")
+        if not responsive:
             return (f"{step.describe()} did not complete within {timeout} ms: the page stopped "
                     f"responding (a script is busy, perhaps in an endless loop)")
         if action == "goto":

@@ -663,3 +663,71 @@ def test_renderer_crash_is_an_infrastructure_error_and_the_runner_recovers(runne
     spec = _spec("flows:\n  - name: home\n    steps:\n      - goto: /\n")
     cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
     assert cap.completed and cap.error is None
+
+
+# --- a step that timed out waiting on the server is tried once more -----------------------------
+
+def _slow_first(seconds: float) -> Handler:
+    calls = {"n": 0}
+
+    def handler() -> tuple[int, str, bytes]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(seconds)
+        return 200, "text/html", b"<!doctype html><h1 id='done'>Signed in</h1>"
+    return handler
+
+
+SLOW_FORM = """<!doctype html><html><body><form action="{action}" method="get">
+<input id="q" name="q"><button id="go" type="submit">Go</button></form></body></html>"""
+
+
+def test_a_timeout_waiting_on_the_server_runs_the_flow_again(runner, site, tmp_path):
+    site.page("/slow-form", SLOW_FORM.format(action="/slow-once"))
+    site.routes["/slow-once"] = _slow_first(2.5)
+    spec = _spec("""
+timeout_ms: 1000
+flows:
+  - name: submit
+    viewports: [desktop]
+    steps: [{goto: /slow-form}, {fill: {selector: "#q", value: x}}, {click: "#go"},
+            {expect_text: {selector: "#done", text: Signed in}}]
+""")
+    messages: list[str] = []
+    [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK,
+                           progress=messages.append)
+    assert cap.completed and cap.failed_step() is None
+    assert cap.attempts == 2
+    assert cap.first_attempt and "waiting for the server" in cap.first_attempt
+    assert "GET " in cap.first_attempt and "/slow-once" in cap.first_attempt
+    assert any("running the flow again" in m for m in messages)
+
+
+def test_an_always_slow_answer_still_fails_and_says_what_it_waited_for(runner, site, tmp_path):
+    site.page("/slower-form", SLOW_FORM.format(action="/slow-always"))
+    site.routes["/slow-always"] = _delayed(2.5, 200, "text/html", b"<h1 id='done'>late</h1>")
+    spec = _spec("""
+timeout_ms: 1000
+flows:
+  - name: submit
+    viewports: [desktop]
+    steps: [{goto: /slower-form}, {click: "#go"}, {expect_text: {selector: "#done", text: late}}]
+""")
+    [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK)
+    failed = cap.failed_step()
+    assert failed is not None and failed.index == 1 and cap.attempts == 2
+    assert failed.error and "still waiting for the server to answer GET /slow-always" in failed.error
+    assert failed.pending_requests
+
+
+def test_a_missing_element_is_not_tried_again(runner, site, tmp_path):
+    spec = _spec("""
+timeout_ms: 500
+flows:
+  - name: missing
+    viewports: [desktop]
+    steps: [{goto: /}, {click: "#no-such-button"}]
+""")
+    [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK)
+    failed = cap.failed_step()
+    assert failed is not None and not failed.pending_requests and cap.attempts == 1
