@@ -14,7 +14,7 @@ lint:
 	.venv/bin/ruff check diffie workers benchmarks tests examples reports
 
 typecheck:
-	.venv/bin/mypy diffie workers benchmarks
+	.venv/bin/mypy diffie workers benchmarks tests
 
 test-unit:
 	$(PY) -m pytest -q tests/unit

@@ -30,22 +30,28 @@ def test_identities_are_fixed_and_distinct_per_slot() -> None:
     assert dx.slot_of(a1.name) == 1 and dx.slot_of("other-vm") is None
 
 
+def _el(root: ET.Element, path: str) -> ET.Element:
+    found = root.find(path)
+    assert found is not None, f"no {path} in the domain XML"
+    return found
+
+
 def test_cold_boot_xml() -> None:
     root = ET.fromstring(dx.build_xml(_params()))
     assert root.get("type") == "qemu"
     assert root.findtext("name") == "diffie-shop-0123456789abcdef-s0"
     assert root.findtext("os/cmdline") == "root=/dev/vda console=ttyS0"
-    assert root.find("devices/disk/source").get("file") == "/img/slots/qemu-0.qcow2"
-    assert root.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    assert _el(root, "devices/disk/source").get("file") == "/img/slots/qemu-0.qcow2"
+    assert _el(root, "devices/channel/target").get("name") == "org.qemu.guest_agent.0"
     assert root.find("devices/interface") is None              # no libvirt network at all
-    args = [a.get("value") for a in root.iter(Q + "arg")]
+    args = [a.get("value") or "" for a in root.iter(Q + "arg")]
     netdev = args[args.index("-netdev") + 1]
     assert "restrict=on" in netdev and "hostfwd=tcp:127.0.0.1:47100-:8000" in netdev
     device = args[args.index("-device") + 1]
     assert "addr=0x10" in device and "mac=52:54:00:" in device
     assert root.find("cpu") is None
     kvm = ET.fromstring(dx.build_xml(_params(domain_type="kvm")))
-    assert kvm.find("cpu").get("mode") == "host-passthrough"
+    assert _el(kvm, "cpu").get("mode") == "host-passthrough"
 
 
 def test_restore_patch_changes_only_host_side_settings() -> None:
@@ -56,9 +62,9 @@ def test_restore_patch_changes_only_host_side_settings() -> None:
     original = ET.fromstring(saved)
     for tag in ("name", "uuid", "memory", "vcpu", "os/kernel", "os/cmdline"):
         assert patched.findtext(tag) == original.findtext(tag)
-    assert patched.find("devices/disk/source").get("file") == "/data/lease/disk.qcow2"
-    assert patched.find("devices/serial/source").get("path") == "/data/lease/console.log"
-    args = [a.get("value") for a in patched.iter(Q + "arg")]
+    assert _el(patched, "devices/disk/source").get("file") == "/data/lease/disk.qcow2"
+    assert _el(patched, "devices/serial/source").get("path") == "/data/lease/console.log"
+    args = [a.get("value") or "" for a in patched.iter(Q + "arg")]
     assert any("hostfwd=tcp:127.0.0.1:47110-:8000" in a and "47100" not in a for a in args)
     assert any("mac=" + dx.identity("shop-0123456789abcdef", 0).mac in a for a in args)
     assert dx.holder_of(patched.findtext("description")) == "host/9.9#cd:run1"

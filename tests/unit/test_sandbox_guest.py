@@ -19,13 +19,14 @@ from diffie.sandbox.guest import CHUNK, GuestAgent
 class FakeAgent:
     def __init__(self, *, exitcode: int = 0, out: bytes = b"", err: bytes = b"",
                  polls: int = 2) -> None:
-        self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
         self.exitcode, self.out, self.err, self.polls = exitcode, out, err, polls
         self.files: dict[int, bytearray] = {}
         self.paths: dict[str, bytes] = {}
         self._open: dict[int, str] = {}
 
-    def __call__(self, command: str, args: dict[str, Any] | None, timeout: float) -> Any:
+    def __call__(self, command: str, args_or_none: dict[str, Any] | None, timeout: float) -> Any:
+        args: dict[str, Any] = args_or_none or {}
         self.calls.append((command, args))
         if command == "guest-exec":
             return {"pid": 42}

@@ -41,8 +41,10 @@ def _dead_holder() -> str:
 def test_holder_round_trip_and_liveness() -> None:
     me = slots.Holder.mine("run-1")
     parsed = slots.Holder.parse(str(me))
+    assert parsed is not None
     assert parsed == me and parsed.alive()
-    assert not slots.Holder.parse(_dead_holder()).alive()
+    dead = slots.Holder.parse(_dead_holder())
+    assert dead is not None and not dead.alive()
     other_host = slots.Holder("elsewhere", 1, "1", "n", "")
     assert other_host.alive()                    # cannot tell: never reclaimed from here
     assert slots.holder_dead("garbage") and not slots.holder_dead(None)
