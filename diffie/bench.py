@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -232,14 +233,17 @@ def render_summary(summary: Summary) -> str:
 
 def plan(cases: list[ChangeCase], *, repeats: int,
          only: list[str] | None = None) -> list[tuple[ChangeCase, int]]:
-    """(change, repeat) pairs in manifest order: regressions once, no-op/noise ``repeats``."""
+    """(change, repeat) pairs: regressions once, no-op/noise ``repeats`` times; every change
+    once in manifest order first, then the second runs, and so on (an interrupted benchmark
+    has still seen every change)."""
     if only:
         known = {c.id for c in cases}
         unknown = [i for i in only if i not in known]
         if unknown:
             raise ValueError(f"unknown change id(s): {', '.join(unknown)}")
         cases = [c for c in cases if c.id in only]
-    return [(c, n) for c in cases for n in range(1, (1 if c.is_regression else repeats) + 1)]
+    return [(c, n) for n in range(1, max(repeats, 1) + 1) for c in cases
+            if n == 1 or not c.is_regression]
 
 
 # --- running (VMs, through the queue) -------------------------------------------------------
@@ -355,13 +359,21 @@ def cmd_bench_corpus(args: argparse.Namespace) -> int:
         if json_out is not None:      # partial results survive an interrupted benchmark
             write_json(json_out, cases, results, summarise(cases, results), settings)
 
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)    # `kill PID`: report what finished
     try:
         run_corpus(ctx, todo, app_dir=Path(args.app), timeout_s=args.timeout,
                    on_result=on_result)
     except KeyboardInterrupt:
         say(f"interrupted after {len(results)} of {len(todo)} run(s)")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         ctx.close()
+    if len(results) < len(todo):
+        print(f"INCOMPLETE: {len(results)} of {len(todo)} planned run(s) finished "
+              "(interrupted); the summary covers those only")
     summary = summarise(cases, results)
     print(render_table(cases, results))
     print()

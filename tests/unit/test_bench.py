@@ -105,6 +105,9 @@ def test_plan_runs_regressions_once_and_noop_noise_repeats_times() -> None:
     cases = [case("a", kinds=["console_error"]), case("n", category="noop", expected="pass")]
     assert [(c.id, n) for c, n in plan(cases, repeats=3)] == [
         ("a", 1), ("n", 1), ("n", 2), ("n", 3)]
+    three = [*cases, case("b", kinds=["page_error"])]
+    assert [(c.id, n) for c, n in plan(three, repeats=2)] == [     # every change once first
+        ("a", 1), ("n", 1), ("b", 1), ("n", 2)]
     assert [(c.id, n) for c, n in plan(cases, repeats=2, only=["n"])] == [("n", 1), ("n", 2)]
     with pytest.raises(ValueError, match="nope"):
         plan(cases, repeats=1, only=["nope"])
@@ -174,6 +177,7 @@ def test_cli_prints_the_table_and_last_line_and_exits_0_when_clean(
     out = capsys.readouterr()
     assert code == 0
     assert seen == [("r", 1), ("n", 1), ("n", 2)]
+    assert "INCOMPLETE" not in out.out
     assert out.out.splitlines()[-1] == (
         "corpus: caught=1/1 wrong_kind=0 false_findings=0 runs=3 seconds=130")
     assert "change" in out.out.splitlines()[0]
@@ -192,3 +196,20 @@ def test_cli_exits_1_on_a_false_finding_and_2_on_bad_input(
     assert "false_findings=1 runs=1" in capsys.readouterr().out
     assert main(["bench", "corpus", "--changes", str(corpus), "--only", "zzz"]) == 2
     assert main(["bench", "corpus", "--changes", str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_interrupted_benchmark_reports_what_finished(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DIFFIE_DATA_DIR", str(tmp_path / "data"))
+
+    def interrupted(ctx: Any, todo: list[tuple[ChangeCase, int]], *, app_dir: Path,
+                    timeout_s: float, on_result: Any = None) -> list[RunResult]:
+        on_result(todo[0][0], run("r", "fail", CONSOLE, seconds=70))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_corpus", interrupted)
+    assert main(["bench", "corpus", "--changes", str(corpus)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("INCOMPLETE: 1 of 4 planned run(s)") for line in lines)
+    assert lines[-1] == "corpus: caught=1/1 wrong_kind=0 false_findings=0 runs=1 seconds=70"
