@@ -243,6 +243,8 @@ def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
             msg += " (also fails on base)"
         elif not head.completed:
             msg += "; the flow stopped here"
+        if head.attempts > 1:
+            msg += f" (the flow was run {head.attempts} times: {clip(head.first_attempt, 160)})"
         findings.append(Finding(
             kind=kind, flow=head.flow, viewport=head.viewport, step=st.index,
             step_description=st.description, message=msg, pre_existing=pre,
@@ -250,7 +252,8 @@ def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
             details={"key": f"{st.index} {st.action} {normalise(st.description)}",
                      "action": st.action, "description": st.description, "error": _raw(st.error),
                      "spec_line": st.line, "duration_ms": round(st.duration_ms, 1),
-                     "base_ok": None if base_st is None else base_st.ok},
+                     "base_ok": None if base_st is None else base_st.ok,
+                     "pending_requests": st.pending_requests, "attempts": head.attempts},
         ))
     return findings
 

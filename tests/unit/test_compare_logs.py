@@ -126,3 +126,17 @@ def test_step_and_assertion_failures_and_pre_existing():
 def test_missing_base_capture_makes_everything_new():
     head = cap(console=[console("boom", 9001)])
     assert [f.kind for f in log_findings(None, head)] == ["console_error"]
+
+
+def test_a_step_that_failed_on_both_attempts_says_so():
+    head_steps = [s.model_copy() for s in STEPS]
+    head_steps[1] = head_steps[1].model_copy(update={
+        "ok": False, "error": "click #buy did not complete within 5000 ms: still waiting for the "
+        "server to answer POST /api/buy", "pending_requests": ["POST http://h:1/api/buy"]})
+    head = cap(steps=head_steps[:2], completed=False, attempts=2,
+               first_attempt="step 1 timed out waiting for the server (POST http://h:1/api/buy)")
+    [f] = log_findings(cap("base"), head)
+    assert f.kind == "step_failed" and f.is_error
+    assert "still waiting for the server to answer POST /api/buy" in f.message
+    assert "the flow was run 2 times" in f.message
+    assert f.details["attempts"] == 2 and f.details["pending_requests"] == ["POST http://h:1/api/buy"]
