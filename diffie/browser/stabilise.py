@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from playwright.sync_api import BrowserContext, Locator, Page, Request
+from playwright.sync_api import BrowserContext, Locator, Page, Request, Response
 from playwright.sync_api import Error as PlaywrightError
 
 MASK_COLOR = "#FF00FF"          # one fixed colour, so masked areas are identical on both sides
@@ -211,6 +211,7 @@ class NetworkTracker:
         context.on("request", self._started)
         context.on("requestfinished", self._ended)
         context.on("requestfailed", self._ended)
+        context.on("response", self._answered)
 
     def _started(self, request: Request) -> None:
         if request.resource_type in _LONG_LIVED:
@@ -224,6 +225,10 @@ class NetworkTracker:
         self.inflight.discard(id(request))
         self.pending.pop(id(request), None)
         self.last_change = time.monotonic()
+
+    def _answered(self, response: Response) -> None:
+        # the server has answered (headers in): what is left is the body's transfer
+        self.pending.pop(id(response.request), None)
 
     def unanswered(self) -> list[str]:
         """``METHOD url`` of the pages, API calls and form posts in flight now (at most 10):

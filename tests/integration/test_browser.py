@@ -731,3 +731,19 @@ flows:
     [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK)
     failed = cap.failed_step()
     assert failed is not None and not failed.pending_requests and cap.attempts == 1
+
+
+def test_an_api_that_answered_500_is_not_waited_on(runner, site, tmp_path):
+    site.page("/api-fails", "<!doctype html><div id='grid'></div><script>"
+              "fetch('/api/fail').then(r => r.json()).then(() => {});</script>")
+    spec = _spec("""
+timeout_ms: 1000
+flows:
+  - name: grid
+    viewports: [desktop]
+    steps: [{goto: /api-fails}, {expect_visible: ".card"}]
+""")
+    [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK)
+    failed = cap.failed_step()
+    assert failed is not None and failed.index == 1
+    assert not failed.pending_requests and cap.attempts == 1
