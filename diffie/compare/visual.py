@@ -26,7 +26,7 @@ from PIL import Image
 
 from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Box, Capture, Screenshot
-from diffie.compare.pixeldiff import DiffResult, RegionBox, compare_files
+from diffie.compare.regions import DiffResult, RegionBox, compare_files
 from diffie.errors import DiffieError, ImageError
 from diffie.verdict import Finding, FindingKind, Flaky, Region
 

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffie.compare.pixeldiff import (
-    DiffResult,
-    RegionBox,
-    compare_files,
-    diff_regions,
-    pixelmatch,
-    pixelmatch_images,
-)
+from diffie.compare.pixeldiff import pixelmatch, pixelmatch_images
+from diffie.compare.regions import DiffResult, RegionBox, compare_files, diff_regions
 from diffie.errors import ImageError
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pixelmatch"
