@@ -63,6 +63,12 @@ def _short_request(pending: str) -> str:
     return f"{method} {(path.path or '/') + ('?' + path.query if path.query else '')}"[:200]
 
 
+def _waiting(pending: list[str]) -> str:
+    if not pending:
+        return ""
+    return f"; still waiting for the server to answer {', '.join(_short_request(p) for p in pending[:3])}"
+
+
 class FlowRun:
     """The steps of one flow on one page."""
 
@@ -234,21 +240,26 @@ class FlowRun:
         try:
             expect(locator).to_contain_text(text, timeout=timeout)
         except AssertionError as exc:
+            pending = self.network.unanswered()
             if not self._present(sel):
-                raise StepFailed(f"selector {sel!r} did not appear within {timeout} ms") from exc
+                raise StepFailed(f"selector {sel!r} did not appear within {timeout} ms"
+                                 f"{_waiting(pending)}", pending=pending) from exc
             try:
                 actual = bound(" ".join((locator.text_content(timeout=500) or "").split()), 200)
             except PlaywrightError:
                 actual = "?"
             raise StepFailed(
-                f"text of {sel!r} did not contain {text!r} within {timeout} ms (it was {actual!r})") from exc
+                f"text of {sel!r} did not contain {text!r} within {timeout} ms (it was {actual!r})"
+                f"{_waiting(pending)}", pending=pending) from exc
 
     def _expect_url(self, part: str, timeout: int) -> None:
         deadline = time.monotonic() + timeout / 1000
         while part not in self.page.url:
             if time.monotonic() >= deadline:
+                pending = self.network.unanswered()
                 raise StepFailed(f"page URL did not contain {part!r} within {timeout} ms "
-                                 f"(it was {bound(self.page.url, 500)!r})")
+                                 f"(it was {bound(self.page.url, 500)!r}){_waiting(pending)}",
+                                 pending=pending)
             self.page.wait_for_timeout(50)
 
     def _screenshot(self, index: int, step: Step, timeout: int) -> None:

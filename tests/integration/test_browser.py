@@ -747,3 +747,21 @@ flows:
     failed = cap.failed_step()
     assert failed is not None and failed.index == 1
     assert not failed.pending_requests and cap.attempts == 1
+
+
+def test_an_expectation_waiting_on_a_slow_api_says_so_and_is_tried_again(runner, site, tmp_path):
+    site.page("/slow-api", "<!doctype html><p id='total'></p><script>fetch('/api/slow-total')"
+              ".then(r => r.text()).then(t => { document.getElementById('total').textContent = t; });"
+              "</script>")
+    site.routes["/api/slow-total"] = _delayed(2.5, 200, "text/plain", b"$28.95")
+    spec = _spec("""
+timeout_ms: 1000
+flows:
+  - name: total
+    viewports: [desktop]
+    steps: [{goto: /slow-api}, {expect_text: {selector: "#total", text: "$28.95"}}]
+""")
+    [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK)
+    failed = cap.failed_step()
+    assert failed is not None and cap.attempts == 2
+    assert failed.error and "still waiting for the server to answer GET /api/slow-total" in failed.error
