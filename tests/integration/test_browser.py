@@ -31,7 +31,7 @@ CLOCK = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf")
 
 if not Path(CHROMIUM).exists():  # pragma: no cover
-    pytest.skip("Debian Chromium is not installed", allow_module_level=True)
+    raise RuntimeError(f"Debian Chromium is not installed at {CHROMIUM}: run scripts/bootstrap.sh")
 
 Handler = Callable[[], tuple[int, str, bytes]]
 
@@ -590,8 +590,8 @@ flows:
         assert img.convert("RGB").getpixel((int(img_box["x"]) + 20, int(img_box["y"]) + 20)) == (0, 0, 255)
 
 
-@pytest.mark.skipif(not FONT.exists(), reason="DejaVu fonts not installed")
 def test_web_fonts_are_awaited(runner, site, tmp_path):
+    assert FONT.exists(), f"{FONT} missing: scripts/bootstrap.sh installs fonts-dejavu-core"
     spec = _spec("flows:\n  - name: font\n    steps:\n      - goto: /font\n      - screenshot: font\n")
     out = ArtifactDir(tmp_path)
     cap = _run(runner, spec, site.url, out)

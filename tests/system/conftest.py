@@ -48,7 +48,7 @@ def vm_settings(data_dir: Path, **overrides: object) -> Settings:
 def vm_host() -> None:
     """QEMU/libvirt installed and the daemons running (scripts/setup-vm-host.sh)."""
     if os.geteuid() != 0:
-        pytest.skip("the VM system tests run as root (qemu:///system, debootstrap)")
+        pytest.fail("the VM system tests run as root (qemu:///system, debootstrap)")
     proc = subprocess.run([str(REPO / "scripts" / "setup-vm-host.sh")], capture_output=True,
                           text=True, timeout=1800)
     if proc.returncode != 0:

@@ -29,7 +29,8 @@ JS_OPTIONS = {
 def _rows(table: str) -> list[tuple[str, str, str, dict, int]]:
     path = FIXTURES / table
     if not path.exists():
-        pytest.skip(f"pixelmatch fixtures not found at {FIXTURES}")
+        pytest.fail(f"pixelmatch fixtures not found at {FIXTURES} (expected ../shared/fixtures "
+                    "beside the repository)")
     rows = []
     for line in path.read_text().splitlines()[1:]:
         if not line.strip():
