@@ -29,7 +29,7 @@ test-system:
 check test: setup services lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-demo: setup
+demo:
 	scripts/demo.sh
 
 bench: setup services
