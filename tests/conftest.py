@@ -27,9 +27,8 @@ from psycopg import sql
 
 from diffie.app_context import AppContext, build_context
 from diffie.config import Settings
+from tests.paths import FIXTURES, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 GITHUB_FIXTURES = FIXTURES / "github"
 PG_CONNINFO = os.environ.get("DIFFIE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
 REDIS_URL = os.environ.get("DIFFIE_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")

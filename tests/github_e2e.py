@@ -33,10 +33,10 @@ from diffie.github.comments import MARKER
 from diffie.models import Run
 from tests.conftest import LiveServer, wait_until
 from tests.github_standin import GitHubStandIn, GitSmartHTTP, git, make_rsa_key, publish_bare
+from tests.paths import FIXTURES as _SHARED
 from workers.embedded import EmbeddedWorker
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = REPO_ROOT / ".." / "shared" / "fixtures" / "github"
+FIXTURES = _SHARED / "github"
 OWNER, REPO = "acme", "shop"
 APP_ID = "29310"
 INSTALLATION = 4242

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -12,8 +11,9 @@ import pytest
 from diffie.capture import Capture, StepResult
 from diffie.report.ctrf import render_ctrf
 from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
+from tests.paths import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ctrf"
+FIXTURES = SHARED_FIXTURES / "ctrf"
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,9 @@ from tests.github_standin import (
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "github"
+from tests.paths import FIXTURES as SHARED_FIXTURES  # noqa: E402
+
+FIXTURES = SHARED_FIXTURES / "github"
 FIX_HEAD = b"ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 FIX_BASE = b"f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 FIX_URL = b"https://github.com/Codertocat/Hello-World.git"

@@ -35,7 +35,9 @@ from tests.github_standin import (
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "github"
+from tests.paths import FIXTURES as SHARED_FIXTURES  # noqa: E402
+
+FIXTURES = SHARED_FIXTURES / "github"
 PRIVATE, PUBLIC = make_rsa_key()
 OWNER, REPO = "Codertocat", "Hello-World"
 

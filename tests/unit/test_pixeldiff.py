@@ -12,8 +12,9 @@ from PIL import Image
 from diffie.compare.pixeldiff import pixelmatch, pixelmatch_images
 from diffie.compare.regions import DiffResult, RegionBox, compare_files, diff_regions
 from diffie.errors import ImageError
+from tests.paths import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pixelmatch"
+FIXTURES = SHARED_FIXTURES / "pixelmatch"
 
 JS_OPTIONS = {
     "threshold": "threshold",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -212,7 +211,9 @@ def test_default_mode_matches_pixelmatch_7_transcription(pair, threshold, includ
 
 # --------------------------------------------------------------------------- fixture crops
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pixelmatch"
+from tests.paths import FIXTURES as SHARED_FIXTURES  # noqa: E402
+
+FIXTURES = SHARED_FIXTURES / "pixelmatch"
 PAIRS = [("1a", "1b"), ("2a", "2b"), ("3a", "3b"), ("4a", "4b"), ("5a", "5b"), ("6a", "6b"), ("7a", "7b")]
 
 
