@@ -2,7 +2,7 @@
 
     python -m benchmarks.pixeldiff [--repeats N] [--pypi-repeats N]
 
-The pair is built from pixelmatch's own test fixtures (``<repo>/../shared/fixtures/pixelmatch``):
+The pair is built from pixelmatch's own test fixtures (``tests/fixtures/pixelmatch``):
 the fixture pairs are laid side by side, row after row, on a white 1920x1080 canvas, so the
 pair mixes text, maps, gradients, a photo-like image and semi-transparent pixels (about 8.5%
 of the pixels differ). Every figure is the median of the repeats, all measured in this run;
@@ -26,7 +26,7 @@ from PIL import Image
 
 from diffie.compare.pixeldiff import pixelmatch
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pixelmatch"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pixelmatch"
 PAIRS = [("1a", "1b"), ("3a", "3b"), ("7a", "7b"), ("4a", "4b"), ("6a", "6b"), ("2a", "2b"), ("5a", "5b")]
 WIDTH, HEIGHT = 1920, 1080
 

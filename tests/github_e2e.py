@@ -3,7 +3,7 @@
 :class:`Hub` puts every piece on loopback: the shop (``examples/shop``) as a bare repository
 served by git's smart HTTP (token auth), the GitHub REST stand-in (installation tokens, check
 runs, comments), the API under uvicorn with the GitHub plugin installed, and an embedded
-worker. Webhooks are GitHub's own payloads (``<repo root>/../shared/fixtures/github``, read in
+worker. Webhooks are GitHub's own payloads (``tests/fixtures/github``, read in
 place) with the repository, installation, pull request and SHAs rewritten to the local repo,
 signed with the webhook secret and posted over HTTP.
 

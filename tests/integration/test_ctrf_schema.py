@@ -1,4 +1,4 @@
-"""CTRF output validates against the upstream CTRF JSON Schema (../shared/fixtures/ctrf)."""
+"""CTRF output validates against the upstream CTRF JSON Schema (tests/fixtures/ctrf)."""
 
 from __future__ import annotations
 

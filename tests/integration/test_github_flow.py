@@ -1,5 +1,5 @@
 """The GitHub library end to end, as the webhook router and the worker will drive it: GitHub's
-own webhook payloads (../shared/fixtures/github, repository rewritten to a local one, signed),
+own webhook payloads (tests/fixtures/github, repository rewritten to a local one, signed),
 a real HTTP stand-in for the REST API, the source fetched over git's smart HTTP with the
 installation token. The VM verification itself is replaced by a tiny judge of the checkout."""
 

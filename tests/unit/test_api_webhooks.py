@@ -1,6 +1,6 @@
 """POST /webhooks/github: signatures, ping, pull_request → Change + Run, replays, other actions.
 
-Bodies are GitHub's real payloads from ../shared/fixtures/github/, signed byte for byte.
+Bodies are GitHub's real payloads from tests/fixtures/github/, signed byte for byte.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Webhook payloads (GitHub's own examples, ../shared/fixtures/github) → events → decisions."""
+"""Webhook payloads (GitHub's own examples, tests/fixtures/github) → events → decisions."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ JS_OPTIONS = {
 def _rows(table: str) -> list[tuple[str, str, str, dict, int]]:
     path = FIXTURES / table
     if not path.exists():
-        pytest.fail(f"pixelmatch fixtures not found at {FIXTURES} (expected ../shared/fixtures "
-                    "beside the repository)")
+        pytest.fail(f"pixelmatch fixtures not found at {FIXTURES} (vendored in "
+                    "the repository: restore it with git checkout tests/fixtures)")
     rows = []
     for line in path.read_text().splitlines()[1:]:
         if not line.strip():
