@@ -50,6 +50,7 @@ class RequestIssue(BaseModel):
     failure: str | None = None        # network error text when none did
     resource_type: str = ""
     step: int | None = None
+    blocked: bool = False             # outside the app's origin and the allowed ones: never sent
 
 
 class StepResult(BaseModel):

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of reports.")
     max_body_bytes: int = 1_000_000
     chromium_path: str = "/usr/bin/chromium"
+    browser_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins (scheme://host[:port]) every "
+        "run's browser may reach besides the app under test; empty = only the app.")
     # VM sandbox
     vm_images_dir: Path = Field(default=Path("vm_images"), description="Recipes (vm_images/<name>).")
     image_cache_dir: Path = Field(
@@ -51,7 +54,7 @@ class Settings(BaseSettings):
         default=90.0, gt=0, description="A running run whose heartbeat is older is retried.")
     max_attempts: int = Field(default=3, ge=1, description="Tries of a run before it ends error.")
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "browser_allowed_origins", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):

@@ -22,13 +22,15 @@ Steps are written as one-key mappings, with a short form for the common argument
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffie.errors import SpecError
+from diffie.origins import OriginError, parse_third_party_origin
 
 ACTIONS: tuple[str, ...] = (
     "goto", "click", "fill", "press", "select", "check", "hover", "wait_for",
@@ -50,6 +52,11 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "hover": ("selector",), "wait_for": ("selector",), "expect_text": ("selector", "text"),
     "expect_visible": ("selector",), "expect_url": ("url",), "screenshot": ("name",),
 }
+
+
+# A path (and query/fragment) of the app's own origin: one leading "/", never "//" or "/\\"
+# (a browser reads both as another host), no backslash, whitespace or control characters.
+_APP_PATH = re.compile(r"^/(?![/\\])[^\\\s\x00-\x1f\x7f]*$")
 
 
 class _Strict(BaseModel):
@@ -75,6 +82,11 @@ class Step(_Strict):
         for field in _REQUIRED[self.action]:
             if getattr(self, field) in (None, ""):
                 raise ValueError(f"a {self.action} step needs a {field}")
+        if self.action == "goto" and self.url is not None and not _APP_PATH.match(self.url):
+            raise ValueError(
+                f"goto {self.url[:200]!r}: a goto step takes a path of the app, starting with a "
+                "single '/' (e.g. /products/2); other origins, file:, data: and other schemes "
+                "are not allowed (third-party origins the app loads go in allowed_origins)")
         return self
 
     def describe(self) -> str:
@@ -130,7 +142,19 @@ class Spec(_Strict):
     session_cookies: list[Cookie] = Field(default_factory=list)
     noise_floor: bool = True
     flows: list[Flow] = Field(min_length=1)
+    # third-party origins the app needs (fonts, CDNs): public DNS names only
+    allowed_origins: list[str] = Field(default_factory=list, max_length=20)
     sandbox: SandboxSpec | None = None
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                parse_third_party_origin(text)
+            except OriginError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @model_validator(mode="after")
     def _check_refs(self) -> Spec:

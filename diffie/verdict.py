@@ -21,10 +21,11 @@ FindingKind = Literal[
     "visual_change",      # a screenshot differs between base and head
     "size_change",        # a screenshot changed dimensions (page got taller, ...)
     "deploy_error",       # the change could not be deployed in the sandbox
+    "blocked_request",    # the browser was kept from leaving the app's origin (never sent)
 ]
 ERROR_KINDS: frozenset[str] = frozenset({
     "console_error", "page_error", "request_failed", "step_failed", "assertion_failed",
-    "deploy_error",
+    "deploy_error", "blocked_request",
 })
 CHANGE_KINDS: frozenset[str] = frozenset({"visual_change", "size_change"})
 

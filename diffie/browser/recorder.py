@@ -9,9 +9,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from playwright.sync_api import BrowserContext, ConsoleMessage, Request, Response, WebError
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Request,
+    Response,
+    WebError,
+    WebSocket,
+)
 
+from diffie.browser.confine import BLOCKED_FAILURE
 from diffie.capture import MAX_ENTRIES, MAX_TEXT, Capture, ConsoleEntry, PageError, RequestIssue
+from diffie.origins import OriginPolicy
 
 _FRAME_RE = re.compile(r"(\S+?):(\d+):(\d+)\)?$")
 
@@ -49,12 +58,25 @@ class Recorder:
         self.capture = capture
         self.step: int | None = None
         self.crashed = False
+        self.policy: OriginPolicy | None = None     # requests outside it are `blocked`
 
     def attach(self, context: BrowserContext) -> None:
         context.on("console", self.console)
         context.on("weberror", self.web_error)
         context.on("requestfailed", self.request_failed)
         context.on("response", self.response)
+        context.on("page", lambda page: page.on("websocket", self.websocket))
+
+    def websocket(self, ws: WebSocket) -> None:
+        """A WebSocket to another origin: the proxy fence refuses its connection (Playwright's
+        routes do not see WebSockets); recorded as a blocked request."""
+        if self.policy is None or self.policy.allows(ws.url):
+            return
+        if len(self.capture.requests) >= MAX_ENTRIES:
+            return
+        self.capture.requests.append(RequestIssue(
+            method="GET", url=bound(ws.url), failure=BLOCKED_FAILURE, resource_type="websocket",
+            step=self.step, blocked=True))
 
     def console(self, msg: ConsoleMessage) -> None:
         if len(self.capture.console) >= MAX_ENTRIES:
@@ -84,10 +106,14 @@ class Recorder:
     def request_failed(self, request: Request) -> None:
         if len(self.capture.requests) >= MAX_ENTRIES:
             return
+        blocked = self.policy is not None and not self.policy.allows(request.url)
+        failure = request.failure or "failed"
+        if blocked:
+            failure = f"{BLOCKED_FAILURE} ({failure})"
         self.capture.requests.append(RequestIssue(
             method=bound(request.method, 20), url=bound(request.url),
-            failure=bound(request.failure or "failed", 500), resource_type=bound(request.resource_type, 40),
-            step=self.step))
+            failure=bound(failure, 500), resource_type=bound(request.resource_type, 40),
+            step=self.step, blocked=blocked))
 
     def response(self, response: Response) -> None:
         if response.status < 400 or len(self.capture.requests) >= MAX_ENTRIES:

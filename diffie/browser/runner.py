@@ -23,12 +23,13 @@ from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwr
 from playwright.sync_api import Error as PlaywrightError
 
 from diffie.artifacts import ArtifactDir, slug
-from diffie.browser import stabilise
+from diffie.browser import confine, stabilise
 from diffie.browser.recorder import Recorder, bound, short_error
 from diffie.browser.steps import FlowRun, InfrastructureError
 from diffie.capture import Capture, Side
 from diffie.config import Settings
 from diffie.errors import BrowserError
+from diffie.origins import OriginError, OriginPolicy
 from diffie.spec import Flow, Spec, Viewport
 
 LAUNCH_ARGS: tuple[str, ...] = (
@@ -43,6 +44,7 @@ LAUNCH_ARGS: tuple[str, ...] = (
     # robustness
     "--disable-dev-shm-usage", "--mute-audio",
     "--disable-features=Translate,MediaRouter,OptimizationHints,InterestFeedContentSuggestions",
+    *confine.LAUNCH_ARGS,
 )
 _INSTALL_HINT = ("install Debian's Chromium (apt-get install chromium) or point DIFFIE_CHROMIUM_PATH "
                  "at a Chromium binary; `playwright install` is not needed")
@@ -51,15 +53,22 @@ _INSTALL_HINT = ("install Debian's Chromium (apt-get install chromium) or point 
 class BrowserRunner:
     """One Chromium launch, reused for many flows. Use as a context manager."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, route_fence: bool = True,
+                 proxy_fence: bool = True) -> None:
+        """``route_fence``/``proxy_fence``: the two confinement fences (see
+        :mod:`diffie.browser.confine`); both are always on outside the tests that prove each one
+        holds alone."""
         self.settings = settings
+        self.route_fence, self.proxy_fence = route_fence, proxy_fence
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
+        self._dead_proxy: confine.DeadProxy | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> BrowserRunner:
         self._check_executable()
+        self._dead_proxy = confine.DeadProxy()
         try:
             self._pw = sync_playwright().start()
         except PlaywrightError as exc:
@@ -88,6 +97,9 @@ class BrowserRunner:
             except PlaywrightError:
                 pass
             self._pw = None
+        if self._dead_proxy is not None:
+            self._dead_proxy.close()
+            self._dead_proxy = None
 
     def _check_executable(self) -> None:
         path = self.settings.chromium_path
@@ -160,12 +172,22 @@ class BrowserRunner:
         trace_name = slug(side, flow.name, viewport_name, "trace") + ".zip"
         browser = self._ensure_browser()        # BrowserError: nothing can be verified
         try:
+            policy = OriginPolicy.for_app(base_url, spec.allowed_origins,
+                                                  self.settings.browser_allowed_origins)
+        except OriginError as exc:
+            raise BrowserError(str(exc)) from exc
+        recorder.policy = policy
+        proxy = policy.proxy(self._dead_proxy) if self.proxy_fence and self._dead_proxy else None
+        try:
             context = browser.new_context(
+                proxy=proxy,  # type: ignore[arg-type]
                 viewport={"width": viewport.width, "height": viewport.height},
                 screen={"width": viewport.width, "height": viewport.height},
                 device_scale_factor=viewport.device_scale_factor, is_mobile=viewport.mobile,
                 has_touch=viewport.mobile, locale="en-US", timezone_id="UTC", reduced_motion="reduce",
                 color_scheme="light", service_workers="block", accept_downloads=False)
+            if self.route_fence:
+                confine.confine_context(context, policy)
             context.set_default_timeout(spec.timeout_ms)
             context.set_default_navigation_timeout(spec.timeout_ms)
             stabilise.prepare_context(context, clock, seed)
@@ -179,7 +201,7 @@ class BrowserRunner:
             page = context.new_page()
             page.on("crash", lambda _page: setattr(recorder, "crashed", True))
             flow_run = FlowRun(self, spec, flow, viewport_name, base_url, side, out, page, network,
-                                recorder, capture)
+                                recorder, capture, policy)
             flow_run.run()
         except InfrastructureError as exc:
             capture.error = bound(str(exc), 1000)

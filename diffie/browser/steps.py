@@ -20,6 +20,7 @@ from diffie.artifacts import ArtifactDir, slug
 from diffie.browser import elements, stabilise
 from diffie.browser.recorder import Recorder, bound, short_error
 from diffie.capture import Capture, Screenshot, Side, StepResult
+from diffie.origins import OriginPolicy, check_navigation
 from diffie.spec import Flow, Spec, Step
 
 if TYPE_CHECKING:
@@ -74,10 +75,11 @@ class FlowRun:
 
     def __init__(self, runner: BrowserRunner, spec: Spec, flow: Flow, viewport_name: str, base_url: str,
                  side: Side, out: ArtifactDir, page: Page, network: stabilise.NetworkTracker,
-                 recorder: Recorder, capture: Capture) -> None:
+                 recorder: Recorder, capture: Capture, policy: OriginPolicy) -> None:
         self.runner, self.spec, self.flow, self.viewport_name = runner, spec, flow, viewport_name
         self.base_url, self.side, self.out, self.page = base_url, side, out, page
         self.network, self.recorder, self.capture = network, recorder, capture
+        self.policy = policy
 
     def run(self) -> None:
         for index, step in enumerate(self.flow.steps):
@@ -222,6 +224,9 @@ class FlowRun:
 
     def _goto(self, url: str, timeout: int) -> None:
         target = self._url(url)
+        refused = check_navigation(self.policy, target)
+        if refused:
+            raise StepFailed(f"goto refused: {refused}")
         try:
             self.page.goto(target, timeout=timeout, wait_until="load")
         except PlaywrightTimeout:
@@ -229,6 +234,9 @@ class FlowRun:
         except PlaywrightError as exc:
             message = getattr(exc, "message", "") or str(exc)
             code = re.search(r"net::(ERR_[A-Z_]+)", message)
+            if code and code.group(1) in ("ERR_BLOCKED_BY_CLIENT", "ERR_PROXY_CONNECTION_FAILED"):
+                raise StepFailed(f"could not open {bound(target, 500)}: it led outside the app's "
+                                 f"origin {self.policy.app} (blocked, net::{code.group(1)})") from exc
             if code:
                 reason = _NET_ERRORS.get(code.group(1), code.group(1).lower().replace("_", " "))
                 raise StepFailed(f"could not open {bound(target, 500)}: {reason} "
@@ -244,13 +252,20 @@ class FlowRun:
             if not self._present(sel):
                 raise StepFailed(f"selector {sel!r} did not appear within {timeout} ms"
                                  f"{_waiting(pending)}", pending=pending) from exc
-            try:
-                actual = bound(" ".join((locator.text_content(timeout=500) or "").split()), 200)
-            except PlaywrightError:
-                actual = "?"
+            actual = self._text_for_message(locator)
             raise StepFailed(
                 f"text of {sel!r} did not contain {text!r} within {timeout} ms (it was {actual!r})"
                 f"{_waiting(pending)}", pending=pending) from exc
+
+    def _text_for_message(self, locator: Locator) -> str:
+        """The element's text for a failure message: only from a page of the app's (or an
+        allowed) origin; a page the browser may not read from is never quoted."""
+        if not self.policy.allows(self.page.url):
+            return f"not read: the page is outside the app's origin {self.policy.app}"
+        try:
+            return bound(" ".join((locator.text_content(timeout=500) or "").split()), 200)
+        except PlaywrightError:
+            return "?"
 
     def _expect_url(self, part: str, timeout: int) -> None:
         deadline = time.monotonic() + timeout / 1000

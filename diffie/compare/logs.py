@@ -202,10 +202,39 @@ def page_error_findings(base: Capture | None, head: Capture) -> list[Finding]:
     return findings
 
 
+def blocked_key(req: RequestIssue) -> str:
+    """Blocked requests are matched on their whole URL minus volatile numbers: where the page
+    tried to go is the point (another port is another service)."""
+    return f"{req.method.upper()} {_LONGNUM.sub('#', req.url[:500])}"
+
+
+def blocked_findings(base: Capture | None, head: Capture) -> list[Finding]:
+    """Requests the browser's confinement kept from leaving the app's origin. Always reported
+    (a page that reaches for another origin is news); ``pre_existing`` when base did too."""
+    base_keys = {blocked_key(r) for r in (base.requests if base else []) if r.blocked}
+    findings: list[Finding] = []
+    for key, group in _grouped([r for r in head.requests if r.blocked], blocked_key).items():
+        first: RequestIssue = group[0]
+        pre = key in base_keys
+        msg = (f"{first.method.upper()} {clip(first.url, 200)} [{first.resource_type or 'request'}] "
+               f"was blocked: the browser may only reach the app's origin and the spec's "
+               f"allowed_origins{_during(head, first.step)}" + (" (also on base)" if pre else ""))
+        findings.append(Finding(
+            kind="blocked_request", flow=head.flow, viewport=head.viewport, message=msg,
+            pre_existing=pre, evidence=_evidence(head, first.step),
+            details={"key": key, "method": first.method.upper(), "url": _raw(first.url),
+                     "resource_type": first.resource_type, "count": len(group),
+                     **_step_fields(head, first.step)},
+            **_step_fields(head, first.step),
+        ))
+    return findings
+
+
 def request_findings(base: Capture | None, head: Capture) -> list[Finding]:
     """New failed requests and HTTP >= 400 responses in head (method + path + status)."""
     base_keys = {request_key(r) for r in (base.requests if base else [])}
-    relevant = [r for r in head.requests if r.status is not None or r.failure not in IGNORED_FAILURES]
+    relevant = [r for r in head.requests if not r.blocked and (
+        r.status is not None or r.failure not in IGNORED_FAILURES)]
     findings: list[Finding] = []
     for key, group in _grouped(relevant, request_key).items():
         if key in base_keys:
@@ -261,4 +290,5 @@ def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
 def log_findings(base: Capture | None, head: Capture) -> list[Finding]:
     """Every log-type finding of one flow×viewport: steps first, then errors and requests."""
     return (step_findings(base, head) + page_error_findings(base, head)
-            + console_findings(base, head) + request_findings(base, head))
+            + console_findings(base, head) + request_findings(base, head)
+            + blocked_findings(base, head))

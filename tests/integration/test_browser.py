@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -299,13 +301,29 @@ flows:
 
 
 def test_failed_request_without_response_is_recorded(runner, site, tmp_path):
-    dead = _closed_port_url()
+    dead = _closed_port_url()     # an origin the operator allows, where nothing listens
     site.page("/dead-script", f"<!doctype html><h1>x</h1><script src='{dead}/x.js'></script>")
     spec = _spec("flows:\n  - name: dead\n    steps:\n      - goto: /dead-script\n")
-    cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    settings = runner.settings
+    runner.settings = settings.model_copy(update={"browser_allowed_origins": [dead]})
+    try:
+        cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    finally:
+        runner.settings = settings
     assert cap.completed
     failed = [r for r in cap.requests if r.url == f"{dead}/x.js"]
     assert failed and failed[0].status is None and "ERR_CONNECTION_REFUSED" in (failed[0].failure or "")
+    assert not failed[0].blocked
+
+
+def test_a_request_to_another_origin_is_blocked_not_failed(runner, site, tmp_path):
+    other = _closed_port_url()
+    site.page("/other-script", f"<!doctype html><h1>x</h1><script src='{other}/x.js'></script>")
+    spec = _spec("flows:\n  - name: other\n    steps:\n      - goto: /other-script\n")
+    cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    assert cap.completed
+    [blocked] = [r for r in cap.requests if r.url == f"{other}/x.js"]
+    assert blocked.blocked and "blocked by Diffie" in (blocked.failure or "")
 
 
 # --- steps -----------------------------------------------------------------------------------
@@ -654,9 +672,43 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_renderers_after(seconds: float) -> threading.Thread:
+    """Kill this test's Chromium renderer processes (descendants of this process only)."""
+    def kill() -> None:
+        time.sleep(seconds)
+        for pid in _descendants(os.getpid()):
+            try:
+                if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_renderer_crash_is_an_infrastructure_error_and_the_runner_recovers(runner, site, tmp_path):
-    spec = _spec("flows:\n  - name: crash\n    steps:\n      - goto: chrome://crash\n")
+    spec = _spec("flows:\n  - name: crash\n    steps:\n      - goto: /\n"
+                 "      - wait_for: {selector: '#never', timeout_ms: 20000}\n")
+    killer = _kill_renderers_after(2.0)
     cap = _run(runner, spec, site.url, ArtifactDir(tmp_path))
+    killer.join()
     assert cap.error and "crashed" in cap.error and not cap.completed
 
     runner._browser.close()          # the browser itself went away: the next flow relaunches it
