@@ -36,3 +36,4 @@ bench: setup services
 	$(PY) -m benchmarks.pixeldiff
 	$(PY) -m benchmarks.urlmode
 	$(PY) -m benchmarks.vm
+	$(PY) -m benchmarks.security
