@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print("other attacks (tests/security):", flush=True)
             results += suite_attacks(tmp)
     blocked = sum(1 for _n, b, _l in results if b)
-    leaked = sum(1 for _n, _b, l in results if l)
+    leaked = sum(1 for _n, _b, leak in results if leak)
     print(f"security: attacks={len(results)} blocked={blocked} leaked={leaked}")
     return 0 if leaked == 0 and blocked == len(results) else 1
 
