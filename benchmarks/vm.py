@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,13 +28,14 @@ import httpx
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.models import Base
+from diffie.sandbox import confine
 from diffie.sandbox import domain as dx
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
 from diffie.sandbox.images import build_image, cold_boot
 from diffie.sandbox.libvirt import Hypervisor, LibvirtSandbox, qemu_img_overlay
 from diffie.sandbox.recipe import load_recipe
 from diffie.sandbox.slots import Holder
-from diffie.sandbox.store import ImageInfo
+from diffie.sandbox.store import ImageInfo, leases_dir
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "shop"
@@ -48,17 +50,24 @@ def load_line() -> str:
     return f"load {one:.1f}/{five:.1f} on {os.cpu_count()} CPUs"
 
 
-def measure_cold_boot(settings: Settings, info: ImageInfo, work: Path) -> float:
+def measure_cold_boot(settings: Settings, info: ImageInfo) -> float:
     loaded = load_recipe(settings.vm_images_dir, IMAGE)
+    holder = Holder.mine("bench")
+    # QEMU runs unprivileged: its files go where it can reach them (a lease directory, which
+    # the reaper removes if this process dies).
+    work = leases_dir(settings) / f"bench-{holder.process_tag}"
+    confine.make_dir(work)
     disk = work / "cold.qcow2"
     qemu_img_overlay(info.base_disk, disk)
     ident = dx.identity(f"bench-{info.key}", os.getpid() % 1000)
-    with Hypervisor(settings.libvirt_uri) as hv:
-        boot = cold_boot(hv, loaded, info.dir, ident, choose_domain_type(settings.vm_domain_type),
-                         disk, work / "cold-console.log",
-                         dx.description_for(str(Holder.mine("bench")), "bench"))
-        hv.destroy(ident.name)
-    disk.unlink(missing_ok=True)
+    try:
+        with Hypervisor(settings.libvirt_uri) as hv:
+            boot = cold_boot(hv, loaded, info.dir, ident,
+                             choose_domain_type(settings.vm_domain_type), disk,
+                             work / "cold-console.log", dx.description_for(str(holder), "bench"))
+            hv.destroy(ident.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     say(f"cold boot to ready: {boot.seconds:.1f} s (guest uptime {boot.guest_uptime_s} s; {load_line()})")
     return boot.seconds
 
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         info = build_image(settings, IMAGE, progress=lambda line: say(f"image: {line}"))
         db = Database(settings.resolved_database_url())
         Base.metadata.create_all(db.engine)
-        cold = measure_cold_boot(settings, info, work)
+        cold = measure_cold_boot(settings, info)
         restores = measure_restore(LibvirtSandbox(settings, db), args.runs)
         median = statistics.median(restores)
         verify = float("nan")

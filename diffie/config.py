@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from diffie.sandbox.confine import default_image_cache_dir
+
 
 class Settings(BaseSettings):
     """Diffie's configuration. Nothing reads the environment at import time: call ``Settings()``."""
@@ -36,8 +38,10 @@ class Settings(BaseSettings):
     # VM sandbox
     vm_images_dir: Path = Field(default=Path("vm_images"), description="Recipes (vm_images/<name>).")
     image_cache_dir: Path = Field(
-        default_factory=lambda: Path.home() / ".cache" / "diffie" / "images",
-        description="Built golden images, content-addressed; kept across checkouts.")
+        default_factory=default_image_cache_dir,
+        description="Built golden images (content-addressed, kept across checkouts) and the "
+        "per-lease overlays; QEMU's unprivileged user must be able to traverse it. Default "
+        "/var/lib/diffie/images as root, else ~/.cache/diffie/images.")
     vm_domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     libvirt_uri: str = "qemu:///system"
     vm_slots: int = 2

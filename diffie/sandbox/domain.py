@@ -8,9 +8,9 @@ overlay, the serial log, the ``hostfwd`` ports, the description) may change at r
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +59,7 @@ class DomainParams:
     console_log: Path
     forwards: list[tuple[int, int]] = field(default_factory=list)   # (host port, guest port)
     description: str = ""
+    backing: tuple[Path, ...] = ()   # disk's backing chain, top first: golden, read-only layers
 
 
 def _netdev_arg(mac: str, forwards: list[tuple[int, int]]) -> tuple[str, str]:
@@ -66,6 +67,24 @@ def _netdev_arg(mac: str, forwards: list[tuple[int, int]]) -> tuple[str, str]:
     netdev = f"user,id={NETDEV_ID},restrict=on{fwd}"
     device = f"virtio-net-pci,netdev={NETDEV_ID},mac={mac},bus=pci.0,addr={NIC_PCI_SLOT}"
     return netdev, device
+
+
+def set_backing_chain(disk: ET.Element, chain: Sequence[Path]) -> None:
+    """Spell out ``disk``'s backing chain (top first), each layer with a DAC ``relabel='no'``:
+    libvirt then leaves the golden layers ``root:<QEMU's group> 0640`` (read-only for QEMU)
+    instead of chowning them to QEMU's user, which would let any guest's QEMU rewrite them.
+    An empty chain removes the element (libvirt probes the chain and relabels every layer)."""
+    for old in disk.findall("backingStore"):
+        disk.remove(old)
+    parent = disk
+    for layer in chain:
+        store = ET.SubElement(parent, "backingStore", {"type": "file"})
+        ET.SubElement(store, "format", {"type": "qcow2"})
+        source = ET.SubElement(store, "source", {"file": str(layer)})
+        ET.SubElement(source, "seclabel", {"model": "dac", "relabel": "no"})
+        parent = store
+    if chain:
+        ET.SubElement(parent, "backingStore")      # the chain ends here: nothing to probe
 
 
 def build_xml(p: DomainParams) -> str:
@@ -93,6 +112,7 @@ def build_xml(p: DomainParams) -> str:
     disk = ET.SubElement(dev, "disk", {"type": "file", "device": "disk"})
     ET.SubElement(disk, "driver", {"name": "qemu", "type": "qcow2", "discard": "unmap"})
     ET.SubElement(disk, "source", {"file": str(p.disk)})
+    set_backing_chain(disk, p.backing)
     ET.SubElement(disk, "target", {"dev": "vda", "bus": "virtio"})
     serial = ET.SubElement(dev, "serial", {"type": "file"})
     ET.SubElement(serial, "source", {"path": str(p.console_log)})
@@ -103,9 +123,8 @@ def build_xml(p: DomainParams) -> str:
     ET.SubElement(rng, "backend", {"model": "random"}).text = "/dev/urandom"
     ET.SubElement(dev, "controller", {"type": "usb", "model": "none"})
     ET.SubElement(dev, "memballoon", {"model": "none"})
-    # QEMU runs as the worker's own user; nothing is relabelled (images live in its cache).
-    sec = ET.SubElement(root, "seclabel", {"type": "static", "model": "dac", "relabel": "no"})
-    ET.SubElement(sec, "label").text = f"+{os.getuid()}:+{os.getgid()}"
+    # No <seclabel>: QEMU runs as qemu.conf's user (libvirt-qemu) and libvirt relabels the disk
+    # chain, kernel and initrd for it (dynamic_ownership); AppArmor adds its own where enabled.
     cmd = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     netdev, device = _netdev_arg(p.ident.mac, p.forwards)
     for arg in ("-netdev", netdev, "-device", device):
@@ -114,9 +133,24 @@ def build_xml(p: DomainParams) -> str:
 
 
 def patch_for_restore(saved_xml: str, *, disk: Path, console_log: Path,
-                      forwards: list[tuple[int, int]], description: str) -> str:
-    """The saved image's XML with this lease's overlay, serial log, forwards and description."""
+                      forwards: list[tuple[int, int]], description: str,
+                      kernel: Path | None = None, initrd: Path | None = None,
+                      backing: Sequence[Path] = ()) -> str:
+    """The saved image's XML with this lease's overlay, serial log, forwards and description.
+
+    ``backing``: the overlay's chain, top first (see :func:`set_backing_chain`).
+    ``kernel``/``initrd``: where the image's files are now (a moved cache). A static DAC
+    ``<seclabel>`` (images saved before QEMU ran unprivileged: ``+0:+0``, relabel no) is
+    dropped, so such a snapshot restores under qemu.conf's unprivileged user too."""
     root = ET.fromstring(saved_xml)
+    for sec in root.findall("seclabel"):
+        if sec.get("model") == "dac" and sec.get("type") == "static":
+            root.remove(sec)
+    os_el = root.find("os")
+    for tag, path in (("kernel", kernel), ("initrd", initrd)):
+        el = os_el.find(tag) if os_el is not None else None
+        if path is not None and el is not None:
+            el.text = str(path)
     disks = [d for d in root.iter("disk") if d.get("device") == "disk"]
     if len(disks) != 1:
         raise ValueError(f"expected one disk in the saved domain, found {len(disks)}")
@@ -124,8 +158,9 @@ def patch_for_restore(saved_xml: str, *, disk: Path, console_log: Path,
     if source is None:
         raise ValueError("the saved domain's disk has no <source>")
     source.attrib = {"file": str(disk)}
-    for backing in disks[0].findall("backingStore"):
-        disks[0].remove(backing)
+    for label in source.findall("seclabel"):
+        source.remove(label)
+    set_backing_chain(disks[0], backing)
     for serial in root.iter("serial"):
         src = serial.find("source")
         if src is not None:

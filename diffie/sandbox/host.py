@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from diffie.sandbox import confine
+
 LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 VIRTLOGD_PIDFILE = Path("/run/virtlogd.pid")
 _MARKER = b"DIFFIE-KVM-OK"
@@ -183,13 +185,22 @@ def _start(argv: list[str], *, hide_kvm: bool) -> None:
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, timeout=60)
 
 
+def _stop_libvirtd(pid: int) -> None:
+    os.kill(pid, 15)
+    for _ in range(100):
+        if _pid_alive(LIBVIRTD_PIDFILE) is None:
+            return
+        time.sleep(0.1)
+
+
 def ensure_daemons(uri: str = "qemu:///system", *, timeout_s: float = 60.0,
-                   restart_trapped: bool = False) -> None:
+                   restart_trapped: bool = False, reload_config: bool = False) -> None:
     """Start virtlogd and libvirtd unless running; idempotent. Raises RuntimeError on failure.
 
     Where KVM is unusable, libvirtd starts without /dev/kvm in sight. A libvirtd that someone
     else started *with* /dev/kvm in sight is reported (slow restores); with ``restart_trapped``
-    it is stopped (by its pidfile) and restarted the right way.
+    it is stopped (by its pidfile) and restarted the right way. ``reload_config`` restarts a
+    running libvirtd (qemu.conf changed); running guests keep running meanwhile.
     """
     if not uri.startswith("qemu:///system"):
         return  # session or remote daemons are not ours to manage
@@ -203,12 +214,12 @@ def ensure_daemons(uri: str = "qemu:///system", *, timeout_s: float = 60.0,
                  "restores will be very slow. Re-run with --restart-trapped to fix.")
         else:
             _log(f"restarting libvirtd (pid {pid}) without /dev/kvm in sight")
-            os.kill(pid, 15)
-            for _ in range(100):
-                if _pid_alive(LIBVIRTD_PIDFILE) is None:
-                    break
-                time.sleep(0.1)
+            _stop_libvirtd(pid)
             pid = None
+    if pid is not None and reload_config:
+        _log(f"restarting libvirtd (pid {pid}) to apply qemu.conf")
+        _stop_libvirtd(pid)
+        pid = None
     if pid is None:
         _start(["libvirtd", "-d"], hide_kvm=hide)
     deadline = time.monotonic() + timeout_s
@@ -226,17 +237,42 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--restart-trapped", action="store_true",
                     default=os.environ.get("DIFFIE_VM_RESTART_TRAPPED") == "1")
     sub.add_parser("domain-type", help="print kvm or qemu")
+    conf = sub.add_parser("confinement", help="print what confines QEMU on this host")
+    conf.add_argument("--uri", default=os.environ.get("DIFFIE_LIBVIRT_URI", "qemu:///system"))
     args = parser.parse_args(argv)
+    dtype = choose_domain_type(os.environ.get("DIFFIE_VM_DOMAIN_TYPE", "auto"))
     if args.cmd == "domain-type":
-        print(choose_domain_type(os.environ.get("DIFFIE_VM_DOMAIN_TYPE", "auto")))
+        print(dtype)
         return 0
+    if args.cmd == "confinement":
+        for line in confine.inspect(args.uri, image_cache_dir(), dtype).lines():
+            print(line)
+        return 0
+    system = args.uri.startswith("qemu:///system") and os.geteuid() == 0
+    cache = image_cache_dir()
     try:
-        ensure_daemons(args.uri, restart_trapped=args.restart_trapped)
+        changed = False
+        if system:
+            changed = confine.configure_qemu_conf()
+            if not os.environ.get("DIFFIE_IMAGE_CACHE_DIR"):
+                confine.migrate_legacy_cache(confine.legacy_image_cache_dir(), cache)
+        ensure_daemons(args.uri, restart_trapped=args.restart_trapped, reload_config=changed)
+        report = confine.inspect(args.uri, cache, dtype)
+        if system:
+            confine.prepare_cache(cache, report.qemu_gid)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         _log(f"error: {exc}")
         return 1
-    _log(f"libvirt answers on {args.uri}; domain type {choose_domain_type()}")
-    return 0
+    _log(f"libvirt answers on {args.uri}; domain type {dtype}")
+    for line in report.lines():
+        _log(line)
+    return 1 if report.cache_problem else 0
+
+
+def image_cache_dir() -> Path:
+    """DIFFIE_IMAGE_CACHE_DIR, else the default (``Settings.image_cache_dir`` says the same)."""
+    env = os.environ.get("DIFFIE_IMAGE_CACHE_DIR")
+    return Path(env).expanduser().absolute() if env else confine.default_image_cache_dir()
 
 
 if __name__ == "__main__":

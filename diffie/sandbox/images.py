@@ -36,8 +36,8 @@ import httpx
 
 from diffie.config import Settings
 from diffie.errors import SandboxError
+from diffie.sandbox import confine, provision
 from diffie.sandbox import domain as dx
-from diffie.sandbox import provision
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
 from diffie.sandbox.libvirt import Hypervisor, domain_active, qemu_img_overlay, wait_for_console
 from diffie.sandbox.recipe import BUILDER_VERSION, LoadedRecipe, load_recipe
@@ -212,8 +212,10 @@ def cold_boot(hv: Hypervisor, loaded: LoadedRecipe, out: Path, ident: dx.Identit
         ident=ident, domain_type=dtype, memory_mib=r.vm.memory_mib, vcpus=r.vm.vcpus,
         kernel=out / "vmlinuz", initrd=out / "initrd.img",
         cmdline=f"{KERNEL_ARGS} {r.kernel_args}".strip(), disk=disk, console_log=console,
-        forwards=forwards, description=description))
+        forwards=forwards, description=description, backing=(out / "base.qcow2",)))
     hv.destroy(ident.name)     # a leftover of a crashed build or benchmark
+    hv.check_reachable(dtype, disk, out / "vmlinuz")
+    hv.check_reachable(dtype, out / "base.qcow2", read=True)
     start = time.monotonic()
     dom = hv.start(xml)
     try:
@@ -313,6 +315,13 @@ def _boot_and_save(settings: Settings, loaded: LoadedRecipe, out: Path, dtype: s
             "saved_at": datetime.now(UTC).isoformat()}
 
 
+def _qemu_gid(settings: Settings, dtype: str) -> int | None:
+    """The group QEMU runs with (libvirt's DAC base label): golden disks are given to it."""
+    with Hypervisor(settings.libvirt_uri) as hv:
+        label = hv.qemu_label(dtype)
+    return label[1] if label else None
+
+
 def _collect_journal(hv: Hypervisor, dom: Any, path: Path) -> None:
     """Best effort: the guest's journal of this boot, for the build's failure report."""
     if not domain_active(dom):
@@ -360,6 +369,7 @@ def build_image(settings: Settings, name: str, *, progress: Progress = print_pro
     count = settings.vm_slots if slots is None else slots
     if count < 1:
         raise SandboxError("an image needs at least one slot")
+    confine.make_dir(out.parent)      # traversable by QEMU's unprivileged user
     with _locked(out.parent / f".{loaded.key}.lock"):
         if force and out.exists():
             shutil.rmtree(out)
@@ -384,16 +394,20 @@ def build_image(settings: Settings, name: str, *, progress: Progress = print_pro
         dtype = choose_domain_type(settings.vm_domain_type)
         missing = [i for i in range(count)
                    if not any(s.domain_type == dtype and s.index == i for s in info.snapshots())]
+        qemu_gid: int | None = None
         if missing:
             try:
                 ensure_daemons(settings.libvirt_uri)
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 raise SandboxError(f"cannot start libvirt: {exc}") from exc
+            qemu_gid = _qemu_gid(settings, dtype)
+            confine.secure_image(out, qemu_gid)      # QEMU reads base.qcow2 from now on
         for index in missing:
             entry = _boot_slot(settings, loaded, out, dtype, index, progress)
             meta = read_meta(out) or meta
             meta.setdefault("slots", {})[slot_key(dtype, index)] = entry
             write_meta(out, meta)
+            confine.secure_image(out, qemu_gid)
         if not missing:
             progress(f"snapshots cached for slot(s) 0..{count - 1} ({dtype})")
         else:

@@ -26,14 +26,15 @@ import libvirt_qemu
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.errors import SandboxError
+from diffie.sandbox import confine, slots
 from diffie.sandbox import domain as dx
-from diffie.sandbox import slots
 from diffie.sandbox.base import ExecResult
 from diffie.sandbox.guest import GuestAgent
 from diffie.sandbox.host import choose_domain_type
 from diffie.sandbox.store import find_image, leases_dir
 
 PORTS_PER_SLOT = 10
+_LABELS: dict[tuple[str, str], tuple[int, int] | None] = {}
 
 
 def _quiet(_ctx: Any, _err: Any) -> None:
@@ -58,6 +59,7 @@ class Hypervisor:
     """One libvirt connection and the few operations Diffie needs."""
 
     def __init__(self, uri: str) -> None:
+        self.uri = uri
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
@@ -153,6 +155,28 @@ class Hypervisor:
                 continue    # vanished meanwhile
         return out
 
+    def qemu_label(self, domain_type: str) -> tuple[int, int] | None:
+        """(uid, gid) QEMU runs as (libvirt's DAC base label; cached per URI and type)."""
+        key = (self.uri, domain_type)
+        if key not in _LABELS:
+            try:
+                caps = str(self.conn.getCapabilities())
+            except libvirt.libvirtError:
+                return None
+            _LABELS[key] = confine.qemu_label(caps, domain_type)
+        return _LABELS[key]
+
+    def check_reachable(self, domain_type: str, *paths: Path, read: bool = False) -> None:
+        """SandboxError naming what keeps QEMU's user from ``paths`` (traversal; with ``read``,
+        also reading them as they are: golden layers libvirt does not relabel), if anything."""
+        label = self.qemu_label(domain_type)
+        if label is None:
+            return
+        for path in paths:
+            problem = confine.unreachable_message(path, *label, read=read)
+            if problem:
+                raise SandboxError(problem)
+
     @staticmethod
     def agent(dom: libvirt.virDomain) -> GuestAgent:
         def call(command: str, arguments: dict[str, Any] | None, timeout_s: float) -> Any:
@@ -181,10 +205,12 @@ def slot_ports(settings: Settings, index: int) -> list[int]:
 
 
 def qemu_img_overlay(backing: Path, overlay: Path) -> None:
+    """A copy-on-write overlay on ``backing``, readable by its owner only (confine.FILE_MODE)."""
     res = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                           "-b", str(backing), str(overlay)], capture_output=True, text=True, timeout=60)
     if res.returncode != 0:
         raise SandboxError(f"qemu-img create {overlay.name} failed: {res.stderr.strip()}")
+    confine.secure_file(overlay)
 
 
 class LibvirtMachine:
@@ -276,11 +302,13 @@ class LibvirtSandbox:
             t = time.monotonic()
             snap = info.snapshot(dtype, lease.index)
             name = dx.identity(info.key, lease.index).name
-            work.mkdir(parents=True, exist_ok=True)
+            confine.make_dir(work)
             overlay = work / "disk.qcow2"
             qemu_img_overlay(snap.disk, overlay)
             ports = slot_ports(self.settings, lease.index)
             hv = Hypervisor(self.settings.libvirt_uri)
+            hv.check_reachable(dtype, overlay, info.kernel)
+            hv.check_reachable(dtype, snap.disk, info.base_disk, read=True)
             # We hold the slot (and its host lock): a domain of that name is a leftover of a
             # killed holder, and it still holds the slot's host ports until it is gone.
             leftover = hv.destroy(name)
@@ -291,7 +319,9 @@ class LibvirtSandbox:
             forwards = list(zip(ports, info.ports, strict=False))
             xml = dx.patch_for_restore(hv.saved_xml(snap.memory), disk=overlay,
                                        console_log=work / "console.log", forwards=forwards,
-                                       description=dx.description_for(str(lease.holder)))
+                                       description=dx.description_for(str(lease.holder)),
+                                       kernel=info.kernel, initrd=info.initrd,
+                                       backing=(snap.disk, info.base_disk))
             timings["prepare_s"] = time.monotonic() - t
             t = time.monotonic()
             dom = hv.restore(snap.memory, xml, name)

@@ -8,6 +8,11 @@
     slots/<type>-<i>.qcow2    slot i's disk after its cold boot (backing file of every overlay)
     slots/<type>-<i>.save     slot i's memory image (restored per lease)
     logs/                     build log and cold-boot serial consoles
+``<image_cache_dir>/.leases/<slot>-<pid>.<start>.<nonce>/``: one lease's overlay and serial log
+
+QEMU runs unprivileged (``confine.py``): every file it opens lives under the cache, whose
+directories it can traverse (``0711``) and whose files it may use only while libvirt has
+chowned them to it (``0600``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from diffie.config import Settings
 from diffie.errors import SandboxError
+from diffie.sandbox.confine import LEASES
 from diffie.sandbox.recipe import LoadedRecipe, load_recipe
 
 META = "meta.json"
@@ -125,5 +131,7 @@ def find_image(settings: Settings, name: str) -> ImageInfo:
 
 
 def leases_dir(settings: Settings) -> Path:
-    """Per-lease working files (overlay disk, serial log): ``<data_dir>/vm/leases``."""
-    return settings.data_dir.expanduser().resolve() / "vm" / "leases"
+    """Per-lease working files (overlay disk, serial log): ``<image_cache_dir>/.leases``, next
+    to the images they are backed by and reachable by QEMU's unprivileged user (the data dir
+    may not be, e.g. under /root or a 0700 temporary directory)."""
+    return settings.image_cache_dir.expanduser().resolve() / LEASES

@@ -3,8 +3,9 @@ sandbox on a database of the test's own.
 
 Environment:
 - ``DIFFIE_VM_SLOTS`` (default 2): snapshots to build; the concurrency test needs 2.
-- ``DIFFIE_IMAGE_CACHE_DIR`` (default ``~/.cache/diffie/images``): kept between runs, so only
-  the first run on a machine pays for the image build (~5-10 min under TCG).
+- ``DIFFIE_IMAGE_CACHE_DIR`` (default ``/var/lib/diffie/images`` as root): kept between runs,
+  so only the first run on a machine pays for the image build (~5-10 min under TCG). Lease
+  overlays live there too (``.leases/``), since QEMU runs unprivileged and must reach them.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def sandbox(shop_image: ImageInfo, vm_data: Path, vm_db: Database) -> Iterator[L
 
 
 def leftovers(settings: Settings, image: ImageInfo) -> tuple[list[str], list[str]]:
-    """(domains this test process still holds, lease directories in its data dir). Other
+    """(domains this test process still holds, its lease directories). Other
     processes on the machine may run leases of the same image meanwhile: those do not count."""
     with Hypervisor(settings.libvirt_uri) as hv:
         domains = []
@@ -99,6 +100,7 @@ def leftovers(settings: Settings, image: ImageInfo) -> tuple[list[str], list[str
             holder = Holder.parse(dx.holder_of(d.description))
             if image.key in d.name and holder is not None and holder.pid == os.getpid():
                 domains.append(d.name)
-    base = leases_dir(settings)
-    dirs = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    base = leases_dir(settings)     # in the image cache: shared with other processes
+    mine = f"-{os.getpid()}."       # <slot>-<pid>.<start>.<nonce>
+    dirs = sorted(p.name for p in base.iterdir() if mine in p.name) if base.is_dir() else []
     return domains, dirs

@@ -64,9 +64,11 @@ def run_domains(settings: Settings, run_ids: list[str]) -> list[str]:
             if h is not None and h.run_id and any(r.startswith(h.run_id) for r in run_ids)]
 
 
-def overlays(settings: Settings) -> list[str]:
+def overlays(settings: Settings, before: frozenset[str] = frozenset()) -> list[str]:
+    """Lease directories (in the image cache, shared by every process of the host) that were
+    not there ``before``."""
     base = leases_dir(settings)
-    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    return sorted(p.name for p in base.iterdir() if p.name not in before) if base.is_dir() else []
 
 
 def assert_expected(case: ChangeCase, run: dict[str, Any], log: Path) -> None:
@@ -106,6 +108,7 @@ def test_corpus_changes_through_api_and_queue(vm_api: tuple[AppContext, httpx.Cl
     ctx, api = vm_api
     corpus = cases()
     log = tmp_path / "worker.log"
+    before = frozenset(overlays(ctx.settings))
     worker = worker_process(ctx.settings, log)
     try:
         ids = {cid: submit_change(api, corpus[cid], tmp_path) for cid in CHANGES}
@@ -117,7 +120,7 @@ def test_corpus_changes_through_api_and_queue(vm_api: tuple[AppContext, httpx.Cl
         assert_expected(corpus[cid], run, log)
         assert run["change"]["mode"] == "repo"
     assert run_domains(ctx.settings, list(ids.values())) == []
-    assert overlays(ctx.settings) == []
+    assert overlays(ctx.settings, before) == []
 
 
 def test_killed_worker_mid_vm_run(vm_api: tuple[AppContext, httpx.Client],
@@ -125,6 +128,7 @@ def test_killed_worker_mid_vm_run(vm_api: tuple[AppContext, httpx.Client],
     ctx, api = vm_api
     case = cases()["layout-shift-banner"]
     log = tmp_path / "workers.log"
+    before = frozenset(overlays(ctx.settings))
     first = worker_process(ctx.settings, log)
     second = None
     try:
@@ -162,4 +166,4 @@ def test_killed_worker_mid_vm_run(vm_api: tuple[AppContext, httpx.Client],
     else:
         assert run["reason"], run
     assert run_domains(ctx.settings, [run_id]) == []
-    assert overlays(ctx.settings) == []
+    assert overlays(ctx.settings, before) == []

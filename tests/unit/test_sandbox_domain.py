@@ -50,6 +50,7 @@ def test_cold_boot_xml() -> None:
     device = args[args.index("-device") + 1]
     assert "addr=0x10" in device and "mac=52:54:00:" in device
     assert root.find("cpu") is None
+    assert root.find("seclabel") is None          # QEMU runs as qemu.conf's unprivileged user
     kvm = ET.fromstring(dx.build_xml(_params(domain_type="kvm")))
     assert _el(kvm, "cpu").get("mode") == "host-passthrough"
 
@@ -68,6 +69,41 @@ def test_restore_patch_changes_only_host_side_settings() -> None:
     assert any("hostfwd=tcp:127.0.0.1:47110-:8000" in a and "47100" not in a for a in args)
     assert any("mac=" + dx.identity("shop-0123456789abcdef", 0).mac in a for a in args)
     assert dx.holder_of(patched.findtext("description")) == "host/9.9#cd:run1"
+
+
+def _chain(root: ET.Element) -> list[tuple[str | None, str | None]]:
+    """(file, DAC relabel) of each backing layer of the domain's disk, top first."""
+    out = []
+    node = _el(root, "devices/disk")
+    while (node := node.find("backingStore")) is not None and node.find("source") is not None:
+        source = _el(node, "source")
+        label = source.find("seclabel")
+        out.append((source.get("file"), None if label is None else label.get("relabel")))
+    return out
+
+
+def test_golden_backing_layers_are_never_relabelled() -> None:
+    root = ET.fromstring(dx.build_xml(_params(backing=(Path("/img/base.qcow2"),))))
+    assert _chain(root) == [("/img/base.qcow2", "no")]
+    patched = ET.fromstring(dx.patch_for_restore(
+        dx.build_xml(_params(backing=(Path("/img/base.qcow2"),))),
+        disk=Path("/c/.leases/1/disk.qcow2"), console_log=Path("/c/.leases/1/console.log"),
+        forwards=[], description="d", backing=(Path("/c/slots/qemu-0.qcow2"), Path("/c/base.qcow2"))))
+    assert _chain(patched) == [("/c/slots/qemu-0.qcow2", "no"), ("/c/base.qcow2", "no")]
+    assert _el(patched, "devices/disk/source").find("seclabel") is None   # the overlay is
+
+
+def test_restore_patch_drops_the_root_label_of_old_snapshots_and_follows_a_moved_cache() -> None:
+    saved = ET.fromstring(dx.build_xml(_params()))
+    old = ET.SubElement(saved, "seclabel", {"type": "static", "model": "dac", "relabel": "no"})
+    ET.SubElement(old, "label").text = "+0:+0"                # what images built before carry
+    patched = ET.fromstring(dx.patch_for_restore(
+        ET.tostring(saved, encoding="unicode"), disk=Path("/new/.leases/1/disk.qcow2"),
+        console_log=Path("/new/.leases/1/console.log"), forwards=[], description="d",
+        kernel=Path("/new/img/vmlinuz"), initrd=Path("/new/img/initrd.img")))
+    assert patched.find("seclabel") is None
+    assert patched.findtext("os/kernel") == "/new/img/vmlinuz"
+    assert patched.findtext("os/initrd") == "/new/img/initrd.img"
 
 
 def test_holder_round_trip() -> None:
