@@ -3,6 +3,9 @@
 # virtlogd and libvirtd running (no systemd needed). Where /dev/kvm exists but hardware KVM is
 # unusable (nested "PVM" on the dev/CI machines), libvirtd is started in a private mount
 # namespace without /dev/kvm, or it re-probes QEMU on every call (VM_NOTES.md).
+# QEMU runs as the unprivileged libvirt-qemu user (qemu.conf), the image cache defaults to
+# /var/lib/diffie/images and is made traversable for it; the last lines say what confines QEMU
+# on this host (docs/vm-confinement.md).
 # Idempotent: a second run only checks. Usage: scripts/setup-vm-host.sh [--restart-trapped]
 #   --restart-trapped   restart a libvirtd that was started elsewhere and can see /dev/kvm
 set -euo pipefail
@@ -41,5 +44,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${pkgs[@]}" >&2
 fi
 
-# virtlogd + libvirtd (idempotent); the KVM test and the namespace live in host.py.
+# qemu.conf, image cache, virtlogd + libvirtd (idempotent); the KVM test, the namespace and the
+# confinement live in host.py and confine.py.
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" python3 -m diffie.sandbox.host up "${extra[@]}"

@@ -11,6 +11,10 @@ that prints a marker on its serial port. (On these development machines ``/dev/k
 Where KVM is unusable but ``/dev/kvm`` exists, libvirtd re-probes QEMU's capabilities on every
 call (~70 s per restore). We then start libvirtd in a private mount namespace whose ``/dev`` has
 no kvm node (VM_NOTES.md).
+
+``up`` also confines QEMU (``confine.py``): qemu.conf's unprivileged user (libvirtd restarted if
+that changed), root's pre-confinement image cache moved out of /root, the cache's modes; then it
+prints what holds (``confinement`` prints only that).
 """
 
 from __future__ import annotations
