@@ -193,6 +193,27 @@ def _http_ready(url: str, timeout_s: float) -> float:
     raise SandboxError(f"{url} not ready after {timeout_s:.0f} s ({last})")
 
 
+BOOT_FILES = ("vmlinuz", "initrd.img")
+
+
+def boot_file_digests(out: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in BOOT_FILES}
+
+
+def check_boot_files(out: Path) -> None:
+    """The kernel and initrd are as built. libvirt hands them to QEMU's user while any guest of
+    the image runs (it has no per-file opt-out for them, unlike the golden disks), and only a
+    cold boot reads them again: this is where a change would take effect, so refuse it here."""
+    want = (read_meta(out) or {}).get("boot_files_sha256")
+    if not isinstance(want, dict):
+        return          # built before the digests were recorded
+    for name, digest in boot_file_digests(out).items():
+        if want.get(name) != digest:
+            raise SandboxError(f"{out / name} changed since the image was built (sha256 "
+                               f"{digest[:16]}…, built {str(want.get(name))[:16]}…); rebuild it "
+                               f"with `diffie image build --force`")
+
+
 @dataclass
 class ColdBoot:
     dom: Any                      # the running libvirt domain
@@ -207,6 +228,7 @@ def cold_boot(hv: Hypervisor, loaded: LoadedRecipe, out: Path, ident: dx.Identit
 
     On failure the guest's journal goes to ``logs/`` and the domain is destroyed."""
     r = loaded.recipe
+    check_boot_files(out)
     forwards = [(_free_port(), port) for port in r.ports]
     xml = dx.build_xml(dx.DomainParams(
         ident=ident, domain_type=dtype, memory_mib=r.vm.memory_mib, vcpus=r.vm.vcpus,
@@ -384,6 +406,7 @@ def build_image(settings: Settings, name: str, *, progress: Progress = print_pro
                     "suite": loaded.recipe.suite, "packages": loaded.recipe.all_packages(),
                     "ports": loaded.recipe.ports, "vm": loaded.recipe.vm.model_dump(),
                     "kernel_args": f"{KERNEL_ARGS} {loaded.recipe.kernel_args}".strip(),
+                    "boot_files_sha256": boot_file_digests(out),
                     "created_at": datetime.now(UTC).isoformat(), "timings": timings, "slots": {}}
             write_meta(out, meta)
             progress(f"disk ready in {time.monotonic() - total:.0f} s")

@@ -133,7 +133,6 @@ def test_secure_image_modes(tmp_path: Path) -> None:
     assert _mode(image / "meta.json") == 0o644                      # ours, not secret
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="migrates root's cache")
 def test_migrate_legacy_cache_moves_and_rebases(tmp_path: Path) -> None:
     old, new = tmp_path / "root" / ".cache" / "images", tmp_path / "var" / "images"
     image = old / "shop-0123456789abcdef"
@@ -148,3 +147,18 @@ def test_migrate_legacy_cache_moves_and_rebases(tmp_path: Path) -> None:
     info = subprocess.run(["qemu-img", "info", str(moved)], capture_output=True, text=True).stdout
     assert f"backing file: {new / image.name / 'base.qcow2'}" in info
     assert not confine.migrate_legacy_cache(old, new)              # nothing left to move
+
+
+def test_a_kernel_changed_since_the_build_is_refused_at_cold_boot(tmp_path: Path) -> None:
+    from diffie.errors import SandboxError
+    from diffie.sandbox.images import boot_file_digests, check_boot_files
+    from diffie.sandbox.store import write_meta
+
+    for name in ("vmlinuz", "initrd.img"):
+        (tmp_path / name).write_bytes(name.encode())
+    check_boot_files(tmp_path)                                  # no meta: built before digests
+    write_meta(tmp_path, {"boot_files_sha256": boot_file_digests(tmp_path)})
+    check_boot_files(tmp_path)
+    (tmp_path / "vmlinuz").write_bytes(b"tampered while QEMU owned it")
+    with pytest.raises(SandboxError, match="vmlinuz changed since the image was built"):
+        check_boot_files(tmp_path)
