@@ -43,7 +43,6 @@ DIR_MODE = 0o711      # traversable by QEMU, not listable
 FILE_MODE = 0o600     # readable by QEMU only while libvirt has chowned it
 GOLDEN_MODE = 0o640   # golden disks, root:<QEMU's group>: read-only for QEMU
 APPARMOR_ENABLED = Path("/sys/module/apparmor/parameters/enabled")
-APPARMOR_PROFILES = Path("/sys/kernel/security/apparmor/profiles")
 
 
 def _log(msg: str) -> None:
@@ -108,7 +107,9 @@ def configure_qemu_conf(path: Path = QEMU_CONF) -> bool:
     if new == text:
         return False
     tmp = path.with_name(f".{path.name}.diffie")
-    tmp.write_text(new)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # may hold passwords
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new)
     if path.exists():
         shutil.copymode(path, tmp)
     os.replace(tmp, path)

@@ -162,3 +162,12 @@ def test_a_kernel_changed_since_the_build_is_refused_at_cold_boot(tmp_path: Path
     (tmp_path / "vmlinuz").write_bytes(b"tampered while QEMU owned it")
     with pytest.raises(SandboxError, match="vmlinuz changed since the image was built"):
         check_boot_files(tmp_path)
+
+
+def test_configure_qemu_conf_keeps_the_file_private(tmp_path: Path) -> None:
+    conf = tmp_path / "qemu.conf"
+    conf.write_text('#user = "root"\n')
+    os.chmod(conf, 0o600)
+    assert confine.configure_qemu_conf(conf) is True
+    assert 'user = "libvirt-qemu"' in conf.read_text() and _mode(conf) == 0o600
+    assert confine.configure_qemu_conf(conf) is False           # nothing to change: no restart
