@@ -74,8 +74,9 @@ def test_restore_patch_changes_only_host_side_settings() -> None:
 def _chain(root: ET.Element) -> list[tuple[str | None, str | None]]:
     """(file, DAC relabel) of each backing layer of the domain's disk, top first."""
     out = []
-    node = _el(root, "devices/disk")
-    while (node := node.find("backingStore")) is not None and node.find("source") is not None:
+    node: ET.Element | None = _el(root, "devices/disk")
+    while node is not None and (node := node.find("backingStore")) is not None \
+            and node.find("source") is not None:
         source = _el(node, "source")
         label = source.find("seclabel")
         out.append((source.get("file"), None if label is None else label.get("relabel")))
