@@ -69,12 +69,18 @@ def _submit_verify(ctx: AppContext, args: argparse.Namespace) -> str:
 
 
 def _snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:
+    from diffie import links
+
     with ctx.db.session() as s:
         run = s.get(Run, run_id)
         if run is None:
             return None
+        verdict = run.verdict
+        if verdict is not None:              # the stored link may be old: sign it afresh
+            verdict = {**verdict, "report_url": links.fresh_report_url(
+                ctx.settings, run.id, verdict.get("report_url"))}
         return {"id": run.id, "status": run.status, "phase": run.phase, "reason": run.reason,
-                "verdict_status": run.verdict_status, "verdict": run.verdict,
+                "verdict_status": run.verdict_status, "verdict": verdict,
                 "attempts": run.attempts, "mode": run.change.mode,
                 "report": str(ctx.settings.artifacts_dir / run.id / "index.html")}
 
@@ -204,13 +210,43 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         ctx.close()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is only reachable from this machine."""
+    import ipaddress
+    import socket
+
+    name = host.strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback
+                               for info in infos)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from diffie.api import create_app
+    from diffie.api import OPEN_WARNING, create_app
+    from diffie.api.auth import parse_tokens
     from workers.embedded import EmbeddedWorker
 
-    ctx = build_context()
+    settings = Settings()
+    if not parse_tokens(settings.api_tokens):
+        if not is_loopback(args.host) and not args.insecure_open:
+            err(f"refusing to serve on {args.host}: DIFFIE_API_TOKENS is empty, so the API "
+                "would be open to everyone who can reach this address (submit runs, read every "
+                "report). Set DIFFIE_API_TOKENS, listen on 127.0.0.1, or pass --insecure-open "
+                "if something in front of Diffie authenticates every request.")
+            return EXIT_ERROR
+        err(f"WARNING: {OPEN_WARNING}")
+    ctx = build_context(settings)
     app = create_app(context=ctx)
     worker = None
     if not args.no_worker:
@@ -263,6 +299,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--no-worker", action="store_true", help="API only (workers run elsewhere)")
+    s.add_argument("--insecure-open", action="store_true",
+                   help="serve on a non-loopback address without DIFFIE_API_TOKENS (an open "
+                   "API: only behind something that authenticates every request)")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 

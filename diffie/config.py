@@ -20,7 +20,17 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir.")
     broker_url: str = Field(default="", description="Celery broker; default embedded SQLite broker.")
     api_tokens: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated bearer tokens; empty = no auth.")
+        default_factory=list, description="Comma-separated bearer tokens, each TOKEN (every "
+        "scope) or SCOPES:TOKEN with SCOPES read, submit or read+submit; empty = no auth.")
+    # Links that go to people (check runs, PR comments, CLI and API output): signed, expiring.
+    url_signing_key: str = Field(
+        default="", description="HMAC key of signed report/artifact links (at least 32 "
+        "characters); empty: a random key kept in <data_dir>/url-signing.key.")
+    signed_url_ttl_s: int = Field(
+        default=30 * 24 * 3600, ge=60, description="How long a signed link works (seconds).")
+    url_mode_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins (scheme://host:port, port * = any) the API "
+        "may verify in URL mode; empty = URL mode refused through the API.")
     github_webhook_secret: str = ""
     github_app_id: str = ""
     github_private_key_path: Path | None = None
@@ -63,6 +73,25 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("url_mode_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        from diffie.url_mode import parse_allowed
+
+        if isinstance(value, str):
+            value = [t for t in value.split(",") if t.strip()]
+        if isinstance(value, list | tuple):
+            return parse_allowed(str(v) for v in value)
+        return value
+
+    @field_validator("url_signing_key")
+    @classmethod
+    def _key_length(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("DIFFIE_URL_SIGNING_KEY must be at least 32 characters (for "
+                             "example `openssl rand -hex 32`), or empty for a generated key")
         return value
 
     @property

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from diffie import links
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
 from diffie.config import Settings
@@ -38,6 +39,7 @@ from diffie.errors import DeployError, DiffieError, RunError
 from diffie.runs import ChangeInput
 from diffie.sandbox.base import Machine, Sandbox
 from diffie.spec import Spec, parse_spec
+from diffie.url_mode import strict_origin
 from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
 
 if TYPE_CHECKING:
@@ -82,9 +84,8 @@ class Reporter:
 
 
 def report_url(settings: Settings, run_id: str) -> str:
-    """The report's public URL: the same one the GitHub check run links to (trailing slash, so
-    the report's relative links resolve under it)."""
-    return f"{settings.public_url.rstrip('/')}/v1/runs/{run_id}/report/"
+    """The report's public URL, signed (diffie.links): the one the check run links to."""
+    return links.report_url(settings, run_id)
 
 
 def run_clock() -> datetime:
@@ -137,13 +138,23 @@ def run_change(settings: Settings, change: ChangeInput, *, db: Database | None =
 # --- URL mode -----------------------------------------------------------------------------------
 
 def reachable(url: str, timeout_s: float = 15.0) -> str | None:
-    """None when ``url`` answers HTTP at all (any status); else why not."""
+    """None when ``url`` answers HTTP at all (any status); else why not — one message whatever
+    went wrong (closed port, another protocol, a timeout), so a run's reason never tells what
+    listens on a port (no port-scan oracle)."""
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False, verify=False) as client:
             client.get(url)
         return None
     except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.info("URL mode: %s did not answer HTTP: %r", url, exc)
+        return f"the app at {_origin(url)} did not answer HTTP"
+
+
+def _origin(url: str) -> str:
+    try:
+        return strict_origin(url)
+    except ValueError:
+        return "this URL"
 
 
 def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
@@ -155,10 +166,10 @@ def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: 
     problem = reachable(change.base_url)
     if problem:
         # Without a working base there is nothing to compare against: not the change's fault.
-        raise RunError(f"base URL {change.base_url} is unreachable ({problem})")
+        raise RunError(f"base URL {change.base_url} is unreachable: {problem}")
     head_problem = reachable(change.head_url)
     if head_problem:
-        say(f"head URL {change.head_url} is unreachable ({head_problem}); its flows will fail")
+        say(f"head URL {change.head_url} is unreachable: {head_problem}; its flows will fail")
     sides: list[tuple[Side, str]] = [("base", change.base_url), ("head", change.head_url)]
     if wants_noise_floor(settings, spec) and not head_problem:
         sides.append(("head2", change.head_url))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from diffie.api import reports, runs, webhooks
+from diffie.api.auth import parse_tokens
 from diffie.api.limits import BodySizeLimit
 from diffie.app_context import AppContext, build_context
 from diffie.config import Settings
@@ -16,12 +18,25 @@ DESCRIPTION = """Diffie verifies a code change in a real browser: base vs head, 
 one structured verdict (`pass`, `changed`, `fail`, `error`) plus an HTML report.
 
 Submit with `POST /v1/runs` (202 at once), poll `GET /v1/runs/{id}` until `done` or `error`.
-When `DIFFIE_API_TOKENS` is set, `/v1` needs `Authorization: Bearer <token>`."""
+When `DIFFIE_API_TOKENS` is set, `/v1` needs `Authorization: Bearer <token>` (scope `read` to
+read, `submit` to submit); the report links in responses are signed and need no token."""
+
+log = logging.getLogger(__name__)
+
+OPEN_WARNING = ("THE DIFFIE API IS OPEN: DIFFIE_API_TOKENS is empty, so anyone who can reach "
+                "this port can submit runs and read every run, report and artifact. Set "
+                "DIFFIE_API_TOKENS (comma-separated; read:TOKEN, submit:TOKEN or TOKEN).")
 
 
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> FastAPI:
     """The API. Builds (and on shutdown closes) its own context unless one is given."""
     own = context is None
+    if context is None and settings is None:
+        settings = Settings()
+    current = context.settings if context is not None else settings
+    assert current is not None
+    if not parse_tokens(current.api_tokens, warn=True):       # ConfigError on a bad entry
+        log.warning("%s", OPEN_WARNING)
     ctx = context or build_context(settings)
 
     @asynccontextmanager
@@ -34,6 +49,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.state.ctx = ctx
     app.include_router(runs.router)
     app.include_router(reports.router)
+    app.include_router(reports.signed_router)
     app.include_router(webhooks.router)
 
     @app.get("/health", tags=["health"], summary="Liveness: the API answers")

@@ -1,17 +1,14 @@
-"""Shared dependencies of the routers: the app context, bearer-token auth, 422 helpers."""
+"""Shared dependencies of the routers: the app context, 422 helpers (auth: diffie.api.auth)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from diffie.api.auth import require_read
 from diffie.app_context import AppContext
-
-_bearer = HTTPBearer(auto_error=False, description="One of DIFFIE_API_TOKENS (when set).")
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -21,23 +18,8 @@ def get_ctx(request: Request) -> AppContext:
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-
-def require_token(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                         Depends(_bearer)]) -> None:
-    """401 unless the request carries one of the configured tokens (no tokens: open API)."""
-    tokens = get_ctx(request).settings.api_tokens
-    if not tokens:
-        return
-    given = credentials.credentials.encode() if credentials else b""
-    ok = False
-    for token in tokens:                     # compare against every token: constant time overall
-        ok |= hmac.compare_digest(given, token.encode())
-    if not ok:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            "missing or invalid bearer token" if credentials else
-                            "this API needs a bearer token (Authorization: Bearer <token>)",
-                            headers={"WWW-Authenticate": "Bearer"})
+# Bearer-token auth with scopes lives in diffie.api.auth; ``require_token`` is the read scope.
+require_token = require_read
 
 
 def invalid(where: str | tuple[str, ...], msg: str, type_: str = "value_error",

@@ -1,24 +1,32 @@
-"""A run's HTML report and its artifacts (flat, Diffie-generated names only)."""
+"""A run's HTML report and its artifacts (flat, Diffie-generated names only).
+
+Two ways in: with a bearer token of scope ``read`` (``/v1/runs/{id}/report/``, ...), or by a
+signed, expiring link (``/v1/runs/{id}/signed/{expires}/{sig}/report/``, see diffie.links),
+which needs no token: the links in check runs, PR comments and CLI/API output.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from sqlalchemy import select
 
-from diffie.api.deps import Ctx, require_token
+from diffie import links
+from diffie.api.auth import require_read
+from diffie.api.deps import Ctx
 from diffie.app_context import AppContext
 from diffie.artifacts import NAME_RE, ArtifactDir
 from diffie.models import Artifact, Run
 
-router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(require_read)])
+signed_router = APIRouter(prefix="/v1/runs/{run_id}/signed/{expires}/{sig}", tags=["reports"])
 
 # The report has no scripts and loads nothing from elsewhere; app text in it is escaped, and
 # this policy is the second line of defence.
 REPORT_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
               "font-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": REPORT_CSP,
-                "Cache-Control": "no-cache"}
+                "Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
 
 
 def _artifact(ctx: AppContext, run_id: str, name: str) -> FileResponse:
@@ -72,4 +80,44 @@ def report_sibling(run_id: str, name: str, ctx: Ctx) -> FileResponse:
     here. Only artifact names (which always have an extension) are served."""
     if "." not in name:
         raise HTTPException(404, "not found")
+    return _artifact(ctx, run_id, name)
+
+
+# --- signed links (no token) --------------------------------------------------------------------
+
+def _check_link(ctx: AppContext, run_id: str, granted: str, expires: str, sig: str) -> None:
+    try:
+        if not expires.isascii() or not expires.isdigit() or len(expires) > 12:
+            raise links.LinkProblem("this link is not valid: its expiry is not a time")
+        links.check(ctx.settings, run_id, granted, int(expires), sig)
+    except links.LinkProblem as exc:
+        raise HTTPException(403, str(exc)) from None
+
+
+@signed_router.get("/report", include_in_schema=False)
+def signed_report_redirect(run_id: str, expires: str, sig: str, ctx: Ctx) -> RedirectResponse:
+    """To ``…/report/`` (relative, so it holds behind a proxy): the report's relative links
+    resolve under the signed prefix from there."""
+    _check_link(ctx, run_id, links.REPORT, expires, sig)
+    return RedirectResponse("report/", 307)
+
+
+@signed_router.get("/report/", summary="The HTML report, by a signed link (no token)",
+                   response_class=FileResponse)
+def signed_report(run_id: str, expires: str, sig: str, ctx: Ctx) -> FileResponse:
+    _check_link(ctx, run_id, links.REPORT, expires, sig)
+    return _artifact(ctx, run_id, "index.html")
+
+
+@signed_router.get("/report/{name}", summary="A file the report links to, by a signed link",
+                   response_class=FileResponse)
+def signed_report_file(run_id: str, expires: str, sig: str, name: str, ctx: Ctx) -> FileResponse:
+    _check_link(ctx, run_id, links.REPORT, expires, sig)
+    return _artifact(ctx, run_id, name)
+
+
+@signed_router.get("/artifacts/{name}", summary="One artifact, by a signed link (no token)",
+                   response_class=FileResponse)
+def signed_artifact(run_id: str, expires: str, sig: str, name: str, ctx: Ctx) -> FileResponse:
+    _check_link(ctx, run_id, f"artifacts/{name}", expires, sig)
     return _artifact(ctx, run_id, name)

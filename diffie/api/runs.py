@@ -10,27 +10,56 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from diffie import links as run_links
 from diffie import runs as run_store
-from diffie.api.deps import Ctx, invalid, require_token
+from diffie.api.auth import require_read, require_submit
+from diffie.api.deps import Ctx, invalid
 from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOut, RunRequest
 from diffie.app_context import AppContext
+from diffie.config import Settings
 from diffie.errors import SourceError, SpecError
 from diffie.models import Run
 from diffie.runs import as_utc
 from diffie.source import is_url, local_repo, read_file, resolve_rev
 from diffie.spec import parse_spec
+from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["runs"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1", tags=["runs"])
 
 URL_FIELDS = ("base_url", "head_url", "spec", "flows")
 REPO_FIELDS = ("repo", "base", "head", "spec_path")
 
 
-def links(request: Request, run_id: str) -> Links:
+def links(request: Request, settings: Settings, run_id: str) -> Links:
+    """``self`` and ``artifacts`` are API URLs (bearer token); ``report`` is a signed link that
+    works without a token, to hand to a person."""
     base = str(request.base_url).rstrip("/")
-    return Links(self=f"{base}/v1/runs/{run_id}", report=f"{base}/v1/runs/{run_id}/report",
-                 artifacts=f"{base}/v1/runs/{run_id}/artifacts/")
+    return Links(self=run_links.api_url(settings, run_id, base=base),
+                 report=run_links.report_url(settings, run_id, base=base),
+                 artifacts=run_links.api_url(settings, run_id, "artifacts/", base=base))
+
+
+URL_MODE_SETTING = "DIFFIE_URL_MODE_ORIGINS"
+
+
+def _check_url_mode_origins(settings: Settings, body: RunRequest) -> None:
+    """URL mode opens the given URLs from the worker: only the origins the operator allows.
+    The answer depends only on the URL text, never on the network (no port-scan oracle)."""
+    for name in ("base_url", "head_url"):
+        url = getattr(body, name)
+        if url is None:
+            continue
+        origin = strict_origin(url)
+        if not settings.url_mode_origins:
+            raise invalid(name, f"URL mode is off on this server: it verifies only origins the "
+                          f"operator allows. Set {URL_MODE_SETTING} (comma-separated "
+                          "scheme://host:port) to allow your app's origins, or use repo mode",
+                          "url_mode_off", setting=URL_MODE_SETTING)
+        if not is_allowed(origin, settings.url_mode_origins):
+            raise invalid(name, f"origin {origin} is not allowed for URL mode: the operator "
+                          f"allows origins with {URL_MODE_SETTING}", "origin_not_allowed",
+                          setting=URL_MODE_SETTING, origin=origin)
 
 
 def _spec_error(field: str, exc: SpecError) -> Exception:
@@ -38,7 +67,7 @@ def _spec_error(field: str, exc: SpecError) -> Exception:
                    field=exc.field, reason=exc.reason)
 
 
-def _url_mode_spec(body: RunRequest) -> str:
+def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
     for name in ("base_url", "head_url"):
         if getattr(body, name) is None:
             raise invalid(name, "Field required (URL mode needs base_url and head_url)", "missing")
@@ -47,6 +76,7 @@ def _url_mode_spec(body: RunRequest) -> str:
     if body.spec is None and body.flows is None:
         raise invalid("spec", "URL mode needs the flows: spec (a .diffie.yml text) or flows",
                       "missing")
+    _check_url_mode_origins(settings, body)
     if isinstance(body.spec, str):
         text, field, file = body.spec, "spec", ".diffie.yml"
     elif body.spec is not None:
@@ -108,6 +138,7 @@ def enqueue_or_fail(ctx: AppContext, run_id: str) -> None:
 
 
 @router.post("/runs", status_code=202, response_model=RunAccepted,
+             dependencies=[Depends(require_submit)],
              summary="Submit a change for verification (answers at once)")
 def submit_run(body: RunRequest, request: Request, response: Response,
                ctx: Ctx) -> RunAccepted:
@@ -120,7 +151,7 @@ def submit_run(body: RunRequest, request: Request, response: Response,
         raise invalid(("body",), "give base_url, head_url and spec (URL mode) or repo, base and "
                       "head (repo mode)", "missing")
     if url_mode:
-        spec_text = _url_mode_spec(body)
+        spec_text = _url_mode_spec(ctx.settings, body)
         assert body.base_url and body.head_url
         run_id = run_store.submit_url(ctx.db, base_url=body.base_url, head_url=body.head_url,
                                       spec_text=spec_text, title=body.title)
@@ -130,39 +161,45 @@ def submit_run(body: RunRequest, request: Request, response: Response,
         run_id = run_store.submit_repo(ctx.db, repo=body.repo, base=body.base, head=body.head,
                                        spec_path=spec_path, title=body.title)
     enqueue_or_fail(ctx, run_id)
-    out = RunAccepted(id=run_id, links=links(request, run_id))
+    out = RunAccepted(id=run_id, links=links(request, ctx.settings, run_id))
     response.headers["Location"] = out.links.self
     return out
 
 
-def run_out(request: Request, run: Run) -> RunOut:
+def run_out(request: Request, settings: Settings, run: Run) -> RunOut:
     c = run.change
-    art_base = links(request, run.id).artifacts
+    base = str(request.base_url).rstrip("/")
+    verdict = run.verdict
+    if verdict is not None:                  # the stored link may be old: sign it afresh
+        verdict = {**verdict, "report_url": run_links.fresh_report_url(
+            settings, run.id, verdict.get("report_url"))}
     return RunOut(
         id=run.id, status=run.status, phase=run.phase, verdict_status=run.verdict_status,
-        verdict=run.verdict, reason=run.reason, attempts=run.attempts,
+        verdict=verdict, reason=run.reason, attempts=run.attempts,
         created_at=as_utc(run.created_at) or run.created_at, started_at=as_utc(run.started_at),
         finished_at=as_utc(run.finished_at),
         change=ChangeOut(mode=c.mode, base_url=c.base_url, head_url=c.head_url, repo=c.repo,
                          base=c.base_rev, head=c.head_rev,
                          spec_path=c.spec_path if c.mode != "url" else None, title=c.title,
                          pr_number=c.pr_number, gh_owner=c.gh_owner, gh_repo=c.gh_repo),
-        links=links(request, run.id),
+        links=links(request, settings, run.id),
         artifacts=[ArtifactOut(name=a.name, media_type=a.media_type, size=a.size,
-                               url=art_base + a.name)
+                               url=run_links.artifact_url(settings, run.id, a.name, base=base))
                    for a in sorted(run.artifacts, key=lambda a: a.name)])
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, summary="A run's status and verdict")
+@router.get("/runs/{run_id}", response_model=RunOut, dependencies=[Depends(require_read)],
+            summary="A run's status and verdict")
 def get_run(run_id: str, request: Request, ctx: Ctx) -> RunOut:
     with ctx.db.session() as s:
         run = s.get(Run, run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
-        return run_out(request, run)
+        return run_out(request, ctx.settings, run)
 
 
-@router.get("/runs", response_model=list[RunOut], summary="Recent runs, newest first")
+@router.get("/runs", response_model=list[RunOut], dependencies=[Depends(require_read)],
+            summary="Recent runs, newest first")
 def list_runs(request: Request, ctx: Ctx,
               status: str | None = Query(default=None, max_length=16),
               limit: int = Query(default=20, ge=1, le=200)) -> list[RunOut]:
@@ -170,10 +207,11 @@ def list_runs(request: Request, ctx: Ctx,
         query = select(Run).order_by(Run.created_at.desc()).limit(limit)
         if status:
             query = query.where(Run.status == status)
-        return [run_out(request, r) for r in s.scalars(query)]
+        return [run_out(request, ctx.settings, r) for r in s.scalars(query)]
 
 
-@router.get("/schema/verdict.json", summary="The verdict's JSON Schema", tags=["schema"])
+@router.get("/schema/verdict.json", summary="The verdict's JSON Schema", tags=["schema"],
+            dependencies=[Depends(require_read)])
 def verdict_schema_json() -> JSONResponse:
     from diffie.report.schema import verdict_schema
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from diffie.url_mode import strict_origin
 
 MAX_SPEC_CHARS = 200_000
 
 
 def _check_http_url(value: str | None) -> str | None:
+    """A plain http(s) URL that every parser reads the same way (see diffie.url_mode)."""
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
+    strict_origin(value)
     return value
 
 

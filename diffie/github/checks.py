@@ -11,8 +11,9 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
+from diffie import links
 from diffie.config import Settings
 from diffie.errors import GitHubError, GitHubUnavailable
 from diffie.github.client import GitHubClient, seg
@@ -76,14 +77,15 @@ class Target:
         return f"/repos/{seg(self.owner)}/{seg(self.repo)}"
 
 
-def report_url(settings: Settings, run_id: str) -> str:
-    """The public URL of a run's HTML report."""
-    return f"{settings.public_url.rstrip('/')}/v1/runs/{quote(run_id, safe='')}/report/"
+def report_url(settings: Settings, run_id: str, stored: str | None = None) -> str:
+    """The public URL of a run's HTML report: signed afresh at each publish (diffie.links),
+    unless the verdict's ``stored`` report URL points elsewhere (a plugin's own host)."""
+    return links.fresh_report_url(settings, run_id, stored)
 
 
 def artifact_url(settings: Settings, run_id: str, name: str) -> str:
-    return (f"{settings.public_url.rstrip('/')}/v1/runs/{quote(run_id, safe='')}"
-            f"/artifacts/{quote(name, safe='')}")
+    """The public, signed URL of one artifact (GitHub fetches check-run images by it)."""
+    return links.artifact_url(settings, run_id, name)
 
 
 def _now() -> str:
@@ -310,7 +312,7 @@ def complete(client: GitHubClient, run: Run, verdict: Verdict, settings: Setting
     annotations (50 per request; annotations already on the check run are not re-sent).
     Returns the conclusion."""
     conclusion = conclusion_for(verdict.status, approved=approved)
-    url = verdict.report_url or report_url(settings, run.id)
+    url = report_url(settings, run.id, verdict.report_url)
     output: dict[str, Any] = {
         "title": title_for(verdict, approved=approved),
         "summary": verdict_summary(verdict, report_url=url, approved=approved,

@@ -47,7 +47,7 @@ def publish(run: Run, verdict: Verdict, settings: Settings, client: GitHubClient
     later) or GitHubError (a request GitHub refuses: do not retry)."""
     target = checks.Target.of(run)
     approved = bool(run.approved or verdict.approved)
-    url = verdict.report_url or checks.report_url(settings, run.id)
+    url = checks.report_url(settings, run.id, verdict.report_url)
     conclusion = checks.complete(client, run, verdict, settings, approved=approved,
                                  repo_files=repo_files)
     comment_id: int | None = None
