@@ -40,7 +40,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         data_dir=data_dir, database_url="", broker_url="", api_tokens=[],
         github_webhook_secret="", public_url="http://127.0.0.1:8000", max_body_bytes=1_000_000,
         noise_floor=False, heartbeat_s=1.0, stale_after_s=30.0, max_attempts=3,
-        queue_name=f"diffie-test-{secrets.token_hex(4)}", github_app_id="")
+        queue_name=f"diffie-test-{secrets.token_hex(4)}", github_app_id="",
+        # URL mode through the API: the tests' own servers on random loopback ports
+        url_mode_origins=["http://127.0.0.1:*"], url_signing_key="")
     values.update(overrides)
     return Settings(**values)
 

@@ -256,12 +256,17 @@ def main_flow(hub: Hub, *, run_timeout: float) -> tuple[str, str]:
     print(f"[e2e] first run published after {time.monotonic() - start:.0f} s")
     assert hub.statuses(run1) == ["queued", "in_progress", "completed"]
     assert cr["head_sha"] == hub.repo.head and cr["owner"] == OWNER and cr["name"] == "Diffie"
-    assert cr["details_url"] == f"{PUBLIC_URL}/v1/runs/{run1}/report/"
+    details = cr["details_url"]                  # signed: opens without an API token
+    assert details.startswith(f"{PUBLIC_URL}/v1/runs/{run1}/signed/") and \
+        details.endswith("/report/"), details
+    api_base = str(hub.api.base_url).rstrip("/")
+    page = httpx.get(api_base + details.removeprefix(PUBLIC_URL), timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower()
     assert [a["identifier"] for a in cr["actions"]] == ["approve"]
     assert hub.run(run1)["verdict"]["status"] == "changed"
     assert any(f["kind"] == "visual_change" for f in hub.run(run1)["verdict"]["findings"])
     comment = hub.wait_comment("changed")
-    assert f"/v1/runs/{run1}/report" in comment["body"]
+    assert f"/v1/runs/{run1}/signed/" in comment["body"]
     assert hub.run_row(run1).published
 
     # the second push: a regression on top; the comment is updated in place
@@ -278,7 +283,7 @@ def main_flow(hub: Hub, *, run_timeout: float) -> tuple[str, str]:
     assert verdict["status"] == "fail"
     assert any(f["kind"] == "page_error" for f in verdict["findings"])
     updated = hub.wait_comment("fail")
-    assert updated["id"] == comment["id"] and f"/v1/runs/{run2}/report" in updated["body"]
+    assert updated["id"] == comment["id"] and f"/v1/runs/{run2}/signed/" in updated["body"]
     assert len(hub.standin.calls("POST", rf"/repos/{OWNER}/{REPO}/issues/{PR_NUMBER}/comments")) == 1
     assert hub.standin.calls("PATCH", rf"/repos/{OWNER}/{REPO}/issues/comments/{comment['id']}")
     # one installation token served the API and both clones

@@ -98,7 +98,7 @@ def test_pull_request_check_run_comment_and_rerun(hub: Hub) -> None:
     cr3 = hub.wait_conclusion(run3, "failure", timeout=RUN_TIMEOUT)
     assert cr3["id"] != hub.check_run(run2)["id"] and cr3["head_sha"] == hub.repo.head
     assert hub.statuses(run3) == ["queued", "in_progress", "completed"]
-    assert hub.wait_comment(f"/v1/runs/{run3}/report")["id"] == comment["id"]
+    assert hub.wait_comment(f"/v1/runs/{run3}/signed/")["id"] == comment["id"]
 
 
 def test_approve_button_and_superseding_push(hub: Hub) -> None:
@@ -133,7 +133,7 @@ def test_approve_button_and_superseding_push(hub: Hub) -> None:
     assert hub.run(run_a)["status"] == "cancelled"       # the worker did not record over it
     assert hub.run(run1)["status"] == "done"             # finished runs are left alone
     (comment,) = hub.our_comments()
-    assert f"/v1/runs/{run_b}/report" in comment["body"]
+    assert f"/v1/runs/{run_b}/signed/" in comment["body"]
 
 
 def test_fork_pull_request_through_a_github_outage(hub: Hub) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
+from diffie import links
 from diffie.config import Settings
 from diffie.errors import GitHubUnavailable
 from diffie.github import checks
@@ -52,6 +54,14 @@ def cr_of(standin: GitHubStandIn, run: Run) -> dict:
     return standin.check_runs[run.check_run_id]
 
 
+def assert_signed_report_link(settings: Settings, url: str, run_id: str) -> None:
+    """A report link people follow: signed for the public URL, valid now (no token needed)."""
+    prefix = f"https://diffie.example.com/v1/runs/{run_id}/signed/"
+    assert url.startswith(prefix) and url.endswith("/report/"), url
+    expires, sig = url[len(prefix):].split("/")[:2]
+    links.check(settings, run_id, "report/", int(expires), sig)
+
+
 def finding(kind: str = "console_error", message: str = "TypeError: x is undefined",
             **kw: object) -> Finding:
     return Finding.model_validate({"kind": kind, "flow": "cart", "viewport": "desktop",
@@ -66,7 +76,7 @@ def test_lifecycle_queued_in_progress_completed(client: GitHubClient, settings: 
     cr = standin.check_runs[check_id]
     assert (cr["name"], cr["head_sha"], cr["status"], cr["external_id"]) == \
         ("Diffie", HEAD1, "queued", "run1")
-    assert cr["details_url"] == "https://diffie.example.com/v1/runs/run1/report/"
+    assert_signed_report_link(settings, cr["details_url"], "run1")
 
     assert checks.mark_in_progress(client, run, settings) == check_id
     assert cr["status"] == "in_progress" and cr["started_at"]
@@ -106,8 +116,11 @@ def test_conclusions(client: GitHubClient, settings: Settings, standin: GitHubSt
     assert bool(cr["actions"]) == with_button
     if with_button:
         assert cr["actions"][0]["identifier"] == "approve"
-        assert cr["images"][0]["image_url"] == \
-            "https://diffie.example.com/v1/runs/run3/artifacts/diff-cart.png"
+        image = cr["images"][0]["image_url"]     # GitHub fetches it without a token: signed
+        prefix = "https://diffie.example.com/v1/runs/run3/signed/"
+        assert image.startswith(prefix) and image.endswith("/artifacts/diff-cart.png")
+        expires, sig = image[len(prefix):].split("/")[:2]
+        links.check(settings, "run3", "artifacts/diff-cart.png", int(expires), sig)
 
 
 def test_error_verdict_is_neutral(client: GitHubClient, settings: Settings,
@@ -178,7 +191,10 @@ def test_comment_created_then_updated_not_duplicated(client: GitHubClient, setti
     assert len(ours) == 1
     assert r1.comment_id == r2.comment_id == ours[0]["id"]
     assert "Diffie: pass" in ours[0]["body"] and "TypeError" not in ours[0]["body"]
-    assert "https://diffie.example.com/v1/runs/run10/report/" in ours[0]["body"]
+    link = re.search(r"https://diffie\.example\.com/v1/runs/run10/signed/\S+?/report/",
+                     ours[0]["body"])
+    assert link, ours[0]["body"]
+    assert_signed_report_link(settings, link.group(0), "run10")
     assert len(standin.calls("POST", r"/repos/octo/shop/issues/7/comments")) == 1
     assert len(standin.calls("PATCH", r"/repos/octo/shop/issues/comments/\d+")) == 1
     # two check runs, one per head commit

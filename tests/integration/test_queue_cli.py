@@ -87,8 +87,10 @@ def test_check_exit_codes_and_json(tmp_path: Path) -> None:
 
 def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
     port = free_port()
+    site = Site({"/": PAGE % '<button id="buy">Buy</button>'}).__enter__()
     env = diffie_env(tmp_path / "data")
     env["DIFFIE_API_TOKENS"] = "tok1,tok2"
+    env["DIFFIE_URL_MODE_ORIGINS"] = site.url
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "diffie.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
@@ -104,17 +106,17 @@ def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()
         headers = {"Authorization": "Bearer tok2"}
         assert httpx.get(f"{url}/v1/runs", timeout=5).status_code == 401
-        with Site({"/": PAGE % '<button id="buy">Buy</button>'}) as site:
-            resp = httpx.post(f"{url}/v1/runs", headers=headers, timeout=10, json={
-                "base_url": site.url, "head_url": site.url, "spec": SPEC})
-            assert resp.status_code == 202
-            run_url = resp.json()["links"]["self"]
-            run = wait_until(lambda: (r := httpx.get(run_url, headers=headers).json())["status"]
-                             in ("done", "error") and r, timeout=180, what="the run")
+        resp = httpx.post(f"{url}/v1/runs", headers=headers, timeout=10, json={
+            "base_url": site.url, "head_url": site.url, "spec": SPEC})
+        assert resp.status_code == 202, resp.text
+        run_url = resp.json()["links"]["self"]
+        run = wait_until(lambda: (r := httpx.get(run_url, headers=headers).json())["status"]
+                         in ("done", "error") and r, timeout=180, what="the run")
         assert run["status"] == "done" and run["verdict"]["status"] == "pass", run
-        page = httpx.get(resp.json()["links"]["report"], headers=headers)
+        page = httpx.get(resp.json()["links"]["report"])          # signed: no token needed
         assert page.status_code == 200 and "<html" in page.text.lower()
     finally:
+        site.__exit__(None, None, None)
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(30)

@@ -41,7 +41,8 @@ def test_submit_url_mode_answers_202_and_enqueues(client: TestClient, ctx: AppCo
     run_id = body["id"]
     assert body["status"] == "queued"
     assert body["links"]["self"].endswith(f"/v1/runs/{run_id}")
-    assert body["links"]["report"].endswith(f"/v1/runs/{run_id}/report")
+    assert f"/v1/runs/{run_id}/signed/" in body["links"]["report"]      # signed: no token needed
+    assert body["links"]["report"].endswith("/report/")
     assert resp.headers["location"] == body["links"]["self"]
     assert ctx.enqueued == [run_id]  # type: ignore[attr-defined]
     with ctx.db.session() as s:
@@ -201,5 +202,7 @@ def test_run_view_shows_verdict_and_artifacts(client: TestClient, ctx: AppContex
         assert run is not None
         run.status, run.verdict, run.verdict_status = "done", verdict, "pass"
     got = client.get(f"/v1/runs/{run_id}").json()
+    link = got["verdict"].pop("report_url")              # signed afresh at each read
     assert got["status"] == "done" and got["verdict"] == verdict
+    assert link.startswith(f"{ctx.settings.public_url}/v1/runs/{run_id}/signed/")
     assert json.loads(json.dumps(got)) == got

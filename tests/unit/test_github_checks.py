@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from diffie import links
 from diffie.config import Settings
 from diffie.github.checks import (
     APPROVE_ACTION,
@@ -27,7 +30,8 @@ from diffie.github.summary import (
 )
 from diffie.verdict import Finding, Verdict, error_verdict, judge
 
-SETTINGS = Settings(public_url="https://diffie.example.com/")
+SETTINGS = Settings(public_url="https://diffie.example.com/", url_signing_key="k" * 32,
+                    signed_url_ttl_s=3600)
 
 
 @pytest.mark.parametrize("status, approved, conclusion", [
@@ -56,8 +60,16 @@ def test_approve_action_fits_githubs_limits() -> None:
     assert APPROVE_ACTION["identifier"] == "approve"
 
 
-def test_report_url_uses_the_public_url() -> None:
-    assert report_url(SETTINGS, "abc") == "https://diffie.example.com/v1/runs/abc/report/"
+def test_report_url_uses_the_public_url_and_is_signed() -> None:
+    url = report_url(SETTINGS, "abc")
+    prefix = "https://diffie.example.com/v1/runs/abc/signed/"
+    assert url.startswith(prefix) and url.endswith("/report/")
+    expires, sig = url[len(prefix):].split("/")[:2]
+    assert abs(int(expires) - time.time() - 3600) < 60
+    links.check(SETTINGS, "abc", "report/", int(expires), sig)
+    # a report URL of another host (a plugin's) is kept as it is
+    assert report_url(SETTINGS, "abc", "https://reports.example/abc") == \
+        "https://reports.example/abc"
 
 
 def finding(kind: str = "console_error", **kw: object) -> Finding:
@@ -126,9 +138,13 @@ def test_images_are_diff_images_by_public_url() -> None:
                                                           "diff-cart.png"]),
                        finding("console_error", evidence=["console.png"])])
     imgs = images_for(v, SETTINGS)
-    assert imgs == [{"alt": "visual change cart / desktop",
-                     "image_url": "https://diffie.example.com/v1/runs/run9/artifacts/diff-cart.png",
-                     "caption": "boom"}]
+    assert [{**i, "image_url": ""} for i in imgs] == [
+        {"alt": "visual change cart / desktop", "image_url": "", "caption": "boom"}]
+    url = imgs[0]["image_url"]                     # signed: GitHub fetches it without a token
+    prefix = "https://diffie.example.com/v1/runs/run9/signed/"
+    assert url.startswith(prefix) and url.endswith("/artifacts/diff-cart.png")
+    expires, sig = url[len(prefix):].split("/")[:2]
+    links.check(SETTINGS, "run9", "artifacts/diff-cart.png", int(expires), sig)
 
 
 def test_titles() -> None:
