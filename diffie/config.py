@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     url_mode_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins (scheme://host:port, port * = any) the API "
         "may verify in URL mode; empty = URL mode refused through the API.")
+    repo_mode_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Where the API may take repo-mode repositories from: "
+        "local directories (a repository inside one) and URL prefixes; empty = repo mode "
+        "refused through the API (the CLI and GitHub are not affected).")
     github_webhook_secret: str = ""
     github_app_id: str = ""
     github_private_key_path: Path | None = None
@@ -68,7 +72,7 @@ class Settings(BaseSettings):
         default=90.0, gt=0, description="A running run whose heartbeat is older is retried.")
     max_attempts: int = Field(default=3, ge=1, description="Tries of a run before it ends error.")
 
-    @field_validator("api_tokens", "browser_allowed_origins", mode="before")
+    @field_validator("api_tokens", "browser_allowed_origins", "repo_mode_sources", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):

@@ -42,7 +42,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         noise_floor=False, heartbeat_s=1.0, stale_after_s=30.0, max_attempts=3,
         queue_name=f"diffie-test-{secrets.token_hex(4)}", github_app_id="",
         # URL mode through the API: the tests' own servers on random loopback ports
-        url_mode_origins=["http://127.0.0.1:*"], url_signing_key="")
+        url_mode_origins=["http://127.0.0.1:*"], url_signing_key="", repo_mode_sources=["/"])
     values.update(overrides)
     return Settings(**values)
 

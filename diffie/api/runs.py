@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import yaml
@@ -90,11 +91,49 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
     return text
 
 
-def _check_repo_mode(body: RunRequest) -> str:
+REPO_MODE_SETTING = "DIFFIE_REPO_MODE_SOURCES"
+
+
+def repo_source_allowed(repo: str, sources: list[str]) -> bool:
+    """Whether ``repo`` (a URL or a local path) lies in one of the operator's ``sources``: a URL
+    under a URL prefix (at a ``/`` boundary), a directory under a local directory (symbolic
+    links resolved). Decided from the text and the operator's paths only, before git or the
+    disk is asked anything about ``repo`` (no oracle of what exists on the server)."""
+    if any(ord(c) < 0x20 or c in "\\\x7f" for c in repo):
+        return False
+    if is_url(repo):
+        for source in sources:
+            prefix = source.rstrip("/")
+            if is_url(source) and (repo.rstrip("/") == prefix or repo.startswith(prefix + "/")):
+                return "/.." not in repo[len(prefix):] and "@" not in repo.split("/")[2]
+        return False
+    path = os.path.realpath(os.path.expanduser(repo))
+    for source in sources:
+        if is_url(source):
+            continue
+        root = os.path.realpath(os.path.expanduser(source))
+        if os.path.commonpath([root, path]) == root:
+            return True
+    return False
+
+
+def _check_repo_source(settings: Settings, repo: str) -> None:
+    if not settings.repo_mode_sources:
+        raise invalid("repo", f"repo mode is off on this server's API: set {REPO_MODE_SETTING} "
+                      "(comma-separated local directories and URL prefixes the API may take "
+                      "repositories from); `diffie verify` on the server verifies local "
+                      "repositories directly", "repo_mode_off", setting=REPO_MODE_SETTING)
+    if not repo_source_allowed(repo, settings.repo_mode_sources):
+        raise invalid("repo", f"this repository is not in a place the operator allows for repo "
+                      f"mode ({REPO_MODE_SETTING})", "repo_not_allowed", setting=REPO_MODE_SETTING)
+
+
+def _check_repo_mode(settings: Settings, body: RunRequest) -> str:
     for name in ("repo", "base", "head"):
         if not getattr(body, name):
             raise invalid(name, "Field required (repo mode needs repo, base and head)", "missing")
     assert body.repo and body.base and body.head
+    _check_repo_source(settings, body.repo)
     spec_path = body.spec_path or ".diffie.yml"
     if is_url(body.repo):
         return spec_path                    # fetched by the worker; validated there
@@ -156,7 +195,7 @@ def submit_run(body: RunRequest, request: Request, response: Response,
         run_id = run_store.submit_url(ctx.db, base_url=body.base_url, head_url=body.head_url,
                                       spec_text=spec_text, title=body.title)
     else:
-        spec_path = _check_repo_mode(body)
+        spec_path = _check_repo_mode(ctx.settings, body)
         assert body.repo and body.base and body.head
         run_id = run_store.submit_repo(ctx.db, repo=body.repo, base=body.base, head=body.head,
                                        spec_path=spec_path, title=body.title)
