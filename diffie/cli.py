@@ -33,6 +33,7 @@ def err(message: str) -> None:
 def _submit_check(ctx: AppContext, args: argparse.Namespace) -> str:
     from diffie.api.schemas import _check_http_url
     from diffie.spec import parse_spec
+    from diffie.spec_limits import SpecLimits
 
     for flag, url in (("--base-url", args.base_url), ("--head-url", args.head_url)):
         try:
@@ -44,7 +45,7 @@ def _submit_check(ctx: AppContext, args: argparse.Namespace) -> str:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
-    parse_spec(text, file=str(path))
+    parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings))
     return runs.submit_url(ctx.db, base_url=args.base_url, head_url=args.head_url,
                            spec_text=text, title=args.title)
 
@@ -52,6 +53,7 @@ def _submit_check(ctx: AppContext, args: argparse.Namespace) -> str:
 def _submit_verify(ctx: AppContext, args: argparse.Namespace) -> str:
     from diffie import source
     from diffie.spec import parse_spec
+    from diffie.spec_limits import SpecLimits
 
     repo = source.local_repo(args.repo)
     for rev in (args.base, args.head):
@@ -60,7 +62,7 @@ def _submit_verify(ctx: AppContext, args: argparse.Namespace) -> str:
     if text is None:
         raise SourceError(f"{args.spec_path} not found in {repo} at {args.head}: the head "
                           "revision needs a Diffie spec")
-    spec = parse_spec(text, file=args.spec_path)
+    spec = parse_spec(text, file=args.spec_path, limits=SpecLimits.from_settings(ctx.settings))
     if spec.sandbox is None:
         raise SpecError("repo mode needs a 'sandbox' section (image, deploy, port)",
                         file=args.spec_path, field="sandbox")

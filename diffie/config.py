@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from diffie import spec_limits as lim
 from diffie.sandbox.confine import default_image_cache_dir
 
 
@@ -64,13 +65,38 @@ class Settings(BaseSettings):
     noise_floor: bool = True
     parallel_sides: bool = Field(
         default=True, description="URL mode: browse base and head with two browsers at once.")
-    task_time_limit_s: int = 1800
+    task_time_limit_s: int = Field(
+        default=1800, gt=0, description="A run still going after this long ends error (every "
+        "worker, the embedded one included).")
+    # Limits on what a change may ask for (its .diffie.yml is untrusted): see diffie/spec_limits.py
+    max_spec_bytes: int = Field(default=lim.MAX_SPEC_BYTES, gt=0)
+    max_flows: int = Field(default=lim.MAX_FLOWS, gt=0)
+    max_steps_per_flow: int = Field(default=lim.MAX_STEPS_PER_FLOW, gt=0)
+    max_viewports: int = Field(default=lim.MAX_VIEWPORTS, gt=0)
+    max_screenshots: int = Field(default=lim.MAX_SCREENSHOTS, gt=0)
+    max_step_timeout_ms: int = Field(default=lim.MAX_STEP_TIMEOUT_MS, gt=0)
+    max_browse_time_s: int = Field(
+        default=lim.MAX_BROWSE_TIME_S, gt=0, description="Cap on the sum of a spec's step "
+        "timeouts × viewports (the worst case of browsing one side).")
+    max_deploy_commands: int = Field(default=lim.MAX_DEPLOY_COMMANDS, gt=0)
+    max_deploy_timeout_s: float = Field(default=lim.MAX_DEPLOY_TIMEOUT_S, gt=0)
+    max_ready_timeout_s: float = Field(default=lim.MAX_READY_TIMEOUT_S, gt=0)
+    max_screenshot_pixels: int = Field(
+        default=lim.MAX_SCREENSHOT_PIXELS, gt=0, description="Area cap of one screenshot; a "
+        "taller full-page shot is clipped to it (and says so).")
+    max_repo_files: int = Field(default=lim.MAX_REPO_FILES, gt=0,
+                                description="Files of a revision copied into the guest.")
+    max_repo_bytes: int = Field(default=lim.MAX_REPO_BYTES, gt=0,
+                                description="Bytes of a revision copied into the guest.")
     # Queue and worker liveness
     queue_name: str = Field(default="diffie", description="Celery queue the runs go to.")
     heartbeat_s: float = Field(default=10.0, gt=0, description="Run/worker heartbeat period.")
     stale_after_s: float = Field(
         default=90.0, gt=0, description="A running run whose heartbeat is older is retried.")
     max_attempts: int = Field(default=3, ge=1, description="Tries of a run before it ends error.")
+    queued_stale_after_s: float = Field(
+        default=900.0, gt=0, description="A run queued (or re-queued) longer than this without a "
+        "worker taking it (its broker message was lost, its claim failed) is enqueued again.")
 
     @field_validator("api_tokens", "browser_allowed_origins", "repo_mode_sources", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from diffie import yamlsafe
 from diffie.errors import ConfigError, DiffieError, SourceError
 from diffie.verdict import CHANGE_KINDS, ERROR_KINDS, FindingKind, Status
 
@@ -108,7 +109,7 @@ class ChangeCase(BaseModel):
         return self.category == "regression"
 
 
-def _entry_lines(text: str) -> dict[tuple[Any, ...], int]:
+def _entry_lines(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     """Line numbers of the YAML nodes: ``("changes", 3)`` and ``("changes", 3, "expected")``."""
     lines: dict[tuple[Any, ...], int] = {}
 
@@ -122,7 +123,6 @@ def _entry_lines(text: str) -> dict[tuple[Any, ...], int]:
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, ())
     return lines
@@ -140,8 +140,8 @@ def load_manifest(changes_dir: Path) -> list[ChangeCase]:
     except OSError as exc:
         raise ManifestError(f"cannot read the manifest: {exc.strerror or exc}", file=file) from exc
     try:
-        data = yaml.safe_load(text)
-        lines = _entry_lines(text)
+        root, data = yamlsafe.load(text)
+        lines = _entry_lines(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise ManifestError(f"not valid YAML: {exc.problem or exc}", file=file,

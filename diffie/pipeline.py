@@ -39,6 +39,7 @@ from diffie.errors import DeployError, DiffieError, RunError
 from diffie.runs import ChangeInput
 from diffie.sandbox.base import Machine, Sandbox
 from diffie.spec import Spec, parse_spec
+from diffie.spec_limits import SpecLimits
 from diffie.url_mode import strict_origin
 from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
 
@@ -161,7 +162,8 @@ def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: 
               say: Progress) -> Sides:
     if not change.base_url or not change.head_url or not change.spec_text:
         raise RunError("a URL-mode change needs base_url, head_url and a spec")
-    spec = parse_spec(change.spec_text, file=".diffie.yml")
+    spec = parse_spec(change.spec_text, file=".diffie.yml",
+                      limits=SpecLimits.from_settings(settings))
     say("phase: check URLs")
     problem = reachable(change.base_url)
     if problem:
@@ -249,7 +251,7 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
         if not spec_file.is_file():
             raise RunError(f"{change.spec_path} not found at head {head_sha[:12]}: the head "
                            "revision needs a Diffie spec")
-        spec = load_spec(spec_file)
+        spec = load_spec(spec_file, limits=SpecLimits.from_settings(settings))
         if spec.sandbox is None:
             raise RunError(f"{change.spec_path} has no 'sandbox' section: repo mode deploys the "
                            "change in a VM and needs the image, deploy commands and app port")
@@ -265,7 +267,7 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
             say("phase: deploy base")
             try:
                 with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
-                    url = _deploy(vm, base_tree, spec, clock, say, "base")
+                    url = _deploy(settings, vm, base_tree, spec, clock, say, "base")
                     base = _browse(browser, spec, url, "base", out, clock, say)
             except DeployError as exc:
                 raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
@@ -273,7 +275,7 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
             say("phase: deploy head")
             try:
                 with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
-                    url = _deploy(vm, head_tree, spec, clock, say, "head")
+                    url = _deploy(settings, vm, head_tree, spec, clock, say, "head")
                     head = _browse(browser, spec, url, "head", out, clock, say)
                     head2 = (_browse(browser, spec, url, "head2", out, clock, say)
                              if wants_noise_floor(settings, spec) else None)
@@ -283,14 +285,15 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
         return Sides(spec, base, head, head2, meta=meta)
 
 
-def _deploy(vm: Machine, tree: Path, spec: Spec, clock: datetime, say: Progress,
-            side: str) -> str:
+def _deploy(settings: Settings, vm: Machine, tree: Path, spec: Spec, clock: datetime,
+            say: Progress, side: str) -> str:
     from diffie.sandbox.deploy import deploy
 
     assert spec.sandbox is not None
     vm.set_clock(clock)
     say(f"{side}: guest clock set to {clock.isoformat()}; deploying")
-    url: str = deploy(vm, tree, spec.sandbox, progress=say)
+    url: str = deploy(vm, tree, spec.sandbox, progress=say, max_files=settings.max_repo_files,
+                      max_bytes=settings.max_repo_bytes)
     say(f"{side}: deployed, app at {url}")
     return url
 

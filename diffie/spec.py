@@ -22,6 +22,7 @@ Steps are written as one-key mappings, with a short form for the common argument
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +30,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from diffie import yamlsafe
 from diffie.errors import SpecError
 from diffie.origins import OriginError, parse_third_party_origin
+from diffie.spec_limits import SpecLimits, first_excess
 
 ACTIONS: tuple[str, ...] = (
     "goto", "click", "fill", "press", "select", "check", "hover", "wait_for",
@@ -129,9 +132,34 @@ class SandboxSpec(_Strict):
     source_dir: str = "/srv/app"
     deploy: list[str] = Field(default_factory=list)
     port: int = Field(default=8000, gt=0, lt=65536)
-    ready_path: str = "/health"
+    ready_path: str = Field(default="/health", max_length=2000)
     ready_timeout_s: float = Field(default=60, gt=0, le=900)
     deploy_timeout_s: float = Field(default=300, gt=0, le=3600)
+
+    @field_validator("ready_path")
+    @classmethod
+    def _ready_path_is_a_path(cls, value: str) -> str:
+        problem = ready_path_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def ready_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a plain absolute path on the app (None when it is). The worker
+    fetches it on the forwarded app port, so it must not be able to name another host:
+    no scheme, no ``//`` authority, no ``@`` userinfo, no backslash, no control characters."""
+    if not path.startswith("/"):
+        return f"ready_path must be a path starting with '/' (got {path[:80]!r})"
+    if path.startswith("//"):
+        return "ready_path must not start with '//' (that names a host, not a path)"
+    if "@" in path or "\\" in path:
+        return "ready_path must not contain '@' or a backslash"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c.isspace() for c in path):
+        return "ready_path must not contain spaces or control characters"
+    if "://" in path:
+        return "ready_path must be a path, not a URL"
+    return None
 
 
 class Spec(_Strict):
@@ -264,15 +292,21 @@ def _doc_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     return tuple(path)
 
 
-def parse_spec(text: str, *, file: str = ".diffie.yml") -> Spec:
-    """Parse and validate a spec; raises :class:`SpecError` naming the file, line and field."""
+def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | None = None) -> Spec:
+    """Parse and validate a spec; raises :class:`SpecError` naming the file, line and field.
+
+    ``limits`` caps its size (flows, steps, timeouts, ...; default: the settings' defaults)."""
+    limits = limits or SpecLimits()
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > limits.max_spec_bytes:
+        raise _too_big(size, limits, file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = yamlsafe.load(text, max_bytes=limits.max_spec_bytes + 1)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise SpecError(f"not valid YAML: {exc.problem or exc}", file=file, line=line) from exc
+        what = "" if isinstance(exc, yamlsafe.Refused) else "not valid YAML: "
+        raise SpecError(f"{what}{exc.problem or exc}", file=file, line=line) from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}", file=file) from exc
     if node is None or data is None:
@@ -304,7 +338,7 @@ def parse_spec(text: str, *, file: str = ".diffie.yml") -> Spec:
             new_flows.append(flow)
         normalised["flows"] = new_flows
     try:
-        return Spec.model_validate(normalised)
+        spec = Spec.model_validate(normalised)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -317,11 +351,29 @@ def parse_spec(text: str, *, file: str = ".diffie.yml") -> Spec:
             msg = f"missing required field {loc[-1]!r}"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         raise SpecError(msg + more, file=file, line=line, field=_field_name(loc) or None) from exc
+    excess = first_excess(spec, limits)
+    if excess is not None:
+        raise SpecError(excess.message, file=file, line=lines.line_for(excess.path),
+                        field=excess.field)
+    return spec
 
 
-def load_spec(path: Path) -> Spec:
+def _too_big(size: int, limits: SpecLimits, file: str) -> SpecError:
+    return SpecError(f"the spec is {size:,} bytes, more than the limit of "
+                     f"{limits.max_spec_bytes:,} (DIFFIE_MAX_SPEC_BYTES)", file=file, line=1)
+
+
+def load_spec(path: Path, *, limits: SpecLimits | None = None) -> Spec:
+    limits = limits or SpecLimits()
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(limits.max_spec_bytes + 1)
+            if len(raw) > limits.max_spec_bytes:
+                raise _too_big(os.fstat(fh.fileno()).st_size, limits, str(path))
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from exc
-    return parse_spec(text, file=str(path))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"the spec is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        file=str(path)) from exc
+    return parse_spec(text, file=str(path), limits=limits)

@@ -23,6 +23,7 @@ from diffie.models import Run
 from diffie.runs import as_utc
 from diffie.source import is_url, local_repo, read_file, resolve_rev
 from diffie.spec import parse_spec
+from diffie.spec_limits import SpecLimits
 from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
         raise invalid("spec", "URL mode needs the flows: spec (a .diffie.yml text) or flows",
                       "missing")
     _check_url_mode_origins(settings, body)
+    limits = SpecLimits.from_settings(settings)
     if isinstance(body.spec, str):
         text, field, file = body.spec, "spec", ".diffie.yml"
     elif body.spec is not None:
@@ -85,7 +87,7 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
     else:
         text, field, file = yaml.safe_dump({"flows": body.flows}, sort_keys=False), "flows", "flows"
     try:
-        parse_spec(text, file=file)
+        parse_spec(text, file=file, limits=limits)
     except SpecError as exc:
         raise _spec_error(field, exc) from None
     return text
@@ -154,7 +156,7 @@ def _check_repo_mode(settings: Settings, body: RunRequest) -> str:
         raise invalid("spec_path", f"{spec_path} not found in {body.repo} at {body.head}: "
                       "the head revision needs a Diffie spec", "spec_error", file=spec_path)
     try:
-        spec = parse_spec(text, file=spec_path)
+        spec = parse_spec(text, file=spec_path, limits=SpecLimits.from_settings(settings))
     except SpecError as exc:
         raise _spec_error("spec_path", exc) from None
     if spec.sandbox is None:

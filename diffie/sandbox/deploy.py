@@ -10,18 +10,23 @@ of its output: the pipeline turns that into a ``deploy_error`` finding.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from diffie.errors import DeployError, SandboxError
 from diffie.sandbox.base import ExecResult, Machine
-from diffie.spec import SandboxSpec
+from diffie.sandbox.recipe import DEFAULT_EXCLUDES, excluded
+from diffie.spec import SandboxSpec, ready_path_problem
+from diffie.spec_limits import MAX_REPO_BYTES, MAX_REPO_FILES
 
 TAIL_CHARS = 4000
+BODY_CHARS = 200       # characters of a not-ready answer's body quoted in the deploy error
 
 
 @dataclass
@@ -37,10 +42,71 @@ class DeployResult:
         return self.put_tree_s + self.commands_s + self.ready_s
 
 
+def ready_url(base_url: str, path: str) -> str:
+    """The readiness URL: ``base_url``'s scheme and host with ``path`` (and its query) — built
+    with a URL parser, never by concatenation, so a path cannot name another host."""
+    problem = ready_path_problem(path)
+    if problem:
+        raise DeployError(problem, command=f"GET {path[:200]!r}")
+    base = urlsplit(base_url)
+    target = urlsplit(path)
+    if target.scheme or target.netloc or not target.path.startswith("/"):
+        raise DeployError("ready_path must be a path on the app", command=f"GET {path[:200]!r}")
+    url = urlunsplit((base.scheme, base.netloc, target.path, target.query, ""))
+    if httpx.URL(url).host != httpx.URL(base_url).host or urlsplit(url).netloc != base.netloc:
+        raise DeployError("ready_path must be a path on the app", command=f"GET {path[:200]!r}")
+    return url
+
+
+def _body_snippet(resp: httpx.Response, chars: int = BODY_CHARS) -> str:
+    """The start of a response body for an error message: bounded, control characters and
+    quotes escaped (it is the app's text, not ours)."""
+    try:
+        text = resp.content[:chars * 4].decode("utf-8", errors="replace")[:chars]
+    except httpx.HTTPError:
+        return ""
+    return ascii(text) if text else ""
+
+
+def _answered_by(resp: httpx.Response) -> httpx.URL | None:
+    try:
+        return resp.request.url
+    except RuntimeError:            # a response built without a request (tests)
+        return None
+
+
+def check_tree_size(source: Path, *, max_files: int, max_bytes: int) -> tuple[int, int]:
+    """Count what :meth:`Machine.put_tree` would copy (files, bytes; the same exclusions);
+    raises DeployError naming the limit and its setting as soon as one is passed."""
+    files = size = 0
+    for root, dirs, names in os.walk(source):
+        rel_root = PurePosixPath(Path(root).relative_to(source).as_posix())
+        dirs[:] = [d for d in dirs if not excluded(rel_root / d, list(DEFAULT_EXCLUDES))]
+        for name in names:
+            if excluded(rel_root / name, list(DEFAULT_EXCLUDES)):
+                continue
+            files += 1
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+            if files > max_files:
+                raise DeployError(f"the revision has more than {max_files:,} files to copy into the "
+                                  "VM, the limit (DIFFIE_MAX_REPO_FILES)",
+                                  command="copy the source into the VM")
+            if size > max_bytes:
+                raise DeployError(f"the revision has more than {max_bytes:,} bytes to copy into the "
+                                  "VM, the limit (DIFFIE_MAX_REPO_BYTES)",
+                                  command="copy the source into the VM")
+    return files, size
+
+
 def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
                get: Callable[[str], httpx.Response] | None = None) -> float:
-    """Poll ``url`` until it answers 2xx/3xx; returns the seconds waited. Raises DeployError."""
-    fetch = get or (lambda u: httpx.get(u, timeout=min(10.0, timeout_s)))
+    """Poll ``url`` until it answers 2xx/3xx (redirects are not followed); returns the seconds
+    waited. Raises DeployError."""
+    fetch = get or (lambda u: httpx.get(u, timeout=min(10.0, timeout_s), follow_redirects=False))
+    expected = httpx.URL(url)
     start = time.monotonic()
     last = "no answer"
     while True:
@@ -48,9 +114,13 @@ def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
             resp = fetch(url)
             if resp.status_code < 400:
                 return time.monotonic() - start
-            last = f"HTTP {resp.status_code}: {resp.text[:500]}"
+            last = f"HTTP {resp.status_code}"
+            got = _answered_by(resp) or expected
+            if (got.host, got.port) == (expected.host, expected.port):
+                snippet = _body_snippet(resp)
+                last += f": {snippet}" if snippet else ""
         except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
+            last = f"{type(exc).__name__}: {exc}"[:BODY_CHARS]
         if time.monotonic() - start > timeout_s:
             raise DeployError(f"the app did not become ready at {url} within {timeout_s:.0f} s ({last})",
                               command=f"GET {url}", exit_code=None, output_tail=last[-TAIL_CHARS:])
@@ -58,17 +128,23 @@ def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
 
 
 def deploy(machine: Machine, source: Path, spec: SandboxSpec,
-           progress: Callable[[str], None] | None = None) -> str:
-    """Copy ``source`` in, run the deploy commands, wait for readiness; returns the app's URL."""
-    return deploy_detailed(machine, source, spec, progress).base_url
+           progress: Callable[[str], None] | None = None, *, max_files: int = MAX_REPO_FILES,
+           max_bytes: int = MAX_REPO_BYTES) -> str:
+    """Copy ``source`` in, run the deploy commands, wait for readiness; returns the app's URL.
+    A tree of more than ``max_files`` files or ``max_bytes`` bytes is not copied (DeployError)."""
+    return deploy_detailed(machine, source, spec, progress, max_files=max_files,
+                           max_bytes=max_bytes).base_url
 
 
 def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
-                    progress: Callable[[str], None] | None = None) -> DeployResult:
+                    progress: Callable[[str], None] | None = None, *,
+                    max_files: int = MAX_REPO_FILES,
+                    max_bytes: int = MAX_REPO_BYTES) -> DeployResult:
     """:func:`deploy`, returning the commands' results and each phase's duration."""
     say = progress or (lambda _line: None)
     result = DeployResult(base_url=machine.url(spec.port))
     t = time.monotonic()
+    check_tree_size(source, max_files=max_files, max_bytes=max_bytes)
     try:
         machine.put_tree(source, spec.source_dir)
     except SandboxError as exc:
@@ -91,6 +167,7 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
                               command=command, exit_code=res.exit_code,
                               output_tail=res.tail(TAIL_CHARS))
     result.commands_s = time.monotonic() - t
-    result.ready_s = wait_ready(result.base_url + spec.ready_path, spec.ready_timeout_s)
-    say(f"ready at {result.base_url}{spec.ready_path} after {result.ready_s:.1f} s")
+    url = ready_url(result.base_url, spec.ready_path)
+    result.ready_s = wait_ready(url, spec.ready_timeout_s)
+    say(f"ready at {url} after {result.ready_s:.1f} s")
     return result

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from diffie import yamlsafe
 from diffie.errors import SandboxError
 
 # Bumped whenever the builder's output for one recipe changes (invalidates every image).
@@ -153,8 +154,7 @@ def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...],
 def parse_recipe(text: str, *, file: str = "recipe.yml") -> Recipe:
     """Validate a recipe; errors read ``recipe.yml:12 (files[0].dest): ...``."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = yamlsafe.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark is not None else file
