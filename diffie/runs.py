@@ -5,8 +5,9 @@ safe when two workers hold the same message (a redelivery): only the worker that
 can move it on, and a run whose worker stopped heartbeating can be claimed again.
 
     queued ──claim──> running ──record_verdict──> done
-                        │  └────record_error────> error
-                        └─(worker died: heartbeat stale)─> queued again (≤ max_attempts)
+      │                 │  └────record_error────> error
+      │                 └─(worker died: heartbeat stale)─> queued again (≤ max_attempts)
+      └─(never taken: message lost, claim failed; queued too long)─> queued again (≤ max_attempts)
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def claim(db: Database, run_id: str, worker: str, *, stale_after_s: float,
         attempts = run.attempts
     if attempts > max_attempts:
         reason = (f"gave up after {attempts - 1} attempts: the worker running it stopped "
-                  f"(killed, crashed or timed out) each time")
+                  f"(killed, crashed or timed out) or its queue message was lost each time")
         from diffie.verdict import error_verdict
 
         record_error(db, run_id, worker, reason, error_verdict(run_id, reason))
@@ -213,11 +214,26 @@ def record_error(db: Database, run_id: str, worker: str, reason: str, verdict: V
         return True
 
 
+def record_outputs(db: Database, run_id: str, worker: str, verdict: Verdict,
+                   out: ArtifactDir | None) -> bool:
+    """Replace the verdict, findings and artifact list of a run ``worker`` already ended
+    ``error`` (its watchdog did, at the time limit, before the pipeline stopped)."""
+    with db.session() as s:
+        result = s.execute(update(Run).where(Run.id == run_id, Run.status == "error",
+                                             Run.worker == worker[:200])
+                           .values(verdict=verdict.model_dump(mode="json"))
+                           .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        _replace_rows(s, run_id, verdict, out)
+        return True
+
+
 def release(db: Database, run_id: str, worker: str, phase: str = "interrupted") -> bool:
     """Give an unfinished run back to the queue (the worker is shutting down)."""
     with db.session() as s:
         result = s.execute(_mine(run_id, worker).values(
-            status="queued", phase=phase[:PHASE_LEN], heartbeat_at=None)
+            status="queued", phase=phase[:PHASE_LEN], heartbeat_at=utcnow())
             .execution_options(synchronize_session=False))
         return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -236,11 +252,53 @@ def requeue_stale(db: Database, *, stale_after_s: float) -> list[str]:
         requeued = []
         for run_id in ids:
             result = s.execute(update(Run).where(Run.id == run_id).where(stale_where)
-                               .values(status="queued", phase="requeued: worker lost")
+                               .values(status="queued", phase="requeued: worker lost",
+                                       heartbeat_at=utcnow())
                                .execution_options(synchronize_session=False))
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 requeued.append(run_id)
         return requeued
+
+
+def requeue_lost(db: Database, *, queued_after_s: float,
+                 max_attempts: int) -> tuple[list[str], list[str]]:
+    """Runs ``queued`` for longer than ``queued_after_s`` since they were (last) put on the
+    queue: their broker message was lost, or the worker that took it could not claim the run
+    (a database error). Each goes back on the queue — counted as an attempt — or, once it has
+    used up ``max_attempts``, ends ``error``. Returns (ids to enqueue again, ids given up).
+
+    A queued run's ``heartbeat_at`` is when it was last (re)queued (``created_at`` before it
+    ever was); a duplicate message is harmless: only one claim of a run succeeds.
+    """
+    from diffie.verdict import error_verdict
+
+    now = utcnow()
+    cutoff = now - timedelta(seconds=queued_after_s)
+    lost_where = ((Run.status == "queued")
+                  & ((Run.heartbeat_at.is_(None) & (Run.created_at < cutoff))
+                     | (Run.heartbeat_at < cutoff)))
+    requeued: list[str] = []
+    gave_up: list[str] = []
+    with db.session() as s:
+        rows = list(s.execute(select(Run.id, Run.attempts).where(lost_where)))
+        for run_id, attempts in rows:
+            give_up = attempts >= max_attempts
+            if give_up:
+                reason = (f"no worker took this run: it was put on the queue {attempts + 1} "
+                          f"times, {queued_after_s:g} s apart (DIFFIE_QUEUED_STALE_AFTER_S), and "
+                          f"stayed queued each time; check that a worker consumes the queue")
+                values: dict[str, object] = dict(
+                    status="error", phase="error", reason=reason, verdict_status="error",
+                    verdict=error_verdict(run_id, reason).model_dump(mode="json"),
+                    finished_at=now)
+            else:
+                values = dict(attempts=Run.attempts + 1, heartbeat_at=now,
+                              phase="requeued: never taken")
+            result = s.execute(update(Run).where(Run.id == run_id).where(lost_where)
+                               .values(**values).execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                (gave_up if give_up else requeued).append(run_id)
+        return requeued, gave_up
 
 
 # --- worker liveness ----------------------------------------------------------------------------

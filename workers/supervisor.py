@@ -4,7 +4,9 @@ start) the sandbox reaper.
 Every ``heartbeat_s`` the worker records itself in the ``workers`` table (so the CLI knows a
 worker will take its run) and looks for runs left ``running`` with a stale heartbeat (their
 worker was killed): they go back to ``queued`` and onto the queue again (``claim`` ends a run
-``error`` once it has used up ``max_attempts``).
+``error`` once it has used up ``max_attempts``). Runs still ``queued`` long after they were
+queued (``queued_stale_after_s``: the message was lost, or the claim failed) are enqueued again,
+within the same ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -24,13 +26,23 @@ log = logging.getLogger(__name__)
 
 
 def recover_stale(app: Any, ctx: Any) -> list[str]:
-    """Requeue runs whose worker went silent; returns their ids."""
+    """Requeue runs whose worker went silent, and runs no worker ever took (their broker
+    message was lost, their claim hit a database error); returns the ids put on the queue."""
     settings = ctx.settings
     ids = runs.requeue_stale(ctx.db, stale_after_s=settings.stale_after_s)
     for run_id in ids:
         log.warning("run %s: its worker stopped heartbeating; queued again", run_id)
+    lost, gave_up = runs.requeue_lost(ctx.db, queued_after_s=settings.queued_stale_after_s,
+                                      max_attempts=settings.max_attempts)
+    for run_id in lost:
+        log.warning("run %s: queued for over %g s without a worker taking it; queued again",
+                    run_id, settings.queued_stale_after_s)
+    for run_id in gave_up:
+        log.error("run %s: never taken by a worker; it ends error", run_id)
+        ctx.events.finished(run_id)
+    for run_id in ids + lost:
         app.send_task(VERIFY_TASK, args=[run_id], queue=settings.queue_name)
-    return ids
+    return ids + lost
 
 
 def reap_leftovers(ctx: Any) -> None:

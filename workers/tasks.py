@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 
 from celery import Celery, Task
@@ -25,6 +26,7 @@ from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
 from diffie.errors import DiffieError
 from diffie.pipeline import RunCancelled, publish_error, run_change
+from diffie.runs import ChangeInput
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +56,61 @@ def worker_identity(nodename: str | None = None) -> str:
     return f"{nodename or socket.gethostname()}/{os.getpid()}/{threading.get_ident() % 100000}"
 
 
+def time_limit_reason(limit_s: float) -> str:
+    return (f"the run took longer than the time limit of {limit_s:g} s "
+            f"(DIFFIE_TASK_TIME_LIMIT_S) and was stopped")
+
+
 class Heartbeat(threading.Thread):
-    """Refreshes the run's heartbeat; notices when the run is no longer ours (cancelled)."""
+    """Refreshes the run's heartbeat; notices when the run is no longer ours (cancelled); and
+    is the run's watchdog: at ``DIFFIE_TASK_TIME_LIMIT_S`` it ends the run ``error`` in the
+    database at once (every pool, the embedded worker's included, where Celery's own time
+    limits do not apply) and makes the pipeline stop at its next progress report."""
 
     def __init__(self, ctx: AppContext, run_id: str, worker: str) -> None:
         super().__init__(name=f"heartbeat-{run_id[:8]}", daemon=True)
         self.ctx, self.run_id, self.worker = ctx, run_id, worker
         self.lost = threading.Event()
+        self.timed_out = threading.Event()
+        self.limit_s = float(ctx.settings.task_time_limit_s)
+        self.deadline = time.monotonic() + self.limit_s
         self._stop_event = threading.Event()
 
+    @property
+    def reason(self) -> str:
+        return time_limit_reason(self.limit_s)
+
     def run(self) -> None:
-        while not self._stop_event.wait(self.ctx.settings.heartbeat_s):
+        while True:
+            wait = min(self.ctx.settings.heartbeat_s, max(0.0, self.deadline - time.monotonic()))
+            if self._stop_event.wait(wait):
+                return
+            if time.monotonic() >= self.deadline:
+                self._expire()
+                return
             try:
                 if not runs.heartbeat(self.ctx.db, self.run_id, self.worker):
                     self.lost.set()
                     return
             except Exception:
                 log.exception("heartbeat of run %s failed", self.run_id)
+
+    def _expire(self) -> None:
+        from diffie.pipeline import report_url
+        from diffie.verdict import error_verdict
+
+        verdict = error_verdict(self.run_id, self.reason)
+        verdict.report_url = report_url(self.ctx.settings, self.run_id)
+        try:
+            ended = runs.record_error(self.ctx.db, self.run_id, self.worker, self.reason, verdict)
+        except Exception:
+            log.exception("run %s: could not record that it timed out", self.run_id)
+            return             # Celery's own limit (prefork), or the stale-run recovery, follows
+        if ended:
+            log.error("run %s: %s", self.run_id, self.reason)
+            self.timed_out.set()
+            self.ctx.events.finished(self.run_id)
+        self.lost.set()
 
     def phase(self, phase: str) -> None:
         if self.lost.is_set() or not runs.heartbeat(self.ctx.db, self.run_id, self.worker, phase):
@@ -118,13 +158,19 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
                              source=ctx.sources.get(change.mode), sandbox=ctx.sandbox)
         out = ArtifactDir(settings.artifacts_dir / run_id)
         if not runs.record_verdict(ctx.db, run_id, worker, verdict, out):
+            if beat.timed_out.is_set():
+                return _timed_out(ctx, beat, change)
             log.warning("run %s: finished, but it is no longer ours (cancelled?)", run_id)
             return "lost"
         result = verdict.status
     except RunCancelled:
+        if beat.timed_out.is_set():
+            return _timed_out(ctx, beat, change)
         log.info("run %s stopped: cancelled or taken over", run_id)
         return "cancelled"
     except Exception as exc:
+        if beat.timed_out.is_set():
+            return _timed_out(ctx, beat, change)
         reason = describe(exc)
         log.error("run %s failed: %s\n%s", run_id, reason, traceback.format_exc())
         if change is None:
@@ -144,6 +190,17 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
         beat.stop()
     ctx.events.finished(run_id)
     return result
+
+
+def _timed_out(ctx: AppContext, beat: Heartbeat, change: ChangeInput | None) -> str:
+    """The watchdog ended the run ``error`` (time limit); now that the pipeline has stopped,
+    write the error report over whatever it left and list the run's artifacts."""
+    if change is not None:
+        verdict = publish_error(ctx.settings, change, beat.reason)
+        runs.record_outputs(ctx.db, beat.run_id, beat.worker, verdict,
+                            ArtifactDir(ctx.settings.artifacts_dir / beat.run_id))
+    log.info("run %s stopped at its time limit", beat.run_id)
+    return "error"
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:

@@ -132,7 +132,7 @@ def test_killed_worker_run_is_retried(api: httpx.Client, qctx: AppContext,
         second = None
         try:
             run_id = submit(api, site.url, site.url, spec("goto: /slow", "screenshot: a",
-                                                          timeout_ms=150_000))
+                                                          timeout_ms=120_000))
             wait_until(lambda: api.get(f"/v1/runs/{run_id}").json()["phase"].startswith(
                 "browse") and "/slow" in site.hits, timeout=120, what="the first worker to browse")
             os.killpg(first.pid, signal.SIGKILL)   # the worker and its browser, mid-run
