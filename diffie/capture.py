@@ -76,6 +76,8 @@ class Screenshot(BaseModel):
     mask_boxes: list[Box] = Field(default_factory=list)   # page-coordinates of masked elements
     elements: str | None = None        # artifact name of a JSON list of visible elements:
                                        # [{selector, text, x, y, width, height}] (page coords)
+    clipped_from: list[int] | None = None   # [width, height] of a full page larger than
+                                            # DIFFIE_MAX_SCREENSHOT_PIXELS: only its top was kept
 
 
 class Capture(BaseModel):

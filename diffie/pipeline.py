@@ -320,7 +320,8 @@ def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, ou
     flaky: list[Flaky] = []
     if sides.head is not None:
         say("phase: compare")
-        found, flaky = compare_runs(sides.base, sides.head, out, head2=sides.head2)
+        found, flaky = compare_runs(sides.base, sides.head, out, head2=sides.head2,
+                                    max_pixels=settings.max_screenshot_pixels)
         findings += found
     viewports = len({vp for f in sides.spec.flows for vp, _ in sides.spec.flow_viewports(f)})
     verdict = judge(change.run_id, findings, flaky=flaky, flows=len(sides.spec.flows),

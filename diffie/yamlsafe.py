@@ -23,6 +23,11 @@ class Refused(ComposerError):
     """Valid YAML that Diffie does not accept (an anchor, an alias, too deep nesting)."""
 
 
+def _mark(event: yaml.Event) -> yaml.error.Mark | None:
+    mark = event.start_mark
+    return mark if isinstance(mark, yaml.error.Mark) else None
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """A SafeLoader whose composer refuses anchors and aliases and bounds nesting."""
 
@@ -34,21 +39,21 @@ class _NoAliasLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             raise Refused(None, None, f"YAML aliases (*{event.anchor}) are not allowed",
-                                event.start_mark)
+                                _mark(event))
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             raise Refused(None, None, f"YAML anchors (&{anchor}) are not allowed",
-                                event.start_mark)
+                                _mark(event))
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             self._depth += 1
             if self._depth > MAX_DEPTH:
                 raise Refused(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                    event.start_mark)
+                                    _mark(event))
             try:
-                return super().compose_node(parent, index)  # type: ignore[no-any-return]
+                return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 def load(text: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[yaml.Node | None, Any]:

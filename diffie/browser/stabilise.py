@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from playwright.sync_api import BrowserContext, Locator, Page, Request, Response
+from playwright.sync_api import BrowserContext, FloatRect, Locator, Page, Request, Response
 from playwright.sync_api import Error as PlaywrightError
 
 MASK_COLOR = "#FF00FF"          # one fixed colour, so masked areas are identical on both sides
@@ -299,15 +299,58 @@ class Shot:
     stable: bool
 
 
+_PAGE_SIZE_JS = r"""() => {
+  const d = document.documentElement, b = document.body;
+  return [Math.max(d.scrollWidth, b ? b.scrollWidth : 0, window.innerWidth),
+          Math.max(d.scrollHeight, b ? b.scrollHeight : 0, window.innerHeight)];
+}"""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The top-left part of a page a full-page screenshot keeps when the whole page is larger
+    than the pixel-area limit (``full``: the page's size, to say what was left out)."""
+
+    width: int
+    height: int
+    full: tuple[int, int]
+
+    def as_rect(self) -> FloatRect:
+        return {"x": 0, "y": 0, "width": self.width, "height": self.height}
+
+
+def area_clip(width: int, height: int, max_pixels: int) -> Clip | None:
+    """None when ``width``×``height`` is within ``max_pixels``; else the largest top-left clip
+    within it (the full width where possible, so what is kept is the top of the page)."""
+    if width <= 0 or height <= 0 or width * height <= max_pixels:
+        return None
+    clip_w = min(width, max(1, max_pixels // min(height, 1024)))
+    clip_h = max(1, min(height, max_pixels // clip_w))
+    return Clip(clip_w, clip_h, (width, height))
+
+
+def full_page_clip(page: Page, max_pixels: int, *, timeout_ms: float = 2000) -> Clip | None:
+    """:func:`area_clip` of the page's current scroll size (CSS pixels)."""
+    size = evaluate(page, _PAGE_SIZE_JS, timeout_ms=timeout_ms)
+    try:
+        width, height = int(size[0]), int(size[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return area_clip(width, height, max_pixels)
+
+
 def stable_screenshot(page: Page, *, full_page: bool, mask: list[Locator], timeout_ms: float,
-                      max_shots: int = MAX_SHOTS) -> Shot:
-    """Retake until two consecutive shots are byte-identical (at most ``max_shots`` shots)."""
+                      max_shots: int = MAX_SHOTS, clip: Clip | None = None) -> Shot:
+    """Retake until two consecutive shots are byte-identical (at most ``max_shots`` shots).
+    ``clip``: keep only that part of a full-page shot (Chromium renders only that part)."""
     deadline = time.monotonic() + timeout_ms / 1000
+    rect = clip.as_rect() if clip is not None else None
 
     def take() -> bytes:
         return page.screenshot(
             full_page=full_page, mask=mask, mask_color=MASK_COLOR, animations="disabled",
-            caret="hide", scale="css", type="png", timeout=max(1000, _remaining_ms(deadline)))
+            caret="hide", scale="css", type="png", timeout=max(1000, _remaining_ms(deadline)),
+            clip=rect)
 
     previous = take()
     attempts = 1

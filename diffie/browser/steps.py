@@ -284,14 +284,19 @@ class FlowRun:
         # one budget for the step: at most half of it (and SETTLE_BUDGET_MS) to settle, the rest to shoot
         deadline = time.monotonic() + timeout / 1000
         stabilise.settle(self.page, self.network, budget_ms=timeout / 2, full_page=step.full_page)
+        # a full page larger than DIFFIE_MAX_SCREENSHOT_PIXELS keeps only its top (recorded)
+        clip = (stabilise.full_page_clip(self.page, self.runner.settings.max_screenshot_pixels)
+                if step.full_page else None)
         shot = stabilise.stable_screenshot(self.page, full_page=step.full_page, mask=mask,
-                                           timeout_ms=max(1000.0, (deadline - time.monotonic()) * 1000))
+                                           timeout_ms=max(1000.0, (deadline - time.monotonic()) * 1000),
+                                           clip=clip)
         base = slug(self.side, self.flow.name, self.viewport_name, name)
         artifact = base + ".png"
         self.out.path(artifact).write_bytes(shot.png)
         width, height = _png_size(shot.png)
         record = Screenshot(name=name, step=index, artifact=artifact, width=width, height=height,
-                            attempts=shot.attempts, stable=shot.stable)
+                            attempts=shot.attempts, stable=shot.stable,
+                            clipped_from=list(clip.full) if clip is not None else None)
         budget = min(timeout, 5000)
         try:
             record.mask_boxes = elements.mask_boxes(self.page, selectors, full_page=step.full_page,

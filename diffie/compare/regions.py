@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from diffie.compare.pixeldiff import I64, U8, Bool, _check_rgba, _classify, _draw, _size
 from diffie.errors import ImageError
+from diffie.spec_limits import MAX_SCREENSHOT_PIXELS
 
 
 @dataclass
@@ -199,14 +200,27 @@ def diff_regions(
     )
 
 
-def _load(path: Path) -> U8:
+def _load(path: Path, max_pixels: int = MAX_SCREENSHOT_PIXELS) -> U8:
+    """Decode an image as RGBA; its size is checked (from the header) before it is decoded."""
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image {path.name} is {width}x{height} = {width * height:,} pixels, more than "
+                    f"the limit of {max_pixels:,} (DIFFIE_MAX_SCREENSHOT_PIXELS): not compared")
             return np.asarray(im.convert("RGBA"))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image {path.name} is too large to decode safely ({exc}); the limit is "
+                         f"{max_pixels:,} pixels (DIFFIE_MAX_SCREENSHOT_PIXELS)") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageError(f"cannot read image {path}: {exc}") from exc
 
 
-def compare_files(a: Path, b: Path, **kw: Any) -> DiffResult:
-    """diff_regions() over two image files (any format Pillow reads, converted to RGBA)."""
-    return diff_regions(_load(Path(a)), _load(Path(b)), **kw)
+def compare_files(a: Path, b: Path, *, max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                  **kw: Any) -> DiffResult:
+    """diff_regions() over two image files (any format Pillow reads, converted to RGBA); an
+    image of more than ``max_pixels`` pixels raises :class:`ImageError` before it is decoded."""
+    return diff_regions(_load(Path(a), max_pixels), _load(Path(b), max_pixels), **kw)

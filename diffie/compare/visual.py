@@ -28,6 +28,7 @@ from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Box, Capture, Screenshot
 from diffie.compare.regions import DiffResult, RegionBox, compare_files
 from diffie.errors import DiffieError, ImageError
+from diffie.spec_limits import MAX_SCREENSHOT_PIXELS
 from diffie.verdict import Finding, FindingKind, Flaky, Region
 
 log = logging.getLogger(__name__)
@@ -198,11 +199,13 @@ class ScreenshotComparison:
 def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screenshot,
                        head_shot: Screenshot, out: ArtifactDir, *,
                        head2_shot: Screenshot | None = None,
-                       masks_in_count: bool = False) -> ScreenshotComparison:
+                       masks_in_count: bool = False,
+                       max_pixels: int = MAX_SCREENSHOT_PIXELS) -> ScreenshotComparison:
     """Compare one screenshot of base with head (and head2, for the noise floor).
 
     ``masks_in_count``: compare the pixels under mask boxes too (for when the browser paints
     masks, so a moved or resized masked element still shows); by default they are ignored.
+    ``max_pixels``: a larger screenshot is not decoded (:class:`ImageError`).
     """
     flow, viewport, name = head_cap.flow, head_cap.viewport, head_shot.name
     masks = [] if masks_in_count else _mask_rects(base_shot, head_shot)
@@ -214,7 +217,7 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     if head2_shot is not None:
         noise_masks = [] if masks_in_count else _mask_rects(head_shot, head2_shot)
         r2 = compare_files(out.path(head_shot.artifact), out.path(head2_shot.artifact),
-                           ignore=noise_masks)
+                           ignore=noise_masks, max_pixels=max_pixels)
         size_is_flaky = r2.size_changed
         if r2.changed_pixels > 0 or r2.size_changed:
             flaky_name = _save_diff(r2, out, slug("flaky", flow, viewport, name) + ".png")
@@ -225,10 +228,15 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
             threshold = r2.changed_pixels
 
     result = compare_files(out.path(base_shot.artifact), out.path(head_shot.artifact),
-                           ignore=masks + noise)
+                           ignore=masks + noise, max_pixels=max_pixels)
     size_change = result.size_changed and not (
         size_is_flaky and head2_shot is not None
         and (base_shot.width, base_shot.height) == (head2_shot.width, head2_shot.height))
+    # full pages over DIFFIE_MAX_SCREENSHOT_PIXELS keep only their top: compare the page sizes
+    full_a, full_b = _full_size(base_shot), _full_size(head_shot)
+    clipped = bool(base_shot.clipped_from or head_shot.clipped_from)
+    clipped_resize = clipped and full_a != full_b
+    size_change = size_change or clipped_resize
     if result.changed_pixels <= threshold and not size_change:
         return ScreenshotComparison(None, flaky)
 
@@ -241,8 +249,10 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     counted = result.changed_pixels if result.changed_pixels > threshold else 0
     pct = f"{result.ratio * 100:.2f}%"
     if size_change:
-        (wa, ha), (wb, hb) = result.size_a, result.size_b
+        (wa, ha), (wb, hb) = (full_a, full_b) if clipped_resize else (result.size_a, result.size_b)
         message = f"screenshot {name!r} changed size from {wa}x{ha} to {wb}x{hb}"
+        if clipped:
+            message += (" (only the top of the page was captured: DIFFIE_MAX_SCREENSHOT_PIXELS)")
         if counted:
             message += (f"; {counted:,} pixels ({pct}) of the common area changed"
                         f" in {len(result.regions)} region(s): {_describe_regions(regions)}")
@@ -267,6 +277,8 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
         "head": head_shot.artifact,
         "stable": {"base": base_shot.stable, "head": head_shot.stable},
     }
+    if clipped:
+        details["clipped_from"] = {"base": base_shot.clipped_from, "head": head_shot.clipped_from}
     finding = Finding(
         kind=kind, flow=flow, viewport=viewport, step=head_shot.step,
         step_description=step.description if step else None, message=message,
@@ -276,8 +288,16 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     return ScreenshotComparison(finding, flaky)
 
 
+def _full_size(shot: Screenshot) -> tuple[int, int]:
+    """The page's size: the screenshot's, or the full page's when the shot was clipped."""
+    if shot.clipped_from and len(shot.clipped_from) == 2:
+        return shot.clipped_from[0], shot.clipped_from[1]
+    return shot.width, shot.height
+
+
 def visual_findings(base: Capture, head: Capture, out: ArtifactDir, *, head2: Capture | None = None,
-                    masks_in_count: bool = False) -> tuple[list[Finding], list[Flaky]]:
+                    masks_in_count: bool = False,
+                    max_pixels: int = MAX_SCREENSHOT_PIXELS) -> tuple[list[Finding], list[Flaky]]:
     """Visual findings of one flow×viewport. A screenshot taken on one side only (the flow
     stopped early) gives no visual finding: the step finding covers it. An unreadable
     screenshot raises :class:`~diffie.errors.ImageError` (the run cannot be verified)."""
@@ -292,7 +312,7 @@ def visual_findings(base: Capture, head: Capture, out: ArtifactDir, *, head2: Ca
         try:
             cmp = compare_screenshot(base, head, base_shot, shot, out,
                                      head2_shot=head2_shots.get(shot.name),
-                                     masks_in_count=masks_in_count)
+                                     masks_in_count=masks_in_count, max_pixels=max_pixels)
         except OSError as exc:   # a missing or unreadable screenshot must not read as "no change"
             raise ImageError(f"screenshot {shot.name!r} of {head.flow}/{head.viewport} cannot be"
                              f" compared: {exc}") from exc
