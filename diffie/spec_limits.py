@@ -89,7 +89,7 @@ def first_excess(spec: Spec, limits: SpecLimits) -> Excess | None:
                           f"{limits.max_screenshot_pixels:,} "
                           f"({setting_name('max_screenshot_pixels')})",
                           ("viewports", name), f"viewports.{name}")
-    if spec.timeout_ms > limits.max_step_timeout_ms:
+    if "timeout_ms" in spec.model_fields_set and spec.timeout_ms > limits.max_step_timeout_ms:
         return Excess(_over("timeout_ms is", spec.timeout_ms, "max_step_timeout_ms", limits,
                             " ms"), ("timeout_ms",), "timeout_ms")
     screenshots = 0
