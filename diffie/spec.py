@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from diffie import yamlsafe
 from diffie.errors import SpecError
 from diffie.origins import OriginError, parse_third_party_origin
-from diffie.spec_limits import SpecLimits, first_excess
+from diffie.spec_limits import SpecLimits, first_excess, node_excess
 
 ACTIONS: tuple[str, ...] = (
     "goto", "click", "fill", "press", "select", "check", "hover", "wait_for",
@@ -301,7 +301,15 @@ def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | Non
     if size > limits.max_spec_bytes:
         raise _too_big(size, limits, file)
     try:
-        node, data = yamlsafe.load(text, max_bytes=limits.max_spec_bytes + 1)
+        node = yamlsafe.compose(text, max_bytes=limits.max_spec_bytes + 1)
+        if node is not None:
+            excess = node_excess(node, limits)
+            if excess is not None:
+                lines = _LineMap()
+                lines.walk(node, ())
+                raise SpecError(excess.message, file=file, line=lines.line_for(excess.path),
+                                field=excess.field)
+        data = yamlsafe.construct(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 if TYPE_CHECKING:
     from diffie.config import Settings
     from diffie.spec import Spec
@@ -71,6 +73,46 @@ def _over(what: str, value: float, limit_field: str, limits: SpecLimits, unit: s
     limit = getattr(limits, limit_field)
     return (f"{what} {value:g}{unit}, more than the limit of {limit:g}{unit} "
             f"({setting_name(limit_field)})")
+
+
+def _child(node: Any, key: str) -> Any:
+    """The value node of ``key`` in a mapping node (None if absent or not a mapping)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node
+    return None
+
+
+def node_excess(root: yaml.Node, limits: SpecLimits) -> Excess | None:
+    """The counting caps (flows, steps, viewports, deploy commands), checked on the YAML node
+    tree before any object is built from it: an oversized spec is refused in milliseconds."""
+    flows = _child(root, "flows")
+    if isinstance(flows, yaml.SequenceNode):
+        if len(flows.value) > limits.max_flows:
+            return Excess(f"{len(flows.value)} flows, more than the limit of {limits.max_flows} "
+                          f"({setting_name('max_flows')})", ("flows",), "flows")
+        for fi, flow in enumerate(flows.value):
+            steps = _child(flow, "steps")
+            if isinstance(steps, yaml.SequenceNode) and len(steps.value) > limits.max_steps_per_flow:
+                name = _child(flow, "name")
+                label = repr(name.value) if isinstance(name, yaml.ScalarNode) else f"#{fi}"
+                return Excess(f"flow {label} has {len(steps.value)} steps, more than the limit of "
+                              f"{limits.max_steps_per_flow} "
+                              f"({setting_name('max_steps_per_flow')})",
+                              ("flows", fi, "steps"), f"flows[{fi}].steps")
+    viewports = _child(root, "viewports")
+    if isinstance(viewports, yaml.MappingNode) and len(viewports.value) > limits.max_viewports:
+        return Excess(f"{len(viewports.value)} viewports, more than the limit of "
+                      f"{limits.max_viewports} ({setting_name('max_viewports')})",
+                      ("viewports",), "viewports")
+    deploy = _child(_child(root, "sandbox"), "deploy")
+    if isinstance(deploy, yaml.SequenceNode) and len(deploy.value) > limits.max_deploy_commands:
+        return Excess(f"{len(deploy.value)} deploy commands, more than the limit of "
+                      f"{limits.max_deploy_commands} ({setting_name('max_deploy_commands')})",
+                      ("sandbox", "deploy"), "sandbox.deploy")
+    return None
 
 
 def first_excess(spec: Spec, limits: SpecLimits) -> Excess | None:

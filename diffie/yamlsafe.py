@@ -2,10 +2,16 @@
 
 PyYAML's ``safe_load`` still expands aliases: a 507-byte "billion laughs" document (nine levels
 of ``&a [*b, *b, ...]``) builds an object graph whose walk takes hours. Diffie's files never need
-anchors, aliases or merge keys, so :func:`load` refuses them outright, naming the line; it also
-bounds the nesting depth (deep ``[[[[...`` would otherwise end in a ``RecursionError``) and the
-document's size. The document is composed once: the node tree (for line numbers) and the plain
-data built from it are returned together.
+anchors, aliases or merge keys, so they are refused outright, naming the line; the nesting depth
+(deep ``[[[[...`` would otherwise end in a ``RecursionError``) and the document's size are
+bounded too. Parsing uses libyaml when PyYAML has it (the pure-Python parser needs seconds for
+a few hundred kilobytes):
+
+1. :func:`compose` scans the event stream for anchors, aliases and depth, then builds the node
+   tree (line numbers; callers can check sizes on it before building any object);
+2. :func:`construct` turns the node tree into plain data.
+
+:func:`load` does both.
 """
 
 from __future__ import annotations
@@ -18,46 +24,42 @@ from yaml.composer import ComposerError
 MAX_DEPTH = 64                      # nested mappings/sequences
 DEFAULT_MAX_BYTES = 1_000_000
 
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+
 
 class Refused(ComposerError):
     """Valid YAML that Diffie does not accept (an anchor, an alias, too deep nesting)."""
 
 
 def _mark(event: yaml.Event) -> yaml.error.Mark | None:
+    """The event's position as a pure-Python mark (libyaml's marks have no snippet)."""
     mark = event.start_mark
-    return mark if isinstance(mark, yaml.error.Mark) else None
+    if mark is None:
+        return None
+    return yaml.error.Mark(str(getattr(mark, "name", "<yaml>")), int(mark.index), int(mark.line),
+                           int(mark.column), None, None)  # type: ignore[arg-type]
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer refuses anchors and aliases and bounds nesting."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()
+def _check_events(text: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.AliasEvent):
             raise Refused(None, None, f"YAML aliases (*{event.anchor}) are not allowed",
-                                _mark(event))
+                          _mark(event))
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            raise Refused(None, None, f"YAML anchors (&{anchor}) are not allowed",
-                                _mark(event))
+            raise Refused(None, None, f"YAML anchors (&{anchor}) are not allowed", _mark(event))
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            self._depth += 1
-            if self._depth > MAX_DEPTH:
+            depth += 1
+            if depth > MAX_DEPTH:
                 raise Refused(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                    _mark(event))
-            try:
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-        return super().compose_node(parent, index)
+                              _mark(event))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
-def load(text: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[yaml.Node | None, Any]:
-    """Compose and construct one document: ``(node, data)``; ``(None, None)`` when empty.
+def compose(text: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> yaml.Node | None:
+    """The node tree of one document (None when empty).
 
     Raises :class:`yaml.YAMLError` (a :class:`yaml.MarkedYAMLError` with the line where it
     can) for invalid YAML, anchors, aliases, too deep nesting, or more than ``max_bytes``.
@@ -66,11 +68,27 @@ def load(text: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[yaml.Node | 
     if size > max_bytes:
         raise yaml.YAMLError(f"the document is {size:,} bytes, more than the limit of "
                              f"{max_bytes:,}")
-    loader = _NoAliasLoader(text)
+    _check_events(text)
+    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, None
-        return node, loader.construct_document(node)
+        node: yaml.Node | None = loader.get_single_node()
+        return node
     finally:
         loader.dispose()
+
+
+def construct(node: yaml.Node) -> Any:
+    """Plain data (dicts, lists, scalars) of a node tree from :func:`compose`."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def load(text: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[yaml.Node | None, Any]:
+    """:func:`compose` then :func:`construct`: ``(node, data)``; ``(None, None)`` when empty."""
+    node = compose(text, max_bytes=max_bytes)
+    if node is None:
+        return None, None
+    return node, construct(node)

@@ -1,0 +1,81 @@
+"""Nothing stays ``queued`` forever, with a real broker (the embedded SQLite one and Redis) and
+a real worker: a run whose broker message was lost, or whose claim hit a database error, is
+put on the queue again by the worker's recovery round and then runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from diffie import runs
+from diffie.app_context import AppContext, build_context
+from tests.conftest import PAGE, LiveServer, Site, finished, make_settings
+from workers.embedded import EmbeddedWorker
+
+pytestmark = pytest.mark.integration
+
+SPEC = "flows:\n  - name: home\n    viewports: [desktop]\n    steps:\n      - goto: /\n"
+# The recovery round runs every heartbeat; a queued run is "lost" after a second here.
+FAST: dict[str, Any] = dict(heartbeat_s=0.3, queued_stale_after_s=1.0, noise_floor=False,
+                            parallel_sides=False)
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def qctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AppContext]:
+    overrides = dict(FAST)
+    if request.param == "redis":
+        overrides.update(broker_url=request.getfixturevalue("redis_url"),
+                         database_url=request.getfixturevalue("pg_url"))
+    ctx = build_context(make_settings(tmp_path / "data", **overrides))
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def api(qctx: AppContext, live_api: Callable[[AppContext], LiveServer]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_api(qctx).url, timeout=30) as client:
+        yield client
+
+
+def test_a_run_whose_broker_message_was_lost_is_requeued_and_runs(
+        qctx: AppContext, api: httpx.Client) -> None:
+    with Site({"/": PAGE % ""}) as site:
+        # recorded, but its message never reached the broker (the API died in between, the
+        # broker dropped it): only the recovery can get it going
+        run_id = runs.submit_url(qctx.db, base_url=site.url, head_url=site.url, spec_text=SPEC)
+        with EmbeddedWorker(qctx.celery):
+            run = finished(api, run_id, timeout=120)
+    assert run["status"] == "done", run["reason"]
+    assert run["verdict"]["status"] == "pass"
+    assert run["attempts"] == 2              # the re-enqueue counts as an attempt
+    assert "/" in site.hits
+
+
+def test_a_run_whose_claim_hit_a_database_error_is_requeued_and_runs(
+        qctx: AppContext, api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_claim = runs.claim
+    failures: list[str] = []
+
+    def flaky_claim(db: Any, run_id: str, worker: str, **kw: Any) -> runs.ClaimOutcome:
+        if not failures:
+            failures.append(run_id)
+            raise OperationalError("UPDATE runs ...", {}, Exception("database is locked"))
+        return real_claim(db, run_id, worker, **kw)
+
+    monkeypatch.setattr(runs, "claim", flaky_claim)
+    with EmbeddedWorker(qctx.celery):
+        resp = api.post("/v1/runs", json={"base_url": "http://127.0.0.1:9",
+                                          "head_url": "http://127.0.0.1:9", "spec": SPEC})
+        assert resp.status_code == 202, resp.text
+        run_id = resp.json()["id"]
+        run = finished(api, run_id, timeout=90)
+    assert failures == [run_id]
+    # it ran (its base is unreachable on purpose: a quick, browser-free verdict)
+    assert run["status"] == "error" and "is unreachable" in run["reason"]
+    assert run["attempts"] == 2
