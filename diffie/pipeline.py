@@ -287,13 +287,13 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
 
 def _deploy(settings: Settings, vm: Machine, tree: Path, spec: Spec, clock: datetime,
             say: Progress, side: str) -> str:
-    from diffie.sandbox.deploy import deploy
+    from diffie.sandbox.deploy import check_tree_size, deploy
 
     assert spec.sandbox is not None
+    check_tree_size(tree, max_files=settings.max_repo_files, max_bytes=settings.max_repo_bytes)
     vm.set_clock(clock)
     say(f"{side}: guest clock set to {clock.isoformat()}; deploying")
-    url: str = deploy(vm, tree, spec.sandbox, progress=say, max_files=settings.max_repo_files,
-                      max_bytes=settings.max_repo_bytes)
+    url: str = deploy(vm, tree, spec.sandbox, progress=say)
     say(f"{side}: deployed, app at {url}")
     return url
 

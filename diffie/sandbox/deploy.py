@@ -128,23 +128,26 @@ def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
 
 
 def deploy(machine: Machine, source: Path, spec: SandboxSpec,
-           progress: Callable[[str], None] | None = None, *, max_files: int = MAX_REPO_FILES,
-           max_bytes: int = MAX_REPO_BYTES) -> str:
+           progress: Callable[[str], None] | None = None, *, max_files: int | None = None,
+           max_bytes: int | None = None) -> str:
     """Copy ``source`` in, run the deploy commands, wait for readiness; returns the app's URL.
-    A tree of more than ``max_files`` files or ``max_bytes`` bytes is not copied (DeployError)."""
+    Given ``max_files`` or ``max_bytes``, a larger tree is not copied (DeployError; the
+    pipeline checks its settings' limits with :func:`check_tree_size` before deploying)."""
     return deploy_detailed(machine, source, spec, progress, max_files=max_files,
                            max_bytes=max_bytes).base_url
 
 
 def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
                     progress: Callable[[str], None] | None = None, *,
-                    max_files: int = MAX_REPO_FILES,
-                    max_bytes: int = MAX_REPO_BYTES) -> DeployResult:
+                    max_files: int | None = None,
+                    max_bytes: int | None = None) -> DeployResult:
     """:func:`deploy`, returning the commands' results and each phase's duration."""
     say = progress or (lambda _line: None)
     result = DeployResult(base_url=machine.url(spec.port))
     t = time.monotonic()
-    check_tree_size(source, max_files=max_files, max_bytes=max_bytes)
+    if max_files is not None or max_bytes is not None:
+        check_tree_size(source, max_files=max_files or MAX_REPO_FILES,
+                        max_bytes=max_bytes or MAX_REPO_BYTES)
     try:
         machine.put_tree(source, spec.source_dir)
     except SandboxError as exc:

@@ -279,3 +279,28 @@ def test_diffing_a_huge_pair_is_a_clear_error_never_a_decode(tmp_path: Path) -> 
             compare_runs(base, head, out)
         reason = describe(info.value)
         assert not reason.startswith("internal error") and "DIFFIE_MAX_SCREENSHOT_PIXELS" in reason
+
+
+# --- repository size copied into the guest -----------------------------------------------------
+
+def test_a_head_too_large_to_copy_into_the_vm_is_a_deploy_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import make_repo
+    from tests.integration.test_queue_repo_mode import BUTTON, FakeSandbox, fake_deploy, tree
+
+    monkeypatch.setattr("diffie.sandbox.deploy.deploy", fake_deploy)
+    big = tree(BUTTON) | {f"blob/{i}.bin": "x" * 100 for i in range(40)}
+    repo, (base, head) = make_repo(tmp_path, [tree(BUTTON), big])
+    ctx = build_context(make_settings(tmp_path / "data", max_repo_files=20))
+    sandbox = FakeSandbox()
+    try:
+        change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo=str(repo),
+                             base_rev=base, head_rev=head)
+        verdict = run_change(ctx.settings, change, db=ctx.db, sandbox=sandbox)
+    finally:
+        ctx.close()
+    assert verdict.status == "fail"
+    (finding,) = verdict.findings
+    assert finding.kind == "deploy_error"
+    assert "more than 20 files" in finding.message and "DIFFIE_MAX_REPO_FILES" in finding.message
+    assert [e[0] for e in sandbox.log].count("put_tree") == 1     # base only: head not copied
