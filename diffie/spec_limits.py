@@ -32,7 +32,8 @@ MAX_DEPLOY_COMMANDS = 30
 MAX_DEPLOY_TIMEOUT_S = 900
 MAX_READY_TIMEOUT_S = 300
 # Not spec caps, but limits of the same kind (defaults of settings used elsewhere).
-MAX_SCREENSHOT_PIXELS = 8_000_000     # 1280x6250 (a full page), 2560x3125; a pair diffs in ~0.6 GB
+# 1280x6250 (a full page), 2560x3125; a fully different pair of this size diffs in ~0.4 GB
+MAX_SCREENSHOT_PIXELS = 8_000_000
 MAX_REPO_FILES = 20_000
 MAX_REPO_BYTES = 200_000_000
 

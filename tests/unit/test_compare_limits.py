@@ -55,3 +55,30 @@ def test_a_decompression_bomb_is_an_image_error_not_an_internal_error(tmp_path: 
     bomb = png_header_only(tmp_path / "bomb.png", 30_000, 30_000)
     with pytest.raises(ImageError, match="too large to decode safely.*DIFFIE_MAX_SCREENSHOT"):
         compare_files(small_png(tmp_path / "a.png"), bomb, max_pixels=10**10)
+
+
+def test_a_clipped_full_page_that_grew_is_a_size_change(tmp_path: Path) -> None:
+    """Both sides clipped to the same area look identical; the page sizes still tell."""
+    from diffie.artifacts import ArtifactDir
+    from diffie.capture import Capture, Screenshot
+    from diffie.compare.findings import compare_runs
+
+    out = ArtifactDir(tmp_path).ensure()
+    small_png(out.path("b.png"))
+    small_png(out.path("h.png"))
+
+    def cap(side: str, name: str, full: list[int] | None) -> Capture:
+        c = Capture(flow="f", viewport="desktop", side=side)  # type: ignore[arg-type]
+        c.screenshots.append(Screenshot(name="s", step=0, artifact=name, width=10, height=10,
+                                        clipped_from=full))
+        return c
+
+    same, _ = compare_runs([cap("base", "b.png", [10, 900])], [cap("head", "h.png", [10, 900])],
+                           out)
+    assert same == []
+    (finding,), _ = compare_runs([cap("base", "b.png", [10, 900])],
+                                 [cap("head", "h.png", [10, 1200])], out)
+    assert finding.kind == "size_change"
+    assert "from 10x900 to 10x1200" in finding.message
+    assert "DIFFIE_MAX_SCREENSHOT_PIXELS" in finding.message
+    assert finding.details["clipped_from"] == {"base": [10, 900], "head": [10, 1200]}
