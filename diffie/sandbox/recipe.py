@@ -60,6 +60,16 @@ class HttpProbe(_Strict):
     port: int = Field(gt=0, lt=65536)
     path: str = Field(default="/", pattern=r"^/")
 
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        from diffie.spec import ready_path_problem
+
+        problem = ready_path_problem(value)
+        if problem:
+            raise ValueError(problem.replace("ready_path", "path"))
+        return value
+
 
 class Ready(_Strict):
     """When is the machine ready? ``command`` runs in the guest (a oneshot unit) until it exits

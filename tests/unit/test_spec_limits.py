@@ -180,3 +180,10 @@ def test_plain_ready_paths_are_accepted(path: str) -> None:
     assert ready_path_problem(path) is None
     spec = parse_spec(flows(1) + SANDBOX + f"  ready_path: {path!r}\n")
     assert spec.sandbox is not None and spec.sandbox.ready_path == path
+
+
+def test_a_recipe_http_probe_is_a_path_too() -> None:
+    recipe = "ready:\n  command: 'true'\n  http: {port: 8000, path: '//127.0.0.1:6379/'}\n"
+    with pytest.raises(SandboxError, match=r"recipe.yml:3 \(ready.http.path\): path must not "
+                                           r"start with '//'"):
+        parse_recipe(recipe)
