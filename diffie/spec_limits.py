@@ -116,6 +116,37 @@ def node_excess(root: yaml.Node, limits: SpecLimits) -> Excess | None:
     return None
 
 
+def data_excess(data: Any, limits: SpecLimits) -> Excess | None:
+    """:func:`node_excess` for a spec given as plain data (the API's JSON ``spec`` object):
+    checked before it is turned into YAML text."""
+    if not isinstance(data, dict):
+        return None
+    flows = data.get("flows")
+    if isinstance(flows, list):
+        if len(flows) > limits.max_flows:
+            return Excess(f"{len(flows)} flows, more than the limit of {limits.max_flows} "
+                          f"({setting_name('max_flows')})", ("flows",), "flows")
+        for fi, flow in enumerate(flows):
+            steps = flow.get("steps") if isinstance(flow, dict) else None
+            if isinstance(steps, list) and len(steps) > limits.max_steps_per_flow:
+                return Excess(f"flow #{fi} has {len(steps)} steps, more than the limit of "
+                              f"{limits.max_steps_per_flow} "
+                              f"({setting_name('max_steps_per_flow')})",
+                              ("flows", fi, "steps"), f"flows[{fi}].steps")
+    viewports = data.get("viewports")
+    if isinstance(viewports, dict) and len(viewports) > limits.max_viewports:
+        return Excess(f"{len(viewports)} viewports, more than the limit of "
+                      f"{limits.max_viewports} ({setting_name('max_viewports')})",
+                      ("viewports",), "viewports")
+    sandbox = data.get("sandbox")
+    deploy = sandbox.get("deploy") if isinstance(sandbox, dict) else None
+    if isinstance(deploy, list) and len(deploy) > limits.max_deploy_commands:
+        return Excess(f"{len(deploy)} deploy commands, more than the limit of "
+                      f"{limits.max_deploy_commands} ({setting_name('max_deploy_commands')})",
+                      ("sandbox", "deploy"), "sandbox.deploy")
+    return None
+
+
 def first_excess(spec: Spec, limits: SpecLimits) -> Excess | None:
     """The first cap ``spec`` exceeds, or None."""
     if len(spec.flows) > limits.max_flows:

@@ -23,13 +23,14 @@ from diffie.models import Run
 from diffie.runs import as_utc
 from diffie.source import is_url, local_repo, read_file, resolve_rev
 from diffie.spec import parse_spec
-from diffie.spec_limits import SpecLimits
+from diffie.spec_limits import SpecLimits, data_excess
 from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 URL_FIELDS = ("base_url", "head_url", "spec", "flows")
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper
 REPO_FIELDS = ("repo", "base", "head", "spec_path")
 
 
@@ -82,10 +83,13 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
     limits = SpecLimits.from_settings(settings)
     if isinstance(body.spec, str):
         text, field, file = body.spec, "spec", ".diffie.yml"
-    elif body.spec is not None:
-        text, field, file = yaml.safe_dump(body.spec, sort_keys=False), "spec", "spec"
     else:
-        text, field, file = yaml.safe_dump({"flows": body.flows}, sort_keys=False), "flows", "flows"
+        data, field = (body.spec, "spec") if body.spec is not None else ({"flows": body.flows},
+                                                                         "flows")
+        excess = data_excess(data, limits)
+        if excess is not None:             # before the (slow) dump of an oversized object
+            raise _spec_error(field, SpecError(excess.message, file=field, field=excess.field))
+        text, file = yaml.dump(data, Dumper=_Dumper, sort_keys=False), field
     try:
         parse_spec(text, file=file, limits=limits)
     except SpecError as exc:

@@ -106,6 +106,21 @@ def test_five_thousand_flows_of_long_steps_are_refused(api: httpx.Client) -> Non
     assert "DIFFIE_MAX_STEP_TIMEOUT_MS" in detail["msg"] and detail["ctx"]["field"] == "timeout_ms"
 
 
+def test_an_oversized_spec_object_is_refused_before_it_is_converted(api: httpx.Client) -> None:
+    """The same spec as a JSON object (``spec: {...}`` or ``flows: [...]``): a near-1 MB body of
+    20,000 flows took seconds to turn into YAML before it was checked."""
+    flows = [{"name": f"f{i}", "steps": [{"goto": "/"}]} for i in range(20_000)]
+    for body in ({"spec": {"timeout_ms": 600000, "flows": flows}}, {"flows": flows}):
+        t0 = time.monotonic()
+        resp = api.post("/v1/runs", json={"base_url": "http://127.0.0.1:9",
+                                          "head_url": "http://127.0.0.1:9", **body})
+        assert time.monotonic() - t0 < 2.0
+        assert resp.status_code == 422, resp.text[:300]
+        detail = resp.json()["detail"][0]
+        assert "20000 flows, more than the limit of 50 (DIFFIE_MAX_FLOWS)" in detail["msg"]
+        assert detail["ctx"]["field"] == "flows"
+
+
 # --- the time limit in the embedded worker ------------------------------------------------------
 
 def test_the_embedded_worker_enforces_the_task_time_limit(actx: AppContext,
