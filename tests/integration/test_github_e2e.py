@@ -132,8 +132,8 @@ def test_approve_button_and_superseding_push(hub: Hub) -> None:
     assert cr_b["head_sha"] == head_b
     assert hub.run(run_a)["status"] == "cancelled"       # the worker did not record over it
     assert hub.run(run1)["status"] == "done"             # finished runs are left alone
-    (comment,) = hub.our_comments()
-    assert f"/v1/runs/{run_b}/signed/" in comment["body"]
+    # the check run is published before the comment: wait for the comment to follow
+    hub.wait_comment(f"/v1/runs/{run_b}/signed/")
 
 
 def test_fork_pull_request_through_a_github_outage(hub: Hub) -> None:

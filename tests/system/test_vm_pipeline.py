@@ -88,6 +88,7 @@ def vm_api(shop_image: ImageInfo, tmp_path: Path, request: pytest.FixtureRequest
     broker_url = request.getfixturevalue("redis_url") if broker == "redis" else ""
     settings = vm_settings(tmp_path / "data", broker_url=broker_url, api_tokens=[],
                            noise_floor=False, github_app_id="", github_webhook_secret="",
+                           repo_mode_sources=[str(tmp_path)],
                            queue_name=f"diffie-test-{secrets.token_hex(4)}", **LIVENESS)
     ctx = build_context(settings)
     server = live_api(ctx)
