@@ -41,7 +41,7 @@ from diffie.sandbox.base import Machine, Sandbox
 from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.url_mode import strict_origin
-from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
+from diffie.verdict import Coverage, Finding, Flaky, NotVerified, Verdict, error_verdict, judge
 
 if TYPE_CHECKING:
     from diffie.app_context import SourceProvider
@@ -314,19 +314,25 @@ def _deploy_finding(exc: DeployError) -> Finding:
 
 def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, out: ArtifactDir,
                        say: Progress, clock: datetime, *, duration_s: float) -> Verdict:
+    from diffie.compare.coverage import coverage_of
     from diffie.compare.findings import compare_runs
 
     findings: list[Finding] = list(sides.findings)
     flaky: list[Flaky] = []
+    coverage: list[Coverage] = []
+    not_verified: list[NotVerified] = []
     if sides.head is not None:
         say("phase: compare")
         found, flaky = compare_runs(sides.base, sides.head, out, head2=sides.head2,
                                     max_pixels=settings.max_screenshot_pixels)
         findings += found
+        coverage, not_verified = coverage_of(sides.spec, sides.base, sides.head)
     viewports = len({vp for f in sides.spec.flows for vp, _ in sides.spec.flow_viewports(f)})
     verdict = judge(change.run_id, findings, flaky=flaky, flows=len(sides.spec.flows),
                     viewports=viewports, duration_s=round(duration_s, 2),
-                    report_url=report_url(settings, change.run_id))
+                    report_url=report_url(settings, change.run_id), coverage=coverage,
+                    not_verified=not_verified,
+                    fail_on_not_verified=sides.spec.fail_on_not_verified)
     captures = {"base": sides.base, "head": sides.head or [], "head2": sides.head2 or []}
     say("phase: report")
     meta = {**sides.meta, "run": change.run_id, "clock": clock.isoformat()}

@@ -169,6 +169,9 @@ class Spec(_Strict):
     masks: list[str] = Field(default_factory=list)
     session_cookies: list[Cookie] = Field(default_factory=list)
     noise_floor: bool = True
+    # a flow × viewport that stops at the same step on both sides fails the run (default: the
+    # run can still pass, and its summary says how much was verified)
+    fail_on_not_verified: bool = False
     flows: list[Flow] = Field(min_length=1)
     # third-party origins the app needs (fonts, CDNs): public DNS names only
     allowed_origins: list[str] = Field(default_factory=list, max_length=20)

@@ -73,6 +73,32 @@ class Flaky(BaseModel):
     evidence: list[str] = Field(default_factory=list)
 
 
+class Coverage(BaseModel):
+    """How much of one flow × viewport was verified: steps in the spec, steps run per side."""
+
+    flow: str
+    viewport: str
+    steps: int                        # steps the spec gives the flow
+    base_ran: int | None = None       # steps run on base (None: base has no such capture)
+    head_ran: int | None = None
+    verified: bool = True             # every step ran on head and was compared with base
+
+
+class NotVerified(BaseModel):
+    """A flow × viewport that stopped at the same step on both sides: that step and every step
+    after it were verified on neither side. Not a finding (the change did not cause it), but
+    the verdict says so: a pass covers less than the spec asks."""
+
+    flow: str
+    viewport: str
+    step: int                          # index of the step that failed on both sides
+    step_description: str | None = None
+    steps_not_run: int = 0             # steps after it that never ran
+    message: str
+    evidence: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class Verdict(BaseModel):
     schema_version: Literal["1"] = "1"
     run_id: str
@@ -87,19 +113,51 @@ class Verdict(BaseModel):
     duration_s: float | None = None
     report_url: str | None = None
     approved: bool = False
+    # per flow × viewport: steps run on each side; entries that stopped on both sides
+    coverage: list[Coverage] = Field(default_factory=list)
+    not_verified: list[NotVerified] = Field(default_factory=list)
+
+
+NOT_VERIFIED_NAMED = 3      # flow × viewport pairs named in the summary
+
+
+def coverage_text(coverage: list[Coverage], not_verified: list[NotVerified]) -> str:
+    """``7 of 8 flow × viewport runs verified; register@mobile stopped at step 4 on both
+    sides`` ("" when everything was verified)."""
+    unverified = [c for c in coverage if not c.verified]
+    if not unverified and not not_verified:
+        return ""
+    total = len(coverage)
+    done = total - len(unverified)
+    text = f"{done} of {total} flow × viewport runs verified"
+    named = [f"{n.flow}@{n.viewport} stopped at step {n.step} on both sides"
+             for n in not_verified[:NOT_VERIFIED_NAMED]]
+    if len(not_verified) > NOT_VERIFIED_NAMED:
+        named.append(f"{len(not_verified) - NOT_VERIFIED_NAMED} more")
+    return text + ("; " + ", ".join(named) if named else "")
 
 
 def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = None,
           flows: int = 0, viewports: int = 0, duration_s: float | None = None,
-          report_url: str | None = None) -> Verdict:
+          report_url: str | None = None, coverage: list[Coverage] | None = None,
+          not_verified: list[NotVerified] | None = None,
+          fail_on_not_verified: bool = False) -> Verdict:
     """``fail`` on any (non pre-existing) error-type finding, ``changed`` on visual ones only,
-    ``pass`` on none."""
+    ``pass`` on none. The summary also says how much was verified when a flow × viewport
+    stopped on both sides (``not_verified``); with ``fail_on_not_verified`` that fails the run.
+    """
     findings = [f if f.id else f.with_id() for f in findings]
+    coverage = coverage or []
+    not_verified = not_verified or []
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.kind] = counts.get(f.kind, 0) + 1
+    if not_verified:
+        counts["not_verified"] = len(not_verified)
     errors = [f for f in findings if f.is_error]
     changes = [f for f in findings if f.kind in CHANGE_KINDS]
+    pre = [f for f in findings if f.pre_existing]
+    covered = coverage_text(coverage, not_verified)
     if errors:
         status: Status = "fail"
         summary = f"{len(errors)} error finding(s): " + ", ".join(
@@ -107,12 +165,20 @@ def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = N
     elif changes:
         status = "changed"
         summary = f"{len(changes)} visual change(s) to approve"
+    elif not_verified and fail_on_not_verified:
+        status = "fail"
+        summary = "not fully verified (fail_on_not_verified)"
     else:
         status = "pass"
-        summary = "no findings"
+        summary = "no new findings" if pre else "no findings"
+    if pre:
+        summary += f"; {len(pre)} pre-existing"
+    if covered:
+        summary += f"; {covered}"
     return Verdict(run_id=run_id, status=status, summary=summary, findings=findings,
                    flaky=flaky or [], counts=counts, flows=flows, viewports=viewports,
-                   duration_s=duration_s, report_url=report_url)
+                   duration_s=duration_s, report_url=report_url, coverage=coverage,
+                   not_verified=not_verified)
 
 
 def error_verdict(run_id: str, reason: str, findings: list[Finding] | None = None) -> Verdict:

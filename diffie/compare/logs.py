@@ -107,7 +107,7 @@ def _where(url: str | None, line: int | None, column: int | None) -> str:
     return f" at {loc}"
 
 
-def _evidence(cap: Capture, step: int | None) -> list[str]:
+def evidence_of(cap: Capture, step: int | None) -> list[str]:
     """The trace, then the first screenshot taken at or after ``step`` (else the last one)."""
     ev: list[str] = []
     if cap.trace:
@@ -169,7 +169,7 @@ def console_findings(base: Capture | None, head: Capture) -> list[Finding]:
                f"{_during(head, first.step)}")
         findings.append(Finding(
             kind="console_error", flow=head.flow, viewport=head.viewport, message=msg,
-            evidence=_evidence(head, first.step),
+            evidence=evidence_of(head, first.step),
             details={"key": key[:500], "text": _raw(first.text), "url": _raw(first.url), "line": first.line,
                      "column": first.column, "count": len(group),
                      **_step_fields(head, first.step)},
@@ -191,7 +191,7 @@ def page_error_findings(base: Capture | None, head: Capture) -> list[Finding]:
         msg = f"{clip(text)}{_where(first.url, first.line, first.column)}{_during(head, first.step)}"
         findings.append(Finding(
             kind="page_error", flow=head.flow, viewport=head.viewport, message=msg,
-            evidence=_evidence(head, first.step),
+            evidence=evidence_of(head, first.step),
             details={"key": key[:500], "name": first.name, "message": _raw(first.message),
                      "url": _raw(first.url),
                      "line": first.line, "column": first.column,
@@ -221,7 +221,7 @@ def blocked_findings(base: Capture | None, head: Capture) -> list[Finding]:
                f"allowed_origins{_during(head, first.step)}" + (" (also on base)" if pre else ""))
         findings.append(Finding(
             kind="blocked_request", flow=head.flow, viewport=head.viewport, message=msg,
-            pre_existing=pre, evidence=_evidence(head, first.step),
+            pre_existing=pre, evidence=evidence_of(head, first.step),
             details={"key": key, "method": first.method.upper(), "url": _raw(first.url),
                      "resource_type": first.resource_type, "count": len(group),
                      **_step_fields(head, first.step)},
@@ -247,7 +247,7 @@ def request_findings(base: Capture | None, head: Capture) -> list[Finding]:
                f"{_during(head, first.step)}")
         findings.append(Finding(
             kind="request_failed", flow=head.flow, viewport=head.viewport, message=msg,
-            evidence=_evidence(head, first.step),
+            evidence=evidence_of(head, first.step),
             details={"key": key[:500], "method": first.method.upper(), "url": _raw(first.url),
                      "path": url_path(first.url), "status": first.status,
                      "failure": _raw(first.failure), "resource_type": first.resource_type,
@@ -257,12 +257,26 @@ def request_findings(base: Capture | None, head: Capture) -> list[Finding]:
     return findings
 
 
+def failed_on_both(base: Capture | None, head: Capture) -> tuple[StepResult, StepResult] | None:
+    """(base step, head step) when head's failed step also failed on base (same index and
+    action): neither side got past it, so it and the steps after it were never verified."""
+    st = head.failed_step()
+    if st is None or base is None:
+        return None
+    base_st = _step(base, st.index)
+    if base_st is not None and not base_st.ok and base_st.action == st.action:
+        return base_st, st
+    return None
+
+
 def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
     """The failed step of head: ``assertion_failed`` for expect_* steps, ``step_failed`` for
-    actions; ``pre_existing`` when the same step failed on base too."""
+    actions. A step that failed on base too is not a finding: it is a ``not_verified`` entry
+    of the verdict (:mod:`diffie.compare.coverage`)."""
     findings: list[Finding] = []
+    both = failed_on_both(base, head)
     for st in head.steps:
-        if st.ok:
+        if st.ok or (both is not None and st.index == both[1].index):
             continue
         base_st = _step(base, st.index) if base else None
         pre = base_st is not None and not base_st.ok and base_st.action == st.action
@@ -277,7 +291,7 @@ def step_findings(base: Capture | None, head: Capture) -> list[Finding]:
         findings.append(Finding(
             kind=kind, flow=head.flow, viewport=head.viewport, step=st.index,
             step_description=st.description, message=msg, pre_existing=pre,
-            evidence=_evidence(head, st.index),
+            evidence=evidence_of(head, st.index),
             details={"key": f"{st.index} {st.action} {normalise(st.description)}",
                      "action": st.action, "description": st.description, "error": _raw(st.error),
                      "spec_line": st.line, "duration_ms": round(st.duration_ms, 1),

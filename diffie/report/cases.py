@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from diffie.capture import Capture
-from diffie.verdict import Finding, Flaky, Verdict
+from diffie.verdict import Finding, Flaky, NotVerified, Verdict
 
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -28,6 +28,7 @@ class Case:
     head: Capture | None = None
     findings: list[Finding] = field(default_factory=list)
     flaky: list[Flaky] = field(default_factory=list)
+    not_verified: NotVerified | None = None     # stopped at the same step on both sides
 
     @property
     def name(self) -> str:
@@ -69,6 +70,8 @@ def cases(verdict: Verdict, captures: dict[str, list[Capture]]) -> tuple[list[Ca
         by_key.setdefault((f.flow, f.viewport), Case(f.flow, f.viewport)).findings.append(f)
     for fl in verdict.flaky:
         by_key.setdefault((fl.flow, fl.viewport), Case(fl.flow, fl.viewport)).flaky.append(fl)
+    for nv in verdict.not_verified:
+        by_key.setdefault((nv.flow, nv.viewport), Case(nv.flow, nv.viewport)).not_verified = nv
     return list(by_key.values()), loose
 
 

@@ -48,6 +48,8 @@ def _test(case: Case) -> dict[str, Any]:
         status, raw = "failed", "error"
     elif changes:
         status, raw = "other", "changed"
+    elif case.not_verified is not None:
+        status, raw = "skipped", "not-verified"
     else:
         status, raw = "passed", "pass"
     test: dict[str, Any] = {
@@ -64,6 +66,8 @@ def _test(case: Case) -> dict[str, Any]:
         test["trace"] = clean("\n\n".join(finding_text(f) for f in case.findings), 20_000)
     elif case.infra_error:
         test["message"] = clean(case.infra_error, 2000)
+    elif case.not_verified is not None:
+        test["message"] = clean("not verified: " + case.not_verified.message, 2000)
     if case.head is not None and case.head.steps:
         test["steps"] = [{"name": clean(f"{s.index}: {s.description}", 300),
                           "status": "passed" if s.ok else "failed",

@@ -20,7 +20,7 @@ from markupsafe import Markup
 from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Capture, Screenshot, StepResult
 from diffie.errors import DiffieError
-from diffie.verdict import Finding, Flaky, Region, Verdict
+from diffie.verdict import Finding, Flaky, NotVerified, Region, Verdict
 
 MAX_ROWS = 200              # rows shown per console / network table
 MAX_CELL = 500              # characters shown per table cell
@@ -121,6 +121,7 @@ class Section:
     shots: list[ShotView]
     findings: list[Finding]
     flaky: list[Flaky]
+    not_verified: NotVerified | None = None
 
     @property
     def logged(self) -> dict[str, Capture]:
@@ -133,7 +134,7 @@ class Section:
             return "fail"
         if self.findings and any(not f.pre_existing for f in self.findings):
             return "changed"
-        return "pass"
+        return "not-verified" if self.not_verified is not None else "pass"
 
 
 def _boxes(regions: Iterable[Region], width: int, height: int) -> list[Box]:
@@ -224,7 +225,9 @@ def _sections(verdict: Verdict, captures: dict[str, list[Capture]], out: Artifac
         fl = [x for x in verdict.flaky if (x.flow, x.viewport) == (flow, vp)]
         sections.append(Section(anchor=slug("fv", flow, vp), flow=flow, viewport=vp, captures=caps,
                                 steps=_step_rows(caps), shots=_shot_views(out, caps, fs, fl),
-                                findings=fs, flaky=fl))
+                                findings=fs, flaky=fl,
+                                not_verified=next((n for n in verdict.not_verified
+                                                   if (n.flow, n.viewport) == (flow, vp)), None)))
     return sections
 
 

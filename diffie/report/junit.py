@@ -35,6 +35,9 @@ def _testcase(suite: ET.Element, case: Case) -> tuple[int, int, int]:
         err.text = clean(case.head.error, MAX_BODY)
     elif case.head is None:
         ET.SubElement(tc, "skipped", message="not run on head")
+    elif case.not_verified is not None:
+        ET.SubElement(tc, "skipped", message=clean("not verified: " + case.not_verified.message,
+                                                   1000))
     notes = [finding_text(f) for f in case.findings if not f.is_error]
     notes += [f"[flaky] screenshot {fl.screenshot!r}: {fl.pixels} px differed between two renders"
               f" of head; evidence: {', '.join(fl.evidence)}" for fl in case.flaky]
@@ -44,7 +47,8 @@ def _testcase(suite: ET.Element, case: Case) -> tuple[int, int, int]:
         ET.SubElement(tc, "system-out").text = clean("\n\n".join(notes), MAX_BODY)
     failed = 1 if errors else 0
     errored = 1 if not errors and case.head is not None and case.head.error else 0
-    return failed, errored, 1 if not errors and case.head is None else 0
+    skipped = not errors and not errored and (case.head is None or case.not_verified is not None)
+    return failed, errored, 1 if skipped else 0
 
 
 def render_junit(verdict: Verdict, captures: dict[str, list[Capture]]) -> str:

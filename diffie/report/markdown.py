@@ -57,6 +57,8 @@ def _counts(verdict: Verdict) -> str:
     parts = [f"**{errors}** error(s)", f"**{changes}** visual change(s)"]
     if pre:
         parts.append(f"{pre} pre-existing")
+    if verdict.not_verified:
+        parts.append(f"**{len(verdict.not_verified)}** flow run(s) not verified")
     if verdict.flaky:
         parts.append(f"{len(verdict.flaky)} flaky screenshot(s) not counted")
     if verdict.flows:
@@ -64,6 +66,20 @@ def _counts(verdict: Verdict) -> str:
     if verdict.duration_s is not None:
         parts.append(f"{verdict.duration_s:.1f} s")
     return " · ".join(parts)
+
+
+NOT_VERIFIED_LINES = 5
+
+
+def _not_verified(verdict: Verdict) -> str:
+    """Flow runs that stopped at the same step on both sides: what the pass does not cover."""
+    if not verdict.not_verified:
+        return ""
+    lines = [f"- ⚪ {cell(n.message, 300)}\n" for n in verdict.not_verified[:NOT_VERIFIED_LINES]]
+    rest = len(verdict.not_verified) - NOT_VERIFIED_LINES
+    if rest > 0:
+        lines.append(f"- … and {rest} more\n")
+    return "**Not verified** (stopped at the same step on base and head):\n" + "".join(lines) + "\n"
 
 
 def verdict_markdown(verdict: Verdict, *, report_url: str | None, limit: int = 65_000,
@@ -81,11 +97,12 @@ def verdict_markdown(verdict: Verdict, *, report_url: str | None, limit: int = 6
         head += f"> {cell(verdict.reason, 1000)}\n\n"
     if verdict.approved:
         head += "Visual changes **approved**.\n\n"
+    head += _not_verified(verdict)
 
     findings = sorted(verdict.findings, key=_rank)      # stable: errors, changes, pre-existing
     if not findings:
         body = head + ("No findings: base and head behave and look the same.\n"
-                       if verdict.status == "pass" else "")
+                       if verdict.status == "pass" and not verdict.not_verified else "")
         return _fit(body, limit)
 
     def footer(rest: int) -> str:
