@@ -145,6 +145,8 @@ def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
         more = len(verdict.get("findings") or []) - 20
         if more > 0:
             print(f"  ... and {more} more (see the report)")
+        for n in (verdict.get("not_verified") or [])[:10]:
+            print(f"  [not verified] {str(n.get('message', ''))[:200]}")
         print(f"report: {snap['report']}")
     return EXIT_CODES.get(status, EXIT_ERROR)
 
