@@ -15,8 +15,11 @@ What is pinned, and how (issue 5, "Determinism"):
 - **Randomness**: ``Math.random``, ``crypto.getRandomValues`` and ``crypto.randomUUID`` draw from a
   PRNG (mulberry32) seeded per document from the run's seed (:data:`INIT_SCRIPT`).
 - **Animations**: a style sheet adopted before any page script runs finishes CSS animations
-  instantly and disables transitions, smooth scrolling and the caret; before each screenshot the
-  same style is injected again as a ``<style>`` tag and every finite Web Animation is finished.
+  instantly and disables transitions, smooth scrolling and the caret; before each screenshot it is
+  adopted again if the page dropped it, and every finite Web Animation is finished.
+- **Invisible to the page**: nothing Diffie adds is an element of the page's DOM or subject to its
+  Content-Security-Policy (constructed style sheets, script run through the DevTools protocol),
+  so a strict CSP produces no violation and no console message of Diffie's making.
 - **Loading**: before a screenshot, wait (bounded) for the network to go quiet, web fonts to load,
   lazy images (``loading=lazy`` switched to eager; for full-page shots the page is scrolled
   through once) to complete.
@@ -31,14 +34,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from playwright.sync_api import BrowserContext, FloatRect, Locator, Page, Request, Response
+from playwright.sync_api import BrowserContext, FloatRect, Page, Request, Response
 from playwright.sync_api import Error as PlaywrightError
 
-MASK_COLOR = "#FF00FF"          # one fixed colour, so masked areas are identical on both sides
+from diffie.browser.masks import paint_masks
+from diffie.capture import Box
+
 MAX_SHOTS = 5                   # retake-until-stable bound
 RETAKE_GAP_MS = 60              # pause between two shots, so a change in progress shows up
 QUIET_MS = 250                  # "network quiet": no request started or finished for this long
@@ -128,14 +134,26 @@ _INIT_TEMPLATE = r"""
 })();
 """
 
-# Before a screenshot: the freeze style as a real <style> tag, lazy images made eager.
+# Before a screenshot: the freeze style adopted again if the page dropped it (a page may assign
+# document.adoptedStyleSheets, or replace its document), lazy images made eager. A constructed
+# style sheet, never a <style> tag: no element in the page's DOM, and a page's
+# Content-Security-Policy (style-src without 'unsafe-inline') does not apply to it, so the
+# instrumentation never shows up as a CSP violation in the app's console.
 _PREPARE_JS = r"""
 (css) => {
-  if (!document.getElementById('__diffie_freeze')) {
-    const st = document.createElement('style');
-    st.id = '__diffie_freeze';
-    st.textContent = css;
-    (document.head || document.documentElement).appendChild(st);
+  const ours = (sheet) => {
+    try {
+      const r = sheet.cssRules;
+      return r.length === 1 && r[0].style && r[0].style.caretColor === 'transparent'
+             && r[0].style.animationDuration === '1ms';
+    } catch (e) { return false; }
+  };
+  if (!document.adoptedStyleSheets.some(ours)) {
+    try {
+      const sheet = new CSSStyleSheet();
+      sheet.replaceSync(css);
+      document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+    } catch (e) {}
   }
   let lazy = 0;
   for (const img of document.querySelectorAll('img[loading="lazy"], iframe[loading="lazy"]')) {
@@ -297,6 +315,7 @@ class Shot:
     png: bytes
     attempts: int
     stable: bool
+    mask_boxes: list[Box] = field(default_factory=list)    # painted onto the last shot
 
 
 _PAGE_SIZE_JS = r"""() => {
@@ -339,18 +358,24 @@ def full_page_clip(page: Page, max_pixels: int, *, timeout_ms: float = 2000) -> 
     return area_clip(width, height, max_pixels)
 
 
-def stable_screenshot(page: Page, *, full_page: bool, mask: list[Locator], timeout_ms: float,
+def stable_screenshot(page: Page, *, full_page: bool, timeout_ms: float,
+                      mask_boxes: Callable[[], list[Box]] | None = None,
                       max_shots: int = MAX_SHOTS, clip: Clip | None = None) -> Shot:
     """Retake until two consecutive shots are byte-identical (at most ``max_shots`` shots).
-    ``clip``: keep only that part of a full-page shot (Chromium renders only that part)."""
+    ``mask_boxes`` measures the masked elements right before each shot; they are painted onto
+    the PNG (:mod:`diffie.browser.masks`), never into the page. ``clip``: keep only that part
+    of a full-page shot (Chromium renders only that part)."""
     deadline = time.monotonic() + timeout_ms / 1000
     rect = clip.as_rect() if clip is not None else None
+    boxes: list[Box] = []
 
     def take() -> bytes:
-        return page.screenshot(
-            full_page=full_page, mask=mask, mask_color=MASK_COLOR, animations="disabled",
-            caret="hide", scale="css", type="png", timeout=max(1000, _remaining_ms(deadline)),
-            clip=rect)
+        nonlocal boxes
+        boxes = mask_boxes() if mask_boxes is not None else []
+        png = page.screenshot(
+            full_page=full_page, animations="disabled", caret="hide", scale="css", type="png",
+            timeout=max(1000, _remaining_ms(deadline)), clip=rect)
+        return paint_masks(png, boxes)
 
     previous = take()
     attempts = 1
@@ -359,6 +384,6 @@ def stable_screenshot(page: Page, *, full_page: bool, mask: list[Locator], timeo
         current = take()
         attempts += 1
         if current == previous:
-            return Shot(current, attempts, True)
+            return Shot(current, attempts, True, boxes)
         previous = current
-    return Shot(previous, attempts, False)
+    return Shot(previous, attempts, False, boxes)

@@ -19,7 +19,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from diffie.artifacts import ArtifactDir, slug
 from diffie.browser import elements, stabilise
 from diffie.browser.recorder import Recorder, bound, short_error
-from diffie.capture import Capture, Screenshot, Side, StepResult
+from diffie.capture import Box, Capture, Screenshot, Side, StepResult
 from diffie.origins import OriginPolicy, check_navigation
 from diffie.spec import Flow, Spec, Step
 
@@ -280,14 +280,17 @@ class FlowRun:
     def _screenshot(self, index: int, step: Step, timeout: int) -> None:
         name = step.name or f"step{index}"
         selectors = list(dict.fromkeys([*self.spec.masks, *step.mask]))
-        mask = [self.page.locator(s) for s in selectors]
         # one budget for the step: at most half of it (and SETTLE_BUDGET_MS) to settle, the rest to shoot
         deadline = time.monotonic() + timeout / 1000
         stabilise.settle(self.page, self.network, budget_ms=timeout / 2, full_page=step.full_page)
         # a full page larger than DIFFIE_MAX_SCREENSHOT_PIXELS keeps only its top (recorded)
         clip = (stabilise.full_page_clip(self.page, self.runner.settings.max_screenshot_pixels)
                 if step.full_page else None)
-        shot = stabilise.stable_screenshot(self.page, full_page=step.full_page, mask=mask,
+        def boxes() -> list[Box]:
+            return elements.mask_boxes(self.page, selectors, full_page=step.full_page,
+                                       timeout_ms=min(timeout, 5000)) if selectors else []
+
+        shot = stabilise.stable_screenshot(self.page, full_page=step.full_page, mask_boxes=boxes,
                                            timeout_ms=max(1000.0, (deadline - time.monotonic()) * 1000),
                                            clip=clip)
         base = slug(self.side, self.flow.name, self.viewport_name, name)
@@ -296,13 +299,9 @@ class FlowRun:
         width, height = _png_size(shot.png)
         record = Screenshot(name=name, step=index, artifact=artifact, width=width, height=height,
                             attempts=shot.attempts, stable=shot.stable,
-                            clipped_from=list(clip.full) if clip is not None else None)
+                            clipped_from=list(clip.full) if clip is not None else None,
+                            mask_boxes=shot.mask_boxes)
         budget = min(timeout, 5000)
-        try:
-            record.mask_boxes = elements.mask_boxes(self.page, selectors, full_page=step.full_page,
-                                                    timeout_ms=budget)
-        except PlaywrightError:
-            pass
         try:
             emap = elements.element_map(self.page, full_page=step.full_page, timeout_ms=budget)
             emap_name = base + "-elements.json"

@@ -640,7 +640,7 @@ def test_retake_until_two_shots_agree(runner, site):
         page = context.new_page()
         page.goto(site.url + "/settling")
         page.evaluate("startTicks(6)")
-        shot = stabilise.stable_screenshot(page, full_page=False, mask=[], timeout_ms=10000,
+        shot = stabilise.stable_screenshot(page, full_page=False, timeout_ms=10000,
                                            max_shots=10)
         # only the settled page can give two identical consecutive shots
         assert shot.stable and shot.attempts >= 2

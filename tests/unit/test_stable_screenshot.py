@@ -27,7 +27,7 @@ class ScriptedPage:
 
 def _shoot(shots: list[bytes], max_shots: int = 10) -> tuple[stabilise.Shot, ScriptedPage]:
     page = ScriptedPage(shots)
-    shot = stabilise.stable_screenshot(cast(Page, page), full_page=False, mask=[],
+    shot = stabilise.stable_screenshot(cast(Page, page), full_page=False,
                                        timeout_ms=5000, max_shots=max_shots)
     return shot, page
 
