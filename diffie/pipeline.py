@@ -324,7 +324,8 @@ def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, ou
     if sides.head is not None:
         say("phase: compare")
         found, flaky = compare_runs(sides.base, sides.head, out, head2=sides.head2,
-                                    max_pixels=settings.max_screenshot_pixels)
+                                    max_pixels=settings.max_screenshot_pixels,
+                                    threshold=sides.spec.visual_threshold)
         findings += found
         coverage, not_verified = coverage_of(sides.spec, sides.base, sides.head)
     viewports = len({vp for f in sides.spec.flows for vp, _ in sides.spec.flow_viewports(f)})

@@ -172,6 +172,9 @@ class Spec(_Strict):
     # a flow × viewport that stops at the same step on both sides fails the run (default: the
     # run can still pass, and its summary says how much was verified)
     fail_on_not_verified: bool = False
+    # pixelmatch's per-pixel colour tolerance: 0 counts every pixel that differs (Diffie renders
+    # both sides identically); 0.1 is pixelmatch's tolerance for different renderers
+    visual_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
     flows: list[Flow] = Field(min_length=1)
     # third-party origins the app needs (fonts, CDNs): public DNS names only
     allowed_origins: list[str] = Field(default_factory=list, max_length=20)

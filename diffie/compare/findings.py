@@ -12,7 +12,7 @@ from __future__ import annotations
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture
 from diffie.compare.logs import log_findings
-from diffie.compare.visual import visual_findings
+from diffie.compare.visual import PIXEL_THRESHOLD, visual_findings
 from diffie.spec_limits import MAX_SCREENSHOT_PIXELS
 from diffie.verdict import Finding, Flaky
 
@@ -25,11 +25,13 @@ def _by_key(captures: list[Capture] | None) -> dict[Key, Capture]:
 
 def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
                  head2: list[Capture] | None = None, masks_in_count: bool = False,
-                 max_pixels: int = MAX_SCREENSHOT_PIXELS) -> tuple[list[Finding], list[Flaky]]:
+                 max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                 threshold: float = PIXEL_THRESHOLD) -> tuple[list[Finding], list[Flaky]]:
     """All findings (with stable ids, in head's flow×viewport order) and flaky evidence.
 
     ``head2`` is a second render of head (the noise floor); ``masks_in_count`` compares the
     pixels under mask boxes too (see :func:`diffie.compare.visual.compare_screenshot`).
+    ``threshold`` is pixelmatch's per-pixel colour tolerance (0: every differing pixel counts).
     Diff images are written into ``out``. A screenshot of more than ``max_pixels`` pixels is
     not decoded: :class:`~diffie.errors.ImageError` (the run ends ``error``, saying so).
     """
@@ -44,7 +46,7 @@ def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
         if base_cap is not None:
             visual, noise = visual_findings(base_cap, cap, out, head2=head2_by.get(key),
                                             masks_in_count=masks_in_count,
-                                            max_pixels=max_pixels)
+                                            max_pixels=max_pixels, threshold=threshold)
             findings.extend(visual)
             flaky.extend(noise)
     seen: dict[str, int] = {}

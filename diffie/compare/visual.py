@@ -33,6 +33,13 @@ from diffie.verdict import Finding, FindingKind, Flaky, Region
 
 log = logging.getLogger(__name__)
 
+# pixelmatch's per-pixel colour tolerance (YIQ, 0..1). pixelmatch's own default, 0.1, absorbs
+# anti-aliasing differences between renderers, and with them any hue change at equal lightness
+# (a green → slate-blue recolour of ΔE00 28 scores 150 against its allowance of 352). Diffie
+# renders base and head with one browser build, one font set and the same raster flags,
+# byte-identically (a second render of head measures whatever noise is left): every pixel that
+# differs counts. A spec may raise it (`visual_threshold`).
+PIXEL_THRESHOLD = 0.0
 NOISE_DILATE = 8            # px around a flaky region whose base-vs-head changes are not counted
 MAX_REGIONS = 20            # regions kept per finding (largest first)
 ELEMENTS_PER_REGION = 3
@@ -200,24 +207,26 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
                        head_shot: Screenshot, out: ArtifactDir, *,
                        head2_shot: Screenshot | None = None,
                        masks_in_count: bool = False,
-                       max_pixels: int = MAX_SCREENSHOT_PIXELS) -> ScreenshotComparison:
+                       max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                       threshold: float = PIXEL_THRESHOLD) -> ScreenshotComparison:
     """Compare one screenshot of base with head (and head2, for the noise floor).
 
     ``masks_in_count``: compare the pixels under mask boxes too (for when the browser paints
     masks, so a moved or resized masked element still shows); by default they are ignored.
     ``max_pixels``: a larger screenshot is not decoded (:class:`ImageError`).
+    ``threshold``: pixelmatch's per-pixel colour tolerance (see :data:`PIXEL_THRESHOLD`).
     """
     flow, viewport, name = head_cap.flow, head_cap.viewport, head_shot.name
     masks = [] if masks_in_count else _mask_rects(base_shot, head_shot)
 
     flaky: Flaky | None = None
     noise: list[Rect] = []
-    threshold = 0
+    noise_pixels = 0
     size_is_flaky = False
     if head2_shot is not None:
         noise_masks = [] if masks_in_count else _mask_rects(head_shot, head2_shot)
         r2 = compare_files(out.path(head_shot.artifact), out.path(head2_shot.artifact),
-                           ignore=noise_masks, max_pixels=max_pixels)
+                           ignore=noise_masks, max_pixels=max_pixels, threshold=threshold)
         size_is_flaky = r2.size_changed
         if r2.changed_pixels > 0 or r2.size_changed:
             flaky_name = _save_diff(r2, out, slug("flaky", flow, viewport, name) + ".png")
@@ -225,10 +234,10 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
                           evidence=[n for n in (flaky_name, head_shot.artifact, head2_shot.artifact)
                                     if n])
             noise = _dilate(r2.regions)
-            threshold = r2.changed_pixels
+            noise_pixels = r2.changed_pixels
 
     result = compare_files(out.path(base_shot.artifact), out.path(head_shot.artifact),
-                           ignore=masks + noise, max_pixels=max_pixels)
+                           ignore=masks + noise, max_pixels=max_pixels, threshold=threshold)
     size_change = result.size_changed and not (
         size_is_flaky and head2_shot is not None
         and (base_shot.width, base_shot.height) == (head2_shot.width, head2_shot.height))
@@ -237,7 +246,7 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     clipped = bool(base_shot.clipped_from or head_shot.clipped_from)
     clipped_resize = clipped and full_a != full_b
     size_change = size_change or clipped_resize
-    if result.changed_pixels <= threshold and not size_change:
+    if result.changed_pixels <= noise_pixels and not size_change:
         return ScreenshotComparison(None, flaky)
 
     diff_name = _save_diff(result, out, slug("diff", flow, viewport, name) + ".png")
@@ -246,7 +255,7 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     boxes = sorted(result.regions, key=lambda r: -r.pixels)[:MAX_REGIONS]
     regions = [_region(b, head_els, base_els) for b in boxes]
     step = next((s for s in head_cap.steps if s.index == head_shot.step), None)
-    counted = result.changed_pixels if result.changed_pixels > threshold else 0
+    counted = result.changed_pixels if result.changed_pixels > noise_pixels else 0
     pct = f"{result.ratio * 100:.2f}%"
     if size_change:
         (wa, ha), (wb, hb) = (full_a, full_b) if clipped_resize else (result.size_a, result.size_b)
@@ -271,7 +280,8 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
         "size_base": list(result.size_a),
         "size_head": list(result.size_b),
         "regions_total": len(result.regions),
-        "noise_threshold": threshold,
+        "noise_threshold": noise_pixels,
+        "pixel_threshold": threshold,
         "diff": diff_name,
         "base": base_shot.artifact,
         "head": head_shot.artifact,
@@ -296,8 +306,8 @@ def _full_size(shot: Screenshot) -> tuple[int, int]:
 
 
 def visual_findings(base: Capture, head: Capture, out: ArtifactDir, *, head2: Capture | None = None,
-                    masks_in_count: bool = False,
-                    max_pixels: int = MAX_SCREENSHOT_PIXELS) -> tuple[list[Finding], list[Flaky]]:
+                    masks_in_count: bool = False, max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                    threshold: float = PIXEL_THRESHOLD) -> tuple[list[Finding], list[Flaky]]:
     """Visual findings of one flow×viewport. A screenshot taken on one side only (the flow
     stopped early) gives no visual finding: the step finding covers it. An unreadable
     screenshot raises :class:`~diffie.errors.ImageError` (the run cannot be verified)."""
@@ -312,7 +322,8 @@ def visual_findings(base: Capture, head: Capture, out: ArtifactDir, *, head2: Ca
         try:
             cmp = compare_screenshot(base, head, base_shot, shot, out,
                                      head2_shot=head2_shots.get(shot.name),
-                                     masks_in_count=masks_in_count, max_pixels=max_pixels)
+                                     masks_in_count=masks_in_count, max_pixels=max_pixels,
+                                     threshold=threshold)
         except OSError as exc:   # a missing or unreadable screenshot must not read as "no change"
             raise ImageError(f"screenshot {shot.name!r} of {head.flow}/{head.viewport} cannot be"
                              f" compared: {exc}") from exc

@@ -247,6 +247,74 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
         edits=(Edit(CATALOG, "ORDER BY o.placed_on DESC, o.id DESC",
                     "ORDER BY o.created_at DESC, o.id DESC"),),
     ),
+    # --- changes a person sees that a renderer tolerance would hide (issue 10) ------------------
+    Change(
+        id="hue-shift-brand", category="regression", expected="changed", kinds=("visual_change",),
+        description="Recolours the brand from green (47,111,79) to a slate blue of almost the "
+                    "same lightness (47,95,127): links, buttons and the cart status (ΔE00 28, "
+                    "but a YIQ delta of 150, under pixelmatch's 0.1 allowance of 352).",
+        edits=(Edit(CSS, "  --brand: #2f6f4f;", "  --brand: #2f5f7f;"),),
+    ),
+    Change(
+        id="subtle-background", category="regression", expected="changed",
+        kinds=("visual_change",),
+        description="Warms the page background from #f5f7fa to #f8f6f1 (ΔE00 4.2): every page.",
+        edits=(Edit(CSS, "  --wash: #f5f7fa;", "  --wash: #f8f6f1;"),),
+    ),
+    Change(
+        id="subtle-border", category="regression", expected="changed", kinds=("visual_change",),
+        description="Turns the 1px hairlines (header, cards, forms, tables) from #dfe3ea to a "
+                    "neutral #e3e3e3 (ΔE00 3.6).",
+        edits=(Edit(CSS, "  --line: #dfe3ea;", "  --line: #e3e3e3;"),),
+    ),
+    Change(
+        id="subtle-text-colour", category="regression", expected="changed",
+        kinds=("visual_change",),
+        description="Shifts the body text colour from #1d2433 to #252433 (ΔE00 4.3).",
+        edits=(Edit(CSS, "  --ink: #1d2433;", "  --ink: #252433;"),),
+    ),
+    Change(
+        id="subtle-button", category="regression", expected="changed", kinds=("visual_change",),
+        flows=("product", "signin"),
+        description="Gives primary buttons their own green, #2f754a instead of the brand "
+                    "#2f6f4f (ΔE00 3.5); links keep the brand colour.",
+        edits=(Edit(CSS, ".button.primary { color: #ffffff; background: var(--brand); }",
+                    ".button.primary { color: #ffffff; background: #2f754a; }"),),
+    ),
+    Change(
+        id="spacing-1px-grid", category="regression", expected="changed",
+        kinds=("visual_change",), flows=("home",),
+        description="Widens the product grid's gap from 20px to 21px: the cards move by 1px.",
+        edits=(Edit(CSS, """  gap: 20px;
+  min-height: 300px;""", """  gap: 21px;
+  min-height: 300px;"""),),
+    ),
+    Change(
+        id="font-weight-price", category="regression", expected="changed",
+        kinds=("visual_change",), flows=("home",),
+        description="Sets the product cards' prices in normal weight instead of bold.",
+        edits=(Edit(CSS, ".product-card .price { margin: 0; font-weight: bold; }",
+                    ".product-card .price { margin: 0; font-weight: normal; }"),),
+    ),
+    Change(
+        id="opacity-card-summary", category="regression", expected="changed",
+        kinds=("visual_change",), flows=("home",),
+        description="Fades the product cards' one-line summaries to 85% opacity.",
+        edits=(Edit(CSS, ".product-card .summary { margin: 0 0 8px; font-size: 13px; color: var(--muted); }",
+                    ".product-card .summary { margin: 0 0 8px; font-size: 13px; color: var(--muted); opacity: 0.85; }"),),
+    ),
+    Change(
+        id="csp-inline-style", category="regression", expected="fail", kinds=("console_error",),
+        description="Adds a strict Content-Security-Policy header and, in the same change, an "
+                    "inline <style> in the page head: the policy blocks the app's own style "
+                    "(the browser reports the violation on every page).",
+        edits=(Edit("app/server.py", """        self.send_header("Cache-Control", "no-store")
+""", """        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", "default-src 'self'")
+"""), Edit(PAGES, """<link rel="stylesheet" href="/static/style.css">""",
+                   """<link rel="stylesheet" href="/static/style.css">
+<style>.banner {{ letter-spacing: 0.2px; }}</style>""")),
+    ),
     # --- changes a user cannot see ----------------------------------------------------------
     Change(
         id="noop-refactor", category="noop", expected="pass",
@@ -384,6 +452,17 @@ CREATE TABLE IF NOT EXISTS sessions (
         ),
     ),
     # --- noise: must not become findings ----------------------------------------------------
+    Change(
+        id="noop-strict-csp", category="noop", expected="pass",
+        description="Sends a strict Content-Security-Policy (default-src 'self') with every "
+                    "response. The shop has no inline script or style, so nothing changes for "
+                    "a user, and Diffie's own instrumentation must not trip the policy.",
+        edits=(Edit("app/server.py", """        self.send_header("Cache-Control", "no-store")
+""", """        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", "default-src 'self'; base-uri 'none'; "
+                         "form-action 'self'; frame-ancestors 'none'")
+"""),),
+    ),
     Change(
         id="noise-server-time", category="noise", expected="pass",
         description="Renders the server's current time (to the second) under the footer, and "
