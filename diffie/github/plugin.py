@@ -337,6 +337,11 @@ class GitHubPublisher:
                        Run.check_run_id.is_(None), Run.created_at >= since)
                 .order_by(Run.created_at).limit(limit)))
         for run_id in waiting:                   # their "Authorize run" check run never landed
-            self.handle("waiting", run_id)
-            done.append(run_id)
+            try:
+                self.handle("waiting", run_id)
+                done.append(run_id)
+            except GitHubUnavailable:
+                raise
+            except Exception:
+                log.exception("GitHub: the waiting check run of run %s failed", run_id)
         return done
