@@ -53,6 +53,9 @@ class AppContext:
     sources: dict[str, SourceProvider] = field(default_factory=dict)
     # The VM sandbox of repo mode; None: libvirt (diffie.sandbox.libvirt.LibvirtSandbox).
     sandbox: Sandbox | None = None
+    # A GitHub user's role on a repository, (installation id, owner, repo, login) -> admin,
+    # maintain, write, triage, read or none; set by the GitHub plugin (who may authorise runs).
+    permissions: Callable[[int, str, str, str], str] | None = None
     _celery: Celery | None = None
 
     @property

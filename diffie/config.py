@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     github_private_key_path: Path | None = None
     github_api_url: str = "https://api.github.com"
     github_process_drafts: bool = False
+    github_require_approval: Literal["forks", "first-time", "all", "none"] = Field(
+        default="forks", description="Which pull requests wait for a maintainer's \"Authorize "
+        "run\" before their code runs: forks; first-time (forks and authors GitHub calls "
+        "FIRST_TIME_CONTRIBUTOR, FIRST_TIMER or NONE); all; none.")
+    github_require_approval_by: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="Per-owner or per-repository overrides of "
+        "DIFFIE_GITHUB_REQUIRE_APPROVAL: comma-separated OWNER=POLICY or OWNER/REPO=POLICY "
+        "(the repository's entry wins over its owner's).")
     github_sweep_interval_s: float = Field(
         default=300.0, description="How often a long-lived process publishes GitHub results an "
         "earlier attempt could not (GitHub was down); 0 = only at start-up.")
@@ -103,6 +111,17 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("github_require_approval_by", mode="before")
+    @classmethod
+    def _approval_overrides(cls, value: object) -> object:
+        from diffie.github.trust import parse_overrides
+
+        if isinstance(value, str):
+            return parse_overrides(value)
+        if isinstance(value, dict):
+            return parse_overrides(",".join(f"{k}={v}" for k, v in value.items()))
         return value
 
     @field_validator("url_mode_origins", mode="before")

@@ -5,7 +5,8 @@ run (its exceptions are logged and swallowed). Register listeners on the app con
 
     ctx.events.subscribe(MyPublisher(ctx))
 
-A listener implements any of ``queued``, ``started``, ``finished``, ``approved`` (see :class:`RunListener`);
+A listener implements any of ``waiting``, ``queued``, ``started``, ``finished``, ``approved``
+(see :class:`RunListener`);
 each receives the run id and loads what it needs from the database itself, so a publisher that
 runs late (GitHub was down) sees the same thing as one that ran at once.
 """
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class RunListener(Protocol):
+    def waiting(self, run_id: str) -> None: ...         # recorded, waits for authorization
     def queued(self, run_id: str) -> None: ...          # recorded and enqueued (API, webhook)
     def started(self, run_id: str) -> None: ...         # a worker claimed it
     def finished(self, run_id: str) -> None: ...        # done, error or cancelled
@@ -52,6 +54,9 @@ class EventBus:
                 handler(run_id)
             except Exception:
                 log.exception("run listener %r failed on %s(%s)", listener, event, run_id)
+
+    def waiting(self, run_id: str) -> None:
+        self._emit("waiting", run_id)
 
     def queued(self, run_id: str) -> None:
         self._emit("queued", run_id)

@@ -1,4 +1,5 @@
-"""Tables: Change, Run, Finding, Artifact, Delivery, Slot. Alembic migrations mirror these."""
+"""Tables: Change, Run, Finding, Artifact, Delivery, PullHead, Slot. Alembic migrations mirror
+these."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -22,7 +32,8 @@ class Base(DeclarativeBase):
     pass
 
 
-RUN_STATUSES = ("queued", "running", "done", "error", "cancelled")
+# waiting: a pull request whose code runs only once a maintainer authorises it (never queued)
+RUN_STATUSES = ("waiting", "queued", "running", "done", "error", "cancelled")
 
 
 class Change(Base):
@@ -46,13 +57,20 @@ class Change(Base):
     pr_number: Mapped[int | None] = mapped_column(Integer)
     head_repo_url: Mapped[str | None] = mapped_column(Text)  # forks: the head repository
     title: Mapped[str | None] = mapped_column(Text)
+    # the head is not trusted (a fork, or an author without push rights): its sandbox, deploy
+    # commands and allowed origins come from the base revision's spec (diffie.spec_trust)
+    untrusted_head: Mapped[bool] = mapped_column(default=False, server_default=false())
+    author: Mapped[str | None] = mapped_column(String(200))   # the pull request's author
+    # its runs wait for a maintainer's "Authorize run" (DIFFIE_GITHUB_REQUIRE_APPROVAL)
+    approval_required: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     runs: Mapped[list[Run]] = relationship(back_populates="change")
 
 
 class Run(Base):
-    """One verification of a change. queued → running → done (verdict) | error (reason)."""
+    """One verification of a change. (waiting →) queued → running → done (verdict) | error
+    (reason); waiting and queued runs may also end cancelled."""
 
     __tablename__ = "runs"
 
@@ -68,6 +86,7 @@ class Run(Base):
     check_run_id: Mapped[int | None] = mapped_column(Integer)
     published: Mapped[bool] = mapped_column(default=False)
     approved: Mapped[bool] = mapped_column(default=False)
+    authorized_by: Mapped[str | None] = mapped_column(String(200))   # who let a waiting run go
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -110,7 +129,8 @@ class Artifact(Base):
 
 
 class Delivery(Base):
-    """A received webhook delivery; (hook_id, delivery_id) is unique, so replays are ignored."""
+    """A received webhook delivery; (hook_id, delivery_id) is unique, and so is the hash of the
+    signed body (``body_sha256``): a replay is ignored whatever its unsigned delivery id."""
 
     __tablename__ = "deliveries"
     __table_args__ = (UniqueConstraint("hook_id", "delivery_id"),)
@@ -121,7 +141,24 @@ class Delivery(Base):
     event: Mapped[str] = mapped_column(String(64))
     action: Mapped[str | None] = mapped_column(String(64))
     run_id: Mapped[str | None] = mapped_column(String(32))
+    body_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PullHead(Base):
+    """The newest head of a pull request seen in a delivery, with the pull request's
+    ``updated_at``: a delivery older than it (replayed, or late) starts and cancels nothing."""
+
+    __tablename__ = "pull_heads"
+    __table_args__ = (UniqueConstraint("gh_owner", "gh_repo", "pr_number"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    gh_owner: Mapped[str] = mapped_column(String(200))       # lower case
+    gh_repo: Mapped[str] = mapped_column(String(200))        # lower case
+    pr_number: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Slot(Base):

@@ -1,7 +1,9 @@
 """``run_change``: the worker's whole job, as one readable function.
 
     URL mode:   browse base URL ─> browse head URL (─> head again: the noise floor)
-    repo mode:  check out base and head ─> read head's .diffie.yml
+    repo mode:  check out base and head ─> read head's .diffie.yml (an untrusted pull request:
+                its flows, with the base's sandbox — diffie.spec_trust) ─> may the
+                repository use the image? (its recipe's allowed_repositories)
                 ─> VM 1: restore, set clock, deploy base, browse
                 ─> VM 2: restore, set clock, deploy head, browse (─> head again)
     then:       compare ─> judge ─> HTML report, verdict.json, JUnit, CTRF
@@ -236,8 +238,9 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
                say: Progress, *, db: Database | None, sandbox: Sandbox | None,
                source: SourceProvider | None) -> Sides:
     from diffie.browser import BrowserRunner
+    from diffie.sandbox.recipe import check_image_allowed
     from diffie.source import LocalSource
-    from diffie.spec import load_spec
+    from diffie.spec_trust import run_spec
 
     if not change.repo or not change.base_rev or not change.head_rev:
         raise RunError("a repo-mode change needs repo, base and head")
@@ -247,14 +250,18 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
         provider = source or LocalSource(settings.data_dir / "git")
         base_sha, head_sha = provider.materialise(change, base_tree, head_tree)
         say(f"checked out base {base_sha[:12]} and head {head_sha[:12]}")
-        spec_file = head_tree / change.spec_path
-        if not spec_file.is_file():
-            raise RunError(f"{change.spec_path} not found at head {head_sha[:12]}: the head "
-                           "revision needs a Diffie spec")
-        spec = load_spec(spec_file, limits=SpecLimits.from_settings(settings))
+        spec = run_spec(base_tree, head_tree, change.spec_path,
+                        limits=SpecLimits.from_settings(settings),
+                        untrusted_head=change.untrusted_head, head_label=head_sha[:12],
+                        base_label=base_sha[:12])
+        if change.untrusted_head:
+            say("untrusted head: sandbox, deploy commands and allowed origins from the base's "
+                f"{change.spec_path}, flows and viewports from the head's")
         if spec.sandbox is None:
             raise RunError(f"{change.spec_path} has no 'sandbox' section: repo mode deploys the "
                            "change in a VM and needs the image, deploy commands and app port")
+        if change.repository:
+            check_image_allowed(settings.vm_images_dir, spec.sandbox.image, change.repository)
         if sandbox is None:
             if db is None:
                 raise RunError("repo mode needs the database (VM slots are leased there)")

@@ -4,7 +4,7 @@ Every transition is one conditional UPDATE, so it is atomic on SQLite and Postgr
 safe when two workers hold the same message (a redelivery): only the worker that claimed a run
 can move it on, and a run whose worker stopped heartbeating can be claimed again.
 
-    queued ──claim──> running ──record_verdict──> done
+    (waiting ──a maintainer authorises──>) queued ──claim──> running ──record_verdict──> done
       │                 │  └────record_error────> error
       │                 └─(worker died: heartbeat stale)─> queued again (≤ max_attempts)
       └─(never taken: message lost, claim failed; queued too long)─> queued again (≤ max_attempts)
@@ -69,6 +69,8 @@ class ChangeInput:
     spec_path: str = ".diffie.yml"
     head_repo_url: str | None = None
     title: str | None = None
+    repository: str | None = None      # GitHub "owner/repo" (images may be limited to some)
+    untrusted_head: bool = False       # sandbox, deploy and origins come from the base's spec
 
 
 # --- submission ---------------------------------------------------------------------------------
@@ -106,7 +108,10 @@ def change_input(db: Database, run_id: str) -> ChangeInput:
         return ChangeInput(run_id=run.id, mode=c.mode, base_url=c.base_url, head_url=c.head_url,
                            repo=c.repo, base_rev=c.base_rev, head_rev=c.head_rev,
                            spec_text=c.spec_text, spec_path=c.spec_path,
-                           head_repo_url=c.head_repo_url, title=c.title)
+                           head_repo_url=c.head_repo_url, title=c.title,
+                           repository=(f"{c.gh_owner}/{c.gh_repo}"
+                                       if c.gh_owner and c.gh_repo else None),
+                           untrusted_head=bool(c.untrusted_head))
 
 
 def abandon(db: Database, run_id: str, reason: str) -> None:

@@ -181,6 +181,13 @@ def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = N
                    not_verified=not_verified)
 
 
+def internal_error_reason(run_id: str) -> str:
+    """What a verdict (public: PR comments, check runs, reports) says instead of an internal
+    error's text; the full reason stays in the run record (``GET /v1/runs/{id}``)."""
+    return (f"Diffie hit an internal error; see the run on the server (id {run_id}). "
+            "Re-run the check to try again.")
+
+
 def error_verdict(run_id: str, reason: str, findings: list[Finding] | None = None) -> Verdict:
     """A run that could not be verified. ``findings`` may carry a deploy_error."""
     findings = [f if f.id else f.with_id() for f in findings or []]

@@ -15,9 +15,10 @@ for arg in "$@"; do
 done
 
 export DEBIAN_FRONTEND=noninteractive
-# chromium: the browser; libvirt-dev + pkg-config + gcc: to build libvirt-python.
+# chromium: the browser; libvirt-dev + pkg-config + gcc: to build libvirt-python;
+# cmark-gfm: GitHub's Markdown renderer, to test that PR comments link nothing (tests/unit/test_gfm.py).
 pkgs=(chromium fonts-dejavu-core fonts-liberation git ca-certificates curl python3-venv
-      libvirt-dev pkg-config gcc python3-dev)
+      libvirt-dev pkg-config gcc python3-dev cmark-gfm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

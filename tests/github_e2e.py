@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,15 @@ PUBLIC_URL = "https://diffie.example.com"
 PRIVATE, PUBLIC = make_rsa_key()
 
 SettingsFactory = Callable[[dict[str, Any]], Settings]
+MAINTAINER = "maintainer-mo"            # has write access to OWNER/REPO in every hub
+_CLOCK = itertools.count()
+
+
+def github_now() -> str:
+    """GitHub's ``updated_at`` of a delivery sent now: strictly later than the last one (Diffie
+    orders a pull request's deliveries by it)."""
+    stamp = datetime.now(UTC) + timedelta(seconds=next(_CLOCK))
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ShopRepo:
@@ -102,6 +113,7 @@ class Hub:
             pr["head"]["repo"].update(self.repo_json(head_owner))
             pr["head"]["repo"]["owner"]["login"] = head_owner
             pr["head"]["label"] = f"{head_owner}:{pr['head']['ref']}"
+            pr["updated_at"] = github_now()
         for key in ("check_run", "check_suite"):
             check = data.get(key)
             if check is not None:
@@ -132,14 +144,17 @@ class Hub:
         return answer
 
     def check_run_event(self, fixture: str, run_id: str, *, head: str,
-                        identifier: str | None = None) -> dict[str, Any]:
-        """``check_run.rerequested`` / ``requested_action`` on the run's check run."""
+                        identifier: str | None = None,
+                        sender: str = MAINTAINER) -> dict[str, Any]:
+        """``check_run.rerequested`` / ``requested_action`` on the run's check run, clicked by
+        ``sender``."""
         check_id = self.check_run_id(run_id)
 
         def edit(data: dict[str, Any]) -> None:
             data["check_run"]["id"] = check_id
             data["check_run"]["external_id"] = run_id
             data["check_run"]["name"] = "Diffie"
+            data["sender"]["login"] = sender
             if identifier is not None:
                 data["requested_action"] = {"identifier": identifier}
 
@@ -225,6 +240,7 @@ def github_hub(tmp_path: Path, make_settings: SettingsFactory, *, first_change: 
     repo = ShopRepo(tmp_path, srv, first_change)
     with ExitStack() as stack:
         standin = stack.enter_context(GitHubStandIn(app_id=APP_ID, public_key_pem=PUBLIC))
+        standin.grant(OWNER, REPO, MAINTAINER, "write")
         git_server = stack.enter_context(GitSmartHTTP(srv, standin.is_valid_token))
         ctx = build_context(make_settings(github_overrides(tmp_path, standin)))
         stack.callback(ctx.close)

@@ -15,6 +15,10 @@ documentation (docs.github.com/rest: apps, checks/runs, issues/comments):
   ``image_url``; at most 3 actions (label <= 20, description <= 40, identifier <= 20);
   comments need a ``body`` (<= 65,536 chars).
 
+Repository permissions (``GET /repos/{o}/{r}/collaborators/{user}/permission``) come from
+``permissions[(owner, repo, user)]`` (lower case; a role: admin, maintain, write, triage, read),
+``none`` for anyone else, 404 for a login that is not a GitHub user name.
+
 Anything off is answered like GitHub would (401/403/404/422) *and* appended to
 ``violations``, which tests assert empty. Failures are scriptable: ``fail_next(...)`` (a 502
 once, a 403 secondary rate limit with ``retry-after``), ``expire_tokens()`` (the next request
@@ -127,6 +131,7 @@ class GitHubStandIn:
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[tuple[str, str, int], list[dict[str, Any]]] = field(default_factory=dict)
     tokens: dict[str, _Token] = field(default_factory=dict)
+    permissions: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.outage = False       # True: every connection is dropped without an answer
@@ -212,6 +217,11 @@ class GitHubStandIn:
         with self._lock:
             comment = self._new_comment(owner, repo, number, body, login, user_type)
             return comment
+
+    def grant(self, owner: str, repo: str, user: str, role: str) -> None:
+        """``user``'s role on ``owner/repo`` (admin, maintain, write, triage, read)."""
+        with self._lock:
+            self.permissions[(owner.lower(), repo.lower(), user.lower())] = role
 
     def calls(self, method: str, path_pattern: str) -> list[Recorded]:
         rx = re.compile(path_pattern)
@@ -330,6 +340,8 @@ class GitHubStandIn:
          "_create_comment"),
         ("PATCH", re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/issues/comments/(?P<id>\d+)"),
          "_update_comment"),
+        ("GET", re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/collaborators/(?P<user>[^/]+)"
+                           r"/permission"), "_permission"),
     ]
 
     def _route(self, rec: Recorded, base: str) -> tuple[int, Any, dict[str, str]]:
@@ -345,6 +357,16 @@ class GitHubStandIn:
                 return result
         self._violation(rec, "no such endpoint in the stand-in")
         raise _error(404, "Not Found")
+
+    def _permission(self, rec: Recorded, base: str, o: str, r: str, user: str) -> \
+            tuple[int, Any, dict[str, str]]:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?", user):
+            raise _error(404, "Not Found")
+        role = self.permissions.get((o.lower(), r.lower(), user.lower()), "none")
+        # GitHub's legacy "permission" folds maintain into write and triage into read
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        return 200, {"permission": legacy, "role_name": role,
+                     "user": {"login": user, "type": "User"}}, {}
 
     def _token(self, rec: Recorded, base: str, inst: str) -> tuple[int, Any, dict[str, str]]:
         token = f"ghs_{os.urandom(18).hex()}"

@@ -27,6 +27,7 @@ from diffie.config import Settings
 from diffie.errors import DiffieError
 from diffie.pipeline import RunCancelled, publish_error, run_change
 from diffie.runs import ChangeInput
+from diffie.verdict import internal_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +174,16 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
             return _timed_out(ctx, beat, change)
         reason = describe(exc)
         log.error("run %s failed: %s\n%s", run_id, reason, traceback.format_exc())
+        # the verdict is public (PR comment, check run, report link): an internal error's text
+        # stays in the run record (run.reason), the verdict says where to look
+        public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) \
+            else internal_error_reason(run_id)
         if change is None:
             from diffie.verdict import error_verdict
 
-            verdict = error_verdict(run_id, reason)
+            verdict = error_verdict(run_id, public)
         else:
-            verdict = publish_error(settings, change, reason)
+            verdict = publish_error(settings, change, public)
         runs.record_error(ctx.db, run_id, worker, reason, verdict,
                           ArtifactDir(settings.artifacts_dir / run_id))
         result = "error"

@@ -19,7 +19,7 @@ from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOu
 from diffie.app_context import AppContext
 from diffie.config import Settings
 from diffie.errors import SourceError, SpecError
-from diffie.models import Run
+from diffie.models import RUN_STATUSES, Run
 from diffie.runs import as_utc
 from diffie.source import is_url, local_repo, read_file, resolve_rev
 from diffie.spec import parse_spec
@@ -250,6 +250,9 @@ def list_runs(request: Request, ctx: Ctx,
               limit: int = Query(default=20, ge=1, le=200)) -> list[RunOut]:
     with ctx.db.session() as s:
         query = select(Run).order_by(Run.created_at.desc()).limit(limit)
+        if status and status not in RUN_STATUSES:
+            raise invalid(("query", "status"), f"unknown status {status!r}: one of "
+                          f"{', '.join(RUN_STATUSES)}", "unknown_status")
         if status:
             query = query.where(Run.status == status)
         return [run_out(request, ctx.settings, r) for r in s.scalars(query)]

@@ -96,7 +96,8 @@ class ArtifactOut(BaseModel):
 
 class RunOut(BaseModel):
     id: str
-    status: str = Field(description="queued | running | done | error | cancelled")
+    status: str = Field(description="waiting (for a maintainer's authorization) | queued | "
+                        "running | done | error | cancelled")
     phase: str = Field(description="Finer progress while running (e.g. 'browse head 3/6').")
     verdict_status: str | None = Field(default=None, description="pass | changed | fail | error")
     verdict: dict[str, Any] | None = Field(

@@ -1,5 +1,10 @@
 """The "Diffie" check run of a pull request's head commit: queued → in_progress → completed.
 
+A run waiting for a maintainer gets a check run completed ``action_required`` with an
+"Authorize run" button (title ``WAITING_TITLE``). A completed check run cannot go back to
+queued on GitHub, so once the run is authorised that one is retired (``neutral``, "Authorized")
+and a new check run follows the run.
+
 Every function is idempotent: a check run is found again by its ``external_id`` (the Diffie run
 id) before a new one is created, and annotations already on a check run are not sent twice.
 """
@@ -17,7 +22,7 @@ from diffie import links
 from diffie.config import Settings
 from diffie.errors import GitHubError, GitHubUnavailable
 from diffie.github.client import GitHubClient, seg
-from diffie.github.events import APPROVE_IDENTIFIER, CHECK_NAME
+from diffie.github.events import APPROVE_IDENTIFIER, AUTHORIZE_IDENTIFIER, CHECK_NAME
 from diffie.github.summary import CHECK_SUMMARY_LIMIT, status_label, verdict_summary
 from diffie.models import Run
 from diffie.verdict import CHANGE_KINDS, Finding, Verdict
@@ -39,6 +44,10 @@ CONCLUSIONS = {
 
 APPROVE_ACTION = {"label": "Approve changes", "identifier": APPROVE_IDENTIFIER,
                   "description": "Accept the visual changes as intended"}
+AUTHORIZE_ACTION = {"label": "Authorize run", "identifier": AUTHORIZE_IDENTIFIER,
+                    "description": "Run this pull request's code in Diffie"}
+WAITING_TITLE = "Waiting for a maintainer to authorize"
+AUTHORIZED_TITLE = "Authorized"
 
 
 def conclusion_for(status: str, *, approved: bool = False) -> str:
@@ -94,36 +103,52 @@ def _now() -> str:
 
 # -- finding / creating ----------------------------------------------------------------------
 
-def find_check_run(client: GitHubClient, target: Target) -> dict[str, Any] | None:
-    """Our check run for ``target`` (name Diffie, external_id = run id) if it exists."""
-    data = client.get(f"{target.repo_path}/commits/{seg(target.head_sha)}/check-runs",
-                      installation_id=target.installation_id,
-                      params={"check_name": CHECK_NAME, "filter": "all", "per_page": 100})
-    for cr in (data or {}).get("check_runs", []):
-        if cr.get("external_id") == target.run_id and cr.get("name") == CHECK_NAME:
-            return dict(cr)
+def _is_waiting(cr: dict[str, Any]) -> bool:
+    return (cr.get("output") or {}).get("title") in (WAITING_TITLE, AUTHORIZED_TITLE)
+
+
+def find_check_run(client: GitHubClient, target: Target, *,
+                   waiting: bool | None = None) -> dict[str, Any] | None:
+    """Our check run for ``target`` (name Diffie, external_id = run id) if it exists;
+    ``waiting`` True/False: only the "Authorize run" one / only another one."""
+    for cr in _our_check_runs(client, target):
+        if waiting is None or waiting == _is_waiting(cr):
+            return cr
     return None
 
 
-def ensure_check_run(client: GitHubClient, run: Run, settings: Settings) -> int:
-    """The id of the run's check run, creating it ``queued`` when it does not exist yet.
-    Sets ``run.check_run_id`` (the caller commits)."""
+def _our_check_runs(client: GitHubClient, target: Target) -> list[dict[str, Any]]:
+    data = client.get(f"{target.repo_path}/commits/{seg(target.head_sha)}/check-runs",
+                      installation_id=target.installation_id,
+                      params={"check_name": CHECK_NAME, "filter": "all", "per_page": 100})
+    return [dict(cr) for cr in (data or {}).get("check_runs", [])
+            if cr.get("external_id") == target.run_id and cr.get("name") == CHECK_NAME]
+
+
+def ensure_check_run(client: GitHubClient, run: Run, settings: Settings, *,
+                     initial: dict[str, Any] | None = None) -> int:
+    """The id of the run's check run, creating it (``queued``, or with ``initial``'s fields)
+    when it does not exist yet. Sets ``run.check_run_id`` (the caller commits). An authorised
+    run never adopts its retired "Authorize run" check run."""
     if run.check_run_id:
         return run.check_run_id
     target = Target.of(run)
-    found = find_check_run(client, target)
+    waiting = True if initial is not None and initial.get("output", {}).get("title") == \
+        WAITING_TITLE else (False if run.authorized_by else None)
+    found = find_check_run(client, target, waiting=waiting)
     if found is None:
         body = {"name": CHECK_NAME, "head_sha": target.head_sha, "status": "queued",
                 "external_id": target.run_id, "details_url": report_url(settings, run.id),
                 "output": {"title": "Queued", "summary": "Waiting for a worker to verify "
                            "this change in a fresh VM."}}
+        body.update(initial or {})
         try:
             created = client.post(f"{target.repo_path}/check-runs",
                                   installation_id=target.installation_id, json=body,
                                   retry_server_errors=False)
         except GitHubUnavailable:
             # the POST may have landed before GitHub failed: look again before a second try
-            found = find_check_run(client, target)
+            found = find_check_run(client, target, waiting=waiting)
             if found is None:
                 created = client.post(f"{target.repo_path}/check-runs",
                                       installation_id=target.installation_id, json=body)
@@ -136,7 +161,50 @@ def ensure_check_run(client: GitHubClient, run: Run, settings: Settings) -> int:
 
 def create_queued(client: GitHubClient, run: Run, settings: Settings) -> int:
     """Router: as soon as the webhook is accepted and the Run row exists."""
+    if run.authorized_by:
+        retire_waiting(client, run, settings)
     return ensure_check_run(client, run, settings)
+
+
+def waiting_summary(reason: str | None) -> str:
+    return ("Diffie has not run this pull request's code. "
+            + (f"{reason[:1].upper()}{reason[1:]}." if reason else "")
+            + "\n\nA maintainer (write, maintain or admin permission on the repository) reviews "
+            "the change, then clicks **Authorize run** above. The VM image, deploy commands and "
+            "allowed origins come from the base branch's `.diffie.yml`; the flows from this "
+            "pull request.")
+
+
+def await_authorization(client: GitHubClient, run: Run, settings: Settings, *,
+                        reason: str | None = None) -> int:
+    """A waiting run's check run: completed ``action_required`` with "Authorize run"."""
+    body: dict[str, Any] = {
+        "status": "completed", "conclusion": "action_required", "completed_at": _now(),
+        "details_url": report_url(settings, run.id),
+        "output": {"title": WAITING_TITLE, "summary": waiting_summary(reason)},
+        "actions": [AUTHORIZE_ACTION]}
+    existing = run.check_run_id
+    check_id = ensure_check_run(client, run, settings, initial=body)
+    if existing == check_id:                 # an older attempt created it: bring it up to date
+        _patch(client, run, settings, body)
+    return check_id
+
+
+def retire_waiting(client: GitHubClient, run: Run, settings: Settings) -> None:
+    """The "Authorize run" check run of an authorised run: ``neutral``, no button, saying who
+    authorised it (the run goes on in a new check run)."""
+    target = Target.of(run)
+    who = run.authorized_by or "a maintainer"
+    for cr in _our_check_runs(client, target):
+        if not _is_waiting(cr) or cr.get("conclusion") != "action_required":
+            continue
+        client.patch(f"{target.repo_path}/check-runs/{int(cr['id'])}",
+                     installation_id=target.installation_id, json={
+                         "status": "completed", "conclusion": "neutral", "completed_at": _now(),
+                         "output": {"title": AUTHORIZED_TITLE, "summary":
+                                    f"Authorized by {who.replace('@', '@' + chr(0x200B))}; "
+                                    "the verification goes on in a new check run."},
+                         "actions": []})
 
 
 def _patch(client: GitHubClient, run: Run, settings: Settings, body: dict[str, Any]) -> \

@@ -5,6 +5,11 @@ JSON body) into a :class:`PullRequestEvent`, :class:`CheckRunEvent`, :class:`Che
 :class:`PingEvent` or :class:`OtherEvent`. ``decide(event, settings)`` answers with an
 :class:`Action`: enqueue a run, cancel a pull request's runs, re-run, approve, or ignore.
 ``verify_signature`` checks ``X-Hub-Signature-256``.
+
+Trust (:mod:`diffie.github.trust`): a pull request that needs a maintainer's approval is
+enqueued as ``waiting``; its check run offers "Authorize run" (``AUTHORIZE_IDENTIFIER``), whose
+``check_run.requested_action`` becomes an AUTHORIZE action checked against the sender's
+permission by the router.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from diffie.config import Settings
 from diffie.errors import DiffieError
+from diffie.github import trust
 
 CHECK_NAME = "Diffie"
 APPROVE_IDENTIFIER = "approve"
+AUTHORIZE_IDENTIFIER = "authorize"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -71,6 +79,9 @@ class PullRequestEvent:
     base_ref: str = ""
     head_ref: str = ""
     merged: bool = False
+    author: str = ""
+    author_association: str = ""   # OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, FIRST_TIMER, ...
+    updated_at: datetime | None = None   # the pull request's, when GitHub sent the delivery
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class CheckRunEvent:
     app_id: int | None
     pull_requests: tuple[PullRef, ...] = ()
     requested_action: str | None = None    # the button's identifier (requested_action)
+    sender: str = ""                       # who clicked (the delivery's sender.login)
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,25 @@ def _opt_int(data: Any, dotted: str) -> int | None:
         return None
 
 
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError(f"webhook payload field pull_request.updated_at is not a time: "
+                           f"{value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise PayloadError("webhook payload field pull_request.updated_at has no time zone")
+    return parsed
+
+
+def _login(data: Any, key: str) -> str:
+    user = data.get(key) if isinstance(data, dict) else None
+    login = user.get("login") if isinstance(user, dict) else None
+    return login[:200] if isinstance(login, str) else ""
+
+
 def _pull_refs(items: Any) -> tuple[PullRef, ...]:
     refs = []
     for item in items or []:
@@ -206,7 +237,9 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
             draft=bool(pr.get("draft", False)), title=str(pr.get("title") or ""),
             base_ref=str(pr.get("base", {}).get("ref") or ""),
             head_ref=str(pr.get("head", {}).get("ref") or ""),
-            merged=bool(pr.get("merged", False)))
+            merged=bool(pr.get("merged", False)), author=_login(pr, "user"),
+            author_association=str(pr.get("author_association") or "")[:64],
+            updated_at=_timestamp(pr.get("updated_at")))
     if event_name == "check_run" and action is not None:
         owner, repo = _repo(data)
         cr = _get(data, "check_run")
@@ -217,7 +250,8 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
             head_sha=_sha(data, "check_run.head_sha"), external_id=str(cr.get("external_id") or ""),
             app_id=_opt_int(cr, "app.id"), pull_requests=_pull_refs(cr.get("pull_requests")),
             requested_action=(str(requested.get("identifier", ""))
-                              if isinstance(requested, dict) else None))
+                              if isinstance(requested, dict) else None),
+            sender=_login(data, "sender"))
     if event_name == "check_suite" and action is not None:
         owner, repo = _repo(data)
         cs = _get(data, "check_suite")
@@ -238,6 +272,7 @@ class ActionKind(StrEnum):
     CANCEL_PR_RUNS = "cancel_pr_runs"  # cancel queued/running runs of the pull request
     RERUN = "rerun"                    # a new Run of an existing Change
     APPROVE = "approve"                # mark the run's visual changes approved, republish
+    AUTHORIZE = "authorize"            # a maintainer lets a waiting run go (permission checked)
     IGNORE = "ignore"
 
 
@@ -253,6 +288,11 @@ class Action:
       new Run of that Change (superseding its queued/running runs). Nothing found: ignore.
     - APPROVE: find the Run by ``run_id`` or else by ``check_run_id``; set ``approved`` and
       publish its verdict again (the check turns green).
+    - AUTHORIZE: find the waiting Run likewise; if ``sender`` may write to the repository,
+      queue it (else refuse, and it stays waiting).
+
+    ``wait_for_approval`` (ENQUEUE): the run is recorded ``waiting``, not queued.
+    ``untrusted_head`` (ENQUEUE): the head's spec may not choose its sandbox.
     """
 
     kind: ActionKind
@@ -267,6 +307,9 @@ class Action:
     check_run_id: int | None = None
     head_sha: str | None = None
     pr_numbers: tuple[int, ...] = field(default=())
+    wait_for_approval: bool = False
+    untrusted_head: bool = False
+    sender: str = ""
 
 
 def _ours(app_id: int | None, settings: Settings) -> bool:
@@ -311,8 +354,14 @@ def _decide_pr(ev: PullRequestEvent, settings: Settings) -> Action:
                           **common)
         return Action(ActionKind.IGNORE, "draft pull request (DIFFIE_GITHUB_PROCESS_DRAFTS off)",
                       **common)
+    untrusted = trust.untrusted_head(is_fork=ev.is_fork, association=ev.author_association)
+    policy = trust.policy_for(settings, ev.owner, ev.repo)
+    if trust.needs_approval(policy, is_fork=ev.is_fork, association=ev.author_association):
+        return Action(ActionKind.ENQUEUE, trust.approval_reason(policy, is_fork=ev.is_fork),
+                      pull_request=ev, supersede=True, wait_for_approval=True,
+                      untrusted_head=untrusted, **common)
     return Action(ActionKind.ENQUEUE, f"pull_request.{ev.action}", pull_request=ev,
-                  supersede=True, **common)
+                  supersede=True, untrusted_head=untrusted, **common)
 
 
 def _decide_check_run(ev: CheckRunEvent, settings: Settings) -> Action:
@@ -329,6 +378,9 @@ def _decide_check_run(ev: CheckRunEvent, settings: Settings) -> Action:
     if ev.action == "requested_action":
         if ev.requested_action == APPROVE_IDENTIFIER:
             return Action(ActionKind.APPROVE, "visual changes approved", **common)
+        if ev.requested_action == AUTHORIZE_IDENTIFIER:
+            return Action(ActionKind.AUTHORIZE, f"run authorized by {ev.sender or 'nobody'}",
+                          sender=ev.sender, **common)
         return Action(ActionKind.IGNORE, f"unknown requested action {ev.requested_action!r}",
                       **common)
     return Action(ActionKind.IGNORE, f"check_run.{ev.action} is not handled", **common)

@@ -5,8 +5,10 @@
 - ``ctx.sources["github"]``: :class:`GitHubSource` fetches a pull request's base and head with
   the installation token (forks included) from the cache of bare repositories;
 - ``ctx.events``: :class:`GitHubPublisher` keeps the check run and the PR comment in step with
-  the run — ``queued`` creates the check run, ``started`` marks it in progress, ``finished``
-  completes it (or cancels it) and updates the comment, ``approved`` republishes (green).
+  the run — ``waiting`` completes it ``action_required`` with "Authorize run", ``queued``
+  creates the check run, ``started`` marks it in progress, ``finished`` completes it (or
+  cancels it) and updates the comment, ``approved`` republishes (green);
+- ``ctx.permissions``: a user's role on a repository (who may authorise a waiting run).
 
 Publishing never blocks the caller (a webhook answer, a worker's next task): it runs on one
 background thread per process, in event order. When GitHub is down or rate-limits us the
@@ -30,7 +32,7 @@ from sqlalchemy import select, update
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.errors import GitHubError, GitHubUnavailable, SourceError
-from diffie.github import checks
+from diffie.github import checks, trust
 from diffie.github.client import GitHubClient
 from diffie.github.publish import publish, publish_cancelled
 from diffie.github.source import SourceCache
@@ -63,6 +65,12 @@ def install(ctx: AppContext, *, background: bool = True) -> GitHubPublisher | No
     client = GitHubClient.from_settings(settings)
     cache = SourceCache.from_settings(settings)
     ctx.sources["github"] = GitHubSource(ctx.db, client, cache)
+
+    def permission(installation_id: int, owner: str, repo: str, login: str) -> str:
+        return trust.repository_permission(client, installation_id=installation_id, owner=owner,
+                                           repo=repo, username=login)
+
+    ctx.permissions = permission
     publisher = GitHubPublisher(ctx.db, settings, client, cache, background=background)
     ctx.events.subscribe(publisher)
     if background:
@@ -111,14 +119,17 @@ def _snapshot(run: Run) -> Run:
     c = run.change
     change = Change(id=c.id, mode=c.mode, repo=c.repo, base_rev=c.base_rev, head_rev=c.head_rev,
                     installation_id=c.installation_id, gh_owner=c.gh_owner, gh_repo=c.gh_repo,
-                    pr_number=c.pr_number, head_repo_url=c.head_repo_url, title=c.title)
+                    pr_number=c.pr_number, head_repo_url=c.head_repo_url, title=c.title,
+                    untrusted_head=c.untrusted_head, author=c.author)
     return Run(id=run.id, change=change, status=run.status, reason=run.reason,
                verdict=run.verdict, approved=bool(run.approved),
-               check_run_id=run.check_run_id, published=bool(run.published))
+               check_run_id=run.check_run_id, published=bool(run.published),
+               authorized_by=run.authorized_by, phase=run.phase)
 
 
 class GitHubPublisher:
-    """A run listener (``queued``/``started``/``finished``/``approved``) publishing to GitHub."""
+    """A run listener (``waiting``/``queued``/``started``/``finished``/``approved``) publishing
+    to GitHub."""
 
     def __init__(self, db: Database, settings: Settings, client: GitHubClient,
                  cache: SourceCache | None = None, *, background: bool = True) -> None:
@@ -136,6 +147,9 @@ class GitHubPublisher:
         self._sweep_pending = False
 
     # RunListener
+    def waiting(self, run_id: str) -> None:
+        self.submit("waiting", run_id)
+
     def queued(self, run_id: str) -> None:
         self.submit("queued", run_id)
 
@@ -244,7 +258,13 @@ class GitHubPublisher:
                 return "not a GitHub run"
             run = _snapshot(row)
         before = (run.check_run_id, run.published)
-        if kind == "queued":
+        if kind == "waiting":
+            if run.status != "waiting":
+                return f"run is {run.status}"
+            checks.await_authorization(self.client, run, self.settings,
+                                       reason=self._waiting_reason(run))
+            done = "check run waiting for authorization"
+        elif kind == "queued":
             checks.create_queued(self.client, run, self.settings)
             done = "check run queued"
         elif kind == "started":
@@ -276,6 +296,11 @@ class GitHubPublisher:
                          repo_files=self._repo_files(run))
         return f"published: {result.conclusion}"
 
+    def _waiting_reason(self, run: Run) -> str:
+        ch = run.change
+        policy = trust.policy_for(self.settings, ch.gh_owner or "", ch.gh_repo or "")
+        return trust.approval_reason(policy, is_fork=bool(ch.head_repo_url))
+
     def _repo_files(self, run: Run) -> list[str] | None:
         ch = run.change
         if self.cache is None or not ch.gh_owner or not ch.gh_repo or not ch.head_rev:
@@ -305,4 +330,18 @@ class GitHubPublisher:
                 log.exception("GitHub: publishing run %s failed", run_id)
         if ids:
             log.info("GitHub: published %d of %d pending run(s)", len(done), len(ids))
+        with self.db.session() as s:
+            waiting = list(s.scalars(
+                select(Run.id).join(Change)
+                .where(Change.mode == "github", Run.status == "waiting",
+                       Run.check_run_id.is_(None), Run.created_at >= since)
+                .order_by(Run.created_at).limit(limit)))
+        for run_id in waiting:                   # their "Authorize run" check run never landed
+            try:
+                self.handle("waiting", run_id)
+                done.append(run_id)
+            except GitHubUnavailable:
+                raise
+            except Exception:
+                log.exception("GitHub: the waiting check run of run %s failed", run_id)
         return done

@@ -1,8 +1,11 @@
 """Markdown for GitHub: the check run's summary and the PR comment's body.
 
 Uses ``diffie.report.markdown.verdict_markdown(verdict, *, report_url, limit)`` when the report
-package offers it, else a small table of its own. Text from the app under test is escaped
-(no tables broken by ``|``, no HTML, no @-mentions) and everything respects GitHub's limits.
+package offers it, else a small table of its own. Text from the app under test is made inert
+(:func:`diffie.gfm.inert`: no tables broken by ``|``, no HTML, no links, no @-mentions, no
+issue references) and everything respects GitHub's limits. An internal error's text (an
+exception, a traceback) never reaches GitHub: :func:`public_verdict` puts a generic reason
+with the run's id in its place (the full reason stays in the run record).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import importlib
 import re
 from collections.abc import Callable
 
-from diffie.verdict import CHANGE_KINDS, Finding, Verdict
+from diffie.gfm import inert
+from diffie.verdict import CHANGE_KINDS, Finding, Verdict, internal_error_reason
 
 CHECK_SUMMARY_LIMIT = 65_535     # check run output.summary (and output.text)
 COMMENT_LIMIT = 65_536           # issue comment body
@@ -19,17 +23,22 @@ COMMENT_LIMIT = 65_536           # issue comment body
 ICONS = {"pass": "\u2705", "changed": "\U0001f7e1", "fail": "\u274c", "error": "\u26a0\ufe0f",
          "approved": "\u2705", "cancelled": "\u23f9\ufe0f"}
 
-_ESCAPES = {"|": "\\|", "<": "&lt;", ">": "&gt;", "@": "@\u200b", "`": "'", "\r": " ",
-            "\n": " ", "[": "\\[", "]": "\\]", "*": "\\*", "_": "\\_"}
-_ESC_RE = re.compile("|".join(re.escape(k) for k in _ESCAPES))
+_INTERNAL = re.compile(r"^\s*internal error\b|Traceback \(most recent call last\)", re.I)
 
 
 def md_escape(text: str, limit: int = 300) -> str:
-    """One table cell / line of untrusted text: escaped, single line, at most ``limit`` chars."""
-    text = text.strip()
-    if len(text) > limit:
-        text = text[: limit - 1] + "\u2026"
-    return _ESC_RE.sub(lambda m: _ESCAPES[m.group(0)], text)
+    """One table cell / line of untrusted text: inert, single line, at most ``limit`` chars."""
+    return inert(text, limit)
+
+
+def public_verdict(verdict: Verdict) -> Verdict:
+    """``verdict`` fit for a public pull request: an internal error's reason (exception text,
+    a traceback) replaced by :func:`~diffie.verdict.internal_error_reason`."""
+    if _INTERNAL.search(verdict.reason or "") or _INTERNAL.search(verdict.summary or ""):
+        reason = internal_error_reason(verdict.run_id)
+        return verdict.model_copy(update={"reason": reason,
+                                          "summary": f"could not verify: {reason}"})
+    return verdict
 
 
 def status_label(verdict: Verdict, *, approved: bool = False) -> str:
@@ -71,6 +80,7 @@ def verdict_summary(verdict: Verdict, *, report_url: str, limit: int = CHECK_SUM
     present, else :func:`own_summary`."""
     if approved and not verdict.approved:
         verdict = verdict.model_copy(update={"approved": True})
+    verdict = public_verdict(verdict)
     fn = _report_markdown()
     if fn is not None:
         try:

@@ -2,21 +2,18 @@
 
 A title line, a counts line, and one table row per finding (errors first), cut cleanly under
 ``limit`` (GitHub caps a check run summary at 65,535 characters) with an "N more findings in
-the report" line. Every cell is one line; app text is escaped so it cannot break the table,
-open a link, mention a user or inject HTML.
+the report" line. Every cell is one line; app text is made inert (:func:`diffie.gfm.inert`) so
+it cannot break the table, open a link, mention a user, reference an issue or inject HTML.
 """
 
 from __future__ import annotations
 
+from diffie.gfm import inert
 from diffie.verdict import Finding, Verdict
 
 ICON = {"pass": "✅", "changed": "🟡", "fail": "❌", "error": "⚠️"}
 CELL = 240                     # characters of a message cell
 TABLE_HEAD = "| | kind | flow | viewport | step | message |\n|---|---|---|---|---|---|\n"
-_ESCAPES = str.maketrans({
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "&#64;", "|": "\\|", "\\": "\\\\",
-    "`": "\\`", "*": "\\*", "_": "\\_", "~": "\\~", "[": "\\[", "]": "\\]",
-})
 
 
 def size(text: str) -> int:
@@ -25,11 +22,8 @@ def size(text: str) -> int:
 
 
 def cell(value: object, limit: int = CELL) -> str:
-    """One escaped table cell: whitespace (newlines included) folded, clipped to ``limit``."""
-    text = " ".join(("" if value is None else str(value)).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.translate(_ESCAPES)
+    """One inert table cell: whitespace (newlines included) folded, clipped to ``limit``."""
+    return inert(value, limit)
 
 
 def _url(url: str) -> str:

@@ -4,6 +4,11 @@ A recipe describes a production-shaped Debian guest (the format is documented in
 ``vm_images/README.md``). Its content hash (the recipe directory, every file it copies and
 the builder's version) names the built image, so a changed recipe means a new image and an
 unchanged one is never rebuilt.
+
+``allowed_repositories`` (GitHub ``owner/repo`` names, ``fnmatch`` globs such as ``acme/*``,
+case-insensitive) limits which repositories' pull requests may use the image; unset, any may.
+It is who may use the image, not what is in it: its lines are left out of the content hash, so
+setting or changing it never rebuilds the image (:func:`check_image_allowed`).
 """
 
 from __future__ import annotations
@@ -104,6 +109,15 @@ class Recipe(_Strict):
     warmup: list[str] = Field(default_factory=list)
     warmup_timeout_s: float = Field(default=300, gt=0, le=3600)
     kernel_args: str = ""
+    allowed_repositories: list[str] | None = None
+
+    @field_validator("allowed_repositories")
+    @classmethod
+    def _repository_patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not re.fullmatch(r"[A-Za-z0-9_.*?\[\]!-]+/[A-Za-z0-9_.*?\[\]!-]+", pattern):
+                raise ValueError(f"not an owner/repo name or glob: {pattern!r}")
+        return value
 
     @field_validator("packages")
     @classmethod
@@ -211,10 +225,13 @@ def iter_source_files(src: Path, exclude: list[str]) -> list[tuple[PurePosixPath
     return found
 
 
-def _hash_tree(h: Any, label: str, src: Path, exclude: list[str]) -> None:
+def _hash_tree(h: Any, label: str, src: Path, exclude: list[str],
+               replace: dict[Path, bytes] | None = None) -> None:
     for rel, path in iter_source_files(src, exclude):
         h.update(f"{label}/{rel}\0{os.lstat(path).st_mode & 0o7777:o}\0".encode())
-        if path.is_symlink():
+        if replace and path in replace:
+            h.update(replace[path])
+        elif path.is_symlink():
             h.update(os.readlink(path).encode())
         else:
             with path.open("rb") as fh:
@@ -223,21 +240,76 @@ def _hash_tree(h: Any, label: str, src: Path, exclude: list[str]) -> None:
         h.update(b"\0")
 
 
-def load_recipe(images_dir: Path, name: str) -> LoadedRecipe:
-    """Read and validate ``<images_dir>/<name>/recipe.yml`` and hash its inputs."""
+POLICY_FIELDS = ("allowed_repositories",)
+
+
+def content_text(text: str) -> str:
+    """The recipe's text without its policy entries (``allowed_repositories``: the lines from
+    its key to the end of its value, and the comment and blank lines right above it): what the
+    image's content hash covers."""
+    node = yamlsafe.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return text
+    lines = text.splitlines(keepends=True)
+    drop: set[int] = set()
+    for key_node, value_node in node.value:
+        if key_node.value in POLICY_FIELDS:
+            end = value_node.end_mark.line
+            if value_node.end_mark.column == 0 and end > key_node.start_mark.line:
+                end -= 1                      # a block value ends at the next line's start
+            start = key_node.start_mark.line
+            while start > 0 and lines[start - 1].strip()[:1] in ("#", ""):
+                start -= 1                    # its comment and the blank lines above it
+            drop.update(range(start, end + 1))
+    return "".join(line for i, line in enumerate(lines) if i not in drop)
+
+
+def repository_allowed(recipe: Recipe, repository: str) -> bool:
+    if recipe.allowed_repositories is None:
+        return True
+    return any(fnmatch.fnmatchcase(repository.lower(), pattern.lower())
+               for pattern in recipe.allowed_repositories)
+
+
+def check_image_allowed(images_dir: Path, name: str, repository: str) -> None:
+    """Raise SandboxError unless the recipe of image ``name`` lets ``repository`` (GitHub
+    ``owner/repo``) use it."""
+    recipe = read_recipe(images_dir, name)
+    if not repository_allowed(recipe, repository):
+        raise SandboxError(
+            f"image {name!r} may not be used by {repository}: its recipe "
+            f"({images_dir / name / 'recipe.yml'}) limits it to allowed_repositories "
+            f"{', '.join(recipe.allowed_repositories or [])}; the operator adds the repository "
+            "there, or the spec names another image")
+
+
+def read_recipe(images_dir: Path, name: str) -> Recipe:
+    """Parse ``<images_dir>/<name>/recipe.yml`` (no hashing)."""
+    return _read(images_dir, name)[2]
+
+
+def _read(images_dir: Path, name: str) -> tuple[Path, str, Recipe]:
     if not NAME_RE.match(name):
         raise SandboxError(f"not an image name: {name!r} (lowercase letters, digits, - and _)")
-    rdir = (images_dir / name).resolve()
-    path = rdir / "recipe.yml"
+    path = (images_dir / name).resolve() / "recipe.yml"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SandboxError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         known = sorted(p.parent.name for p in images_dir.glob("*/recipe.yml"))
         raise SandboxError(f"no recipe for image {name!r} at {path} ({exc.strerror}); "
                            f"known images: {', '.join(known) or 'none'}") from exc
-    recipe = parse_recipe(text, file=str(path))
+    return path, text, parse_recipe(text, file=str(path))
+
+
+def load_recipe(images_dir: Path, name: str) -> LoadedRecipe:
+    """Read and validate ``<images_dir>/<name>/recipe.yml`` and hash its inputs."""
+    path, text, recipe = _read(images_dir, name)
+    rdir = path.parent
     h = hashlib.sha256(f"diffie-image/{BUILDER_VERSION}\0".encode())
-    _hash_tree(h, "recipe", rdir, list(DEFAULT_EXCLUDES))
+    _hash_tree(h, "recipe", rdir, list(DEFAULT_EXCLUDES),
+               replace={path: content_text(text).encode("utf-8")})
     for i, copy in enumerate(recipe.files):
         src = (rdir / copy.src).resolve()
         if not src.exists():

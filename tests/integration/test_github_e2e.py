@@ -141,7 +141,21 @@ def test_fork_pull_request_through_a_github_outage(hub: Hub) -> None:
     fork_head = hub.repo.push("copy-change-button", owner="forker")
     opened = hub.deliver("pull_request.opened", head=fork_head, head_owner="forker")
     run_id = opened["run_id"]
-    hub.check_run_id(run_id)                          # created queued while GitHub was up
+    # a fork's code runs only once a maintainer authorises it
+    assert opened["status"] == "waiting", opened
+    waiting = hub.wait_conclusion(run_id, "action_required", timeout=60)
+    assert [a["identifier"] for a in waiting["actions"]] == ["authorize"]
+    assert hub.run(run_id)["status"] == "waiting" and not hub.git_server.requests
+    answer = hub.check_run_event("check_run.requested_action", run_id, head=fork_head,
+                                 identifier="authorize")
+    assert (answer["status"], answer["run_id"]) == ("queued", run_id), answer
+    # a completed check run cannot be queued again: a new one follows the run
+    new_id = wait_until(lambda: (c := hub.run_row(run_id).check_run_id) != waiting["id"] and c,
+                        timeout=60, what="the authorised run's new check run")
+    assert hub.standin.check_runs[new_id]["status"] in ("queued", "in_progress")
+    retired = wait_until(lambda: (c := hub.standin.check_runs[waiting["id"]])["conclusion"]
+                         == "neutral" and c, timeout=60, what="the waiting check run retired")
+    assert retired["actions"] == [] and "maintainer-mo" in retired["output"]["summary"]
 
     # GitHub answers 502 to everything on the repository while the run is verified
     outage_start = time.monotonic()

@@ -206,3 +206,10 @@ def test_run_view_shows_verdict_and_artifacts(client: TestClient, ctx: AppContex
     assert got["status"] == "done" and got["verdict"] == verdict
     assert link.startswith(f"{ctx.settings.public_url}/v1/runs/{run_id}/signed/")
     assert json.loads(json.dumps(got)) == got
+
+
+def test_runs_filter_by_status_knows_waiting_and_refuses_unknown(ctx: AppContext) -> None:
+    with TestClient(create_app(context=ctx)) as client:
+        assert client.get("/v1/runs", params={"status": "waiting"}).json() == []
+        bad = client.get("/v1/runs", params={"status": "paused"})
+        assert bad.status_code == 422 and "waiting" in bad.text

@@ -127,9 +127,14 @@ def test_replayed_delivery_records_nothing_new(client: TestClient, ctx: AppConte
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     assert counts(ctx) == before == (1, 1, 1)
     assert len(ctx.enqueued) == 1  # type: ignore[attr-defined]
-    # The same delivery id from another hook is another delivery.
-    other = post(client, "pull_request", body, hook="99")
-    assert other.status_code == 202
+    # The same signed body under another hook (an unsigned header) is the same delivery ...
+    assert post(client, "pull_request", body, hook="99").json()["status"] == "duplicate"
+    # ... while the same delivery id from another hook, with its own body, is another one.
+    other_body = body.replace(b'"title": "Update the README with new information."',
+                              b'"title": "Another hook"')
+    assert other_body != body
+    other = post(client, "pull_request", other_body, hook="99")
+    assert other.status_code == 202, other.text
     assert counts(ctx)[0] == 2
 
 
