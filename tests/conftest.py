@@ -209,6 +209,8 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
             text = "true" if value else "false"
         elif isinstance(value, list | tuple):
             text = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):          # KEY=VALUE,KEY=VALUE (NoDecode map settings)
+            text = ",".join(f"{k}={v}" for k, v in value.items())
         else:
             text = str(value)
         env[f"DIFFIE_{name.upper()}"] = text
