@@ -172,6 +172,9 @@ def test_each_flow_starts_from_the_deployed_state_and_failures_carry_the_app_log
     # without the reset its mobile run would see count=2 on both sides (a pre-existing failure).
     assert verdict.status == "fail", verdict.summary
     assert {f.flow for f in verdict.findings} == {"order"}, verdict.findings
+    assert verdict.not_verified == [], verdict.not_verified
+    assert {(c.flow, c.viewport) for c in verdict.coverage if not c.verified} == \
+        {("order", "desktop")}, verdict.coverage
     one_side = [("lease",), ("set_clock",), ("checkpoint",), ("set_clock",),
                 ("GET", "/bump"),                                   # desktop: right after the deploy
                 ("reset",), ("set_clock",), ("GET", "/bump"),       # mobile

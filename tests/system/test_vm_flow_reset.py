@@ -97,6 +97,9 @@ def test_each_flow_starts_from_the_deployed_state(sandbox: LibvirtSandbox, vm_da
     # signout passes at mobile too (without the revert, both sides would fail there: the
     # session row is gone); after-signout, which opts out of the revert, sees it gone.
     assert {f.flow for f in verdict.findings} == {"home"}, (verdict.findings, log[-3000:])
+    assert verdict.not_verified == [], verdict.not_verified
+    assert {(c.flow, c.viewport) for c in verdict.coverage if not c.verified} == \
+        {("home", "desktop")}, verdict.coverage
     assert log.count("VM reverted to the deployed state") == 4, log      # 2 per side
     # head's home fails (the products API answers 500): the shop's own traceback comes along
     assert verdict.status == "fail"
