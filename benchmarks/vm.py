@@ -5,7 +5,9 @@ VM verification of the sample app (base + head), measured in one run.
   readiness marker and ``/health`` answer over the forwarded port;
 - restore: ``LibvirtSandbox.lease`` (slot lease, overlay, restore, clock set) until ``/health``
   answers, median of ``--runs`` (5);
-- verify: ``pipeline.run_change`` on an example change (restore + deploy + browse, twice).
+- verify: ``pipeline.run_change`` on an example change (restore + deploy + browse, twice),
+  with its per-phase table: checkout, deploy and browse of each side, and the VM's checkpoint
+  after each deploy and its reverts before each flow × viewport (inside those phases).
 
 The last line is machine-readable::
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -93,8 +96,32 @@ def measure_restore(sandbox: LibvirtSandbox, runs: int) -> list[float]:
     return times
 
 
+_TOOK = re.compile(r"in (\d+(?:\.\d+)?) s$")
+
+
+def phase_table(events: list[tuple[float, str]], end: float) -> list[tuple[str, float]]:
+    """(phase, seconds) of one verification from its timed progress lines: each ``phase: X``
+    until the next one (the browse counters ``k/N`` do not start a phase), then the VM's
+    checkpoints and reverts (taken inside the deploy and browse phases)."""
+    rows: list[tuple[str, float]] = []
+    marks = [(t, m.removeprefix("phase: ")) for t, m in events if m.startswith("phase: ")
+             and not re.search(r" [1-9]\d*/\d+$", m)]
+    for (t, name), (t_next, _) in zip(marks, [*marks[1:], (end, "")], strict=True):
+        rows.append((re.sub(r" 0/\d+$", "", name), t_next - t))
+    checkpoints = [float(m.group(1)) for _, line in events
+                   if "checkpoint of the deployed VM" in line and (m := _TOOK.search(line))]
+    reverts = [float(m.group(1)) for _, line in events
+               if "VM reverted to the deployed state" in line and (m := _TOOK.search(line))]
+    rows.append((f"  checkpoints ({len(checkpoints)}), total", sum(checkpoints)))
+    rows.append((f"  reverts ({len(reverts)}), total", sum(reverts)))
+    if reverts:
+        rows.append(("  revert, median", statistics.median(reverts)))
+    return rows
+
+
 def measure_verify(settings: Settings, db: Database, work: Path, change_id: str) -> tuple[float, str]:
-    """One whole VM verification through the pipeline; (seconds, verdict status)."""
+    """One whole VM verification through the pipeline; (seconds, verdict status). Prints its
+    per-phase table (reverting the VM before each flow × viewport included)."""
     from diffie.examples import CHANGES_DIR, SHOP_DIR, load_manifest, materialize_repo
     from diffie.pipeline import run_change
     from diffie.runs import ChangeInput
@@ -105,9 +132,18 @@ def measure_verify(settings: Settings, db: Database, work: Path, change_id: str)
     change = ChangeInput(run_id=f"bench{os.getpid()}", mode="repo", repo=str(work / "repo"),
                          base_rev=base, head_rev=head, title=f"benchmark: {change_id}")
     start = time.monotonic()
-    verdict = run_change(settings, change, db=db, progress=lambda m: say(f"  verify: {m}"))
+    events: list[tuple[float, str]] = []
+
+    def progress(message: str) -> None:
+        events.append((time.monotonic() - start, message))
+        say(f"  verify: {message}")
+
+    verdict = run_change(settings, change, db=db, progress=progress)
     took = time.monotonic() - start
     say(f"verify {change_id}: {verdict.status} in {took:.1f} s (expected {case.expected})")
+    print(f"verify phases ({change_id}):")
+    for name, seconds in phase_table(events, took):
+        print(f"  {name:<32} {seconds:7.2f} s")
     return took, str(verdict.status)
 
 

@@ -95,6 +95,9 @@ class Capture(BaseModel):
     duration_ms: float = 0.0
     attempts: int = 1                  # 2: the flow was run again (see first_attempt)
     first_attempt: str | None = None   # why the first attempt did not count
+    # The app's own log (the guest's journal of its services) while this flow ran, masked and
+    # bounded; collected only when the flow failed or a request to the app did (repo mode).
+    server_log: str | None = None
 
     def failed_step(self) -> StepResult | None:
         return next((s for s in self.steps if not s.ok), None)

@@ -4,8 +4,9 @@
     repo mode:  check out base and head ─> read head's .diffie.yml (an untrusted pull request:
                 its flows, with the base's sandbox — diffie.spec_trust) ─> may the
                 repository use the image? (its recipe's allowed_repositories)
-                ─> VM 1: restore, set clock, deploy base, browse
-                ─> VM 2: restore, set clock, deploy head, browse (─> head again)
+                ─> VM 1: restore, set clock, deploy base, checkpoint, browse
+                ─> VM 2: restore, set clock, deploy head, checkpoint, browse (─> head again)
+                (each flow × viewport from the checkpoint: diffie.server_state)
     then:       compare ─> judge ─> HTML report, verdict.json, JUnit, CTRF
 
 Everything lands in the run's artifact folder (``<data>/runs/<run id>/``). Problems the user
@@ -37,10 +38,11 @@ from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
 from diffie.config import Settings
 from diffie.db import Database
-from diffie.errors import DeployError, DiffieError, RunError
+from diffie.errors import DeployError, DiffieError, RunError, SandboxError
 from diffie.runs import ChangeInput
 from diffie.sandbox.base import Machine, Sandbox
-from diffie.spec import Spec, parse_spec
+from diffie.server_state import ServerState
+from diffie.spec import SandboxSpec, Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.url_mode import strict_origin
 from diffie.verdict import Coverage, Finding, Flaky, NotVerified, Verdict, error_verdict, judge
@@ -215,7 +217,7 @@ def browse_sides(settings: Settings, spec: Spec, sides: list[tuple[Side, str]], 
 
 
 def _browse(browser: BrowserRunner, spec: Spec, url: str, side: Side, out: ArtifactDir, clock: datetime,
-            say: Progress) -> list[Capture]:
+            say: Progress, state: ServerState | None = None) -> list[Capture]:
     total = sum(len(spec.flow_viewports(f)) for f in spec.flows)
     done = 0
     say(f"phase: browse {side} 0/{total}")
@@ -229,7 +231,7 @@ def _browse(browser: BrowserRunner, spec: Spec, url: str, side: Side, out: Artif
         else:
             say(message)
 
-    return browser.run_all(spec, url, side, out, clock=clock, progress=flow_progress)
+    return browser.run_all(spec, url, side, out, clock=clock, progress=flow_progress, hooks=state)
 
 
 # --- repo mode ----------------------------------------------------------------------------------
@@ -270,21 +272,25 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
             sandbox = LibvirtSandbox(settings, db)
         meta = {"mode": change.mode, "repo": change.repo, "base": base_sha, "head": head_sha,
                 "image": spec.sandbox.image, "clock": clock.isoformat()}
+        units = app_units(settings, spec.sandbox)
         with BrowserRunner(settings) as browser:
             say("phase: deploy base")
             try:
                 with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
-                    url = _deploy(settings, vm, base_tree, spec, clock, say, "base")
-                    base = _browse(browser, spec, url, "base", out, clock, say)
+                    state = ServerState(vm, clock, units=units, say=say, label="base: ")
+                    url = _deploy(settings, vm, base_tree, spec, state, say, "base")
+                    base = _browse(browser, spec, url, "base", out, clock, say, state)
             except DeployError as exc:
                 raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
                                f"compare against: {_deploy_text(exc)}") from exc
             say("phase: deploy head")
             try:
                 with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
-                    url = _deploy(settings, vm, head_tree, spec, clock, say, "head")
-                    head = _browse(browser, spec, url, "head", out, clock, say)
-                    head2 = (_browse(browser, spec, url, "head2", out, clock, say)
+                    state = ServerState(vm, clock, units=units, say=say, label="head: ")
+                    url = _deploy(settings, vm, head_tree, spec, state, say, "head")
+                    head = _browse(browser, spec, url, "head", out, clock, say, state)
+                    # the noise floor: head again, each flow from head's deployed state too
+                    head2 = (_browse(browser, spec, url, "head2", out, clock, say, state)
                              if wants_noise_floor(settings, spec) else None)
             except DeployError as exc:
                 say(f"head failed to deploy: {exc}")
@@ -292,16 +298,31 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
         return Sides(spec, base, head, head2, meta=meta)
 
 
-def _deploy(settings: Settings, vm: Machine, tree: Path, spec: Spec, clock: datetime,
+def app_units(settings: Settings, sandbox: SandboxSpec) -> list[str]:
+    """The systemd units whose journal is the app's log: the image's enabled services and
+    those the deploy commands start (see :func:`diffie.sandbox.journal.service_units`)."""
+    from diffie.sandbox.journal import service_units
+    from diffie.sandbox.recipe import load_recipe
+
+    try:
+        enabled = load_recipe(settings.vm_images_dir, sandbox.image).recipe.enable
+    except SandboxError:
+        enabled = []          # the lease says why the image is unusable
+    return service_units(sandbox.deploy, enabled)
+
+
+def _deploy(settings: Settings, vm: Machine, tree: Path, spec: Spec, state: ServerState,
             say: Progress, side: str) -> str:
-    from diffie.sandbox.deploy import check_tree_size, deploy
+    """Deploy ``tree``, then checkpoint the VM: every flow × viewport starts from here."""
+    from diffie.sandbox.deploy import check_tree_size, deploy, ready_url
 
     assert spec.sandbox is not None
     check_tree_size(tree, max_files=settings.max_repo_files, max_bytes=settings.max_repo_bytes)
-    vm.set_clock(clock)
-    say(f"{side}: guest clock set to {clock.isoformat()}; deploying")
-    url: str = deploy(vm, tree, spec.sandbox, progress=say)
+    state.set_clock()
+    say(f"{side}: guest clock set to {state.clock.isoformat()}; deploying")
+    url: str = deploy(vm, tree, spec.sandbox, progress=say, units=state.units)
     say(f"{side}: deployed, app at {url}")
+    state.checkpoint(url, ready_url(url, spec.sandbox.ready_path))
     return url
 
 

@@ -124,6 +124,10 @@ class Flow(_Strict):
     steps: list[Step] = Field(min_length=1)
     viewports: list[str] | None = None
     signed_in: bool = False
+    # Repo mode reverts the VM to its state right after the deploy before each flow × viewport;
+    # ``reset: false`` skips that revert for a read-only flow: it then sees whatever the flows
+    # before it left on the server (saves ~1 s per flow × viewport under emulation).
+    reset: bool = True
     line: int | None = None
 
 

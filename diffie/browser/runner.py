@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
+from typing import Protocol
 from urllib.parse import urlparse
 
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
@@ -48,6 +49,20 @@ LAUNCH_ARGS: tuple[str, ...] = (
 )
 _INSTALL_HINT = ("install Debian's Chromium (apt-get install chromium) or point DIFFIE_CHROMIUM_PATH "
                  "at a Chromium binary; `playwright install` is not needed")
+
+
+class FlowHooks(Protocol):
+    """Called by :meth:`BrowserRunner.run_all` around each run of a flow at one viewport (the
+    pipeline's :class:`diffie.server_state.ServerState`). Exceptions propagate: a VM that
+    cannot be reset is an infrastructure failure, not a finding."""
+
+    def before_flow(self, flow: Flow, viewport: str) -> None:
+        """Before the flow runs (and before a second attempt of it)."""
+        ...
+
+    def after_flow(self, flow: Flow, viewport: str, capture: Capture) -> None:
+        """After its last attempt, before the next flow: may add to ``capture``."""
+        ...
 
 
 class BrowserRunner:
@@ -130,13 +145,17 @@ class BrowserRunner:
     # --- flows ----------------------------------------------------------------------------
 
     def run_all(self, spec: Spec, base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
-                progress: Callable[[str], None] | None = None) -> list[Capture]:
-        """Every flow at each of its viewports, in spec order."""
+                progress: Callable[[str], None] | None = None,
+                hooks: FlowHooks | None = None) -> list[Capture]:
+        """Every flow at each of its viewports, in spec order. ``hooks`` (the pipeline's VM
+        reset and server evidence) are called around each run of a flow × viewport."""
         captures: list[Capture] = []
         for flow in spec.flows:
             for viewport_name, viewport in spec.flow_viewports(flow):
                 if progress:
                     progress(f"{side}: flow {flow.name} @ {viewport_name}")
+                if hooks:
+                    hooks.before_flow(flow, viewport_name)
                 capture = self.run_flow(spec, flow, viewport_name, viewport, base_url, side, out, clock=clock)
                 waited = waited_on_server(capture)
                 if waited:
@@ -146,12 +165,16 @@ class BrowserRunner:
                     if progress:
                         progress(f"{side}: flow {flow.name} @ {viewport_name}: {waited}; "
                                  "running the flow again")
+                    if hooks:
+                        hooks.before_flow(flow, viewport_name)     # the first attempt may have written
                     again = self.run_flow(spec, flow, viewport_name, viewport, base_url, side, out,
                                           clock=clock)
                     again.attempts = 2
                     again.first_attempt = bound(waited, 1000)
                     again.duration_ms = round(again.duration_ms + capture.duration_ms, 1)
                     capture = again
+                if hooks:
+                    hooks.after_flow(flow, viewport_name, capture)
                 captures.append(capture)
                 if progress:
                     failed = capture.failed_step()

@@ -56,4 +56,5 @@ def _entry(head: Capture, base_error: str | None, head_error: str | None, step: 
         flow=head.flow, viewport=head.viewport, step=step, step_description=description,
         steps_not_run=left, message=message, evidence=evidence_of(head, step),
         details={"base_error": clip(base_error, 1000), "head_error": clip(head_error, 1000),
-                 "spec_line": line})
+                 "spec_line": line,
+                 **({"server_log": head.server_log} if head.server_log else {})})

@@ -4,7 +4,8 @@ Captures are matched by (flow, viewport). For each head capture: the log finding
 (:mod:`diffie.compare.logs`) against the base capture, and the visual findings
 (:mod:`diffie.compare.visual`) per screenshot present on both sides. A head capture with no
 base counterpart is compared against an empty base (everything in it is new); a base capture
-with no head counterpart gives nothing.
+with no head counterpart gives nothing. A head capture's ``server_log`` (the app's journal
+while the flow failed) goes into the details of its log findings.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
     for cap in head:
         key = (cap.flow, cap.viewport)
         base_cap = base_by.get(key)
-        findings.extend(log_findings(base_cap, cap))
+        found = log_findings(base_cap, cap)
+        if cap.server_log:
+            for f in found:
+                if f.kind != "blocked_request":     # the app never saw a blocked request
+                    f.details["server_log"] = cap.server_log
+        findings.extend(found)
         if base_cap is not None:
             visual, noise = visual_findings(base_cap, cap, out, head2=head2_by.get(key),
                                             masks_in_count=masks_in_count,

@@ -26,6 +26,7 @@ MAX_ROWS = 200              # rows shown per console / network table
 MAX_CELL = 500              # characters shown per table cell
 MAX_STACK = 4000            # characters of a stack shown
 MAX_DETAIL = 1000           # characters of one detail value shown
+MAX_LOG = 16_000            # characters of a server log or deploy output shown
 
 STATUS_LABEL = {"pass": "Pass", "changed": "Changed", "fail": "Fail", "error": "Error"}
 
@@ -239,6 +240,8 @@ def _detail_items(f: Finding) -> list[tuple[str, str, bool]]:
             continue
         if k == "stack":
             items.append((k, clip(v, MAX_STACK), True))
+        elif k in ("server_log", "output_tail"):      # the guest's text, bounded where collected
+            items.append((k, clip(v, MAX_LOG), True))
         elif isinstance(v, dict):
             items.append((k, clip(", ".join(f"{a}={b}" for a, b in v.items()), MAX_DETAIL), False))
         elif isinstance(v, list):

@@ -47,6 +47,16 @@ class Machine(Protocol):
 
     def set_clock(self, instant: datetime) -> None: ...
 
+    def checkpoint(self) -> None:
+        """Remember the guest as it is now, memory and disk: :meth:`reset` returns to it.
+        A later checkpoint replaces the earlier one; the lease's exit removes it."""
+        ...
+
+    def reset(self) -> None:
+        """Return the guest to the last :meth:`checkpoint` (SandboxError without one). Its
+        processes, files and connections are as they were then; so is its clock: set it again."""
+        ...
+
 
 class Sandbox(Protocol):
     def lease(self, image: str, *, run_id: str = "") -> AbstractContextManager[Machine]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
@@ -21,11 +21,15 @@ import httpx
 
 from diffie.errors import DeployError, SandboxError
 from diffie.sandbox.base import ExecResult, Machine
+from diffie.sandbox.journal import bound_text, read_journal, service_units, units_in
 from diffie.sandbox.recipe import DEFAULT_EXCLUDES, excluded
 from diffie.spec import SandboxSpec, ready_path_problem
 from diffie.spec_limits import MAX_REPO_BYTES, MAX_REPO_FILES
 
 TAIL_CHARS = 4000
+JOURNAL_LINES = 60                 # journal lines of the app's units kept in a DeployError
+JOURNAL_LINES_IN_MESSAGE = 8       # ... and the last few in its message
+JOURNAL_CHARS_IN_MESSAGE = 1500
 BODY_CHARS = 200       # characters of a not-ready answer's body quoted in the deploy error
 
 
@@ -73,6 +77,20 @@ def _answered_by(resp: httpx.Response) -> httpx.URL | None:
         return resp.request.url
     except RuntimeError:            # a response built without a request (tests)
         return None
+
+
+def with_journal(error: DeployError, machine: Machine, units: Sequence[str]) -> DeployError:
+    """``error`` with the units' journal tail appended to its output tail, and its last lines
+    to its message: why the service did not start (``error`` itself without units)."""
+    if not units:
+        return error
+    journal = read_journal(machine, units, lines=JOURNAL_LINES, chars=TAIL_CHARS)
+    label = ", ".join(units)
+    last = bound_text(journal, lines=JOURNAL_LINES_IN_MESSAGE, chars=JOURNAL_CHARS_IN_MESSAGE)
+    message = f"{error}; the journal of {label} ends:\n{last}"
+    tail = (error.output_tail + "\n" if error.output_tail else "") + f"--- journal of {label} ---\n{journal}"
+    return DeployError(message, command=error.command, exit_code=error.exit_code,
+                       output_tail=tail[-(TAIL_CHARS * 2):])
 
 
 def check_tree_size(source: Path, *, max_files: int, max_bytes: int) -> tuple[int, int]:
@@ -129,18 +147,21 @@ def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
 
 def deploy(machine: Machine, source: Path, spec: SandboxSpec,
            progress: Callable[[str], None] | None = None, *, max_files: int | None = None,
-           max_bytes: int | None = None) -> str:
+           max_bytes: int | None = None, units: Sequence[str] | None = None) -> str:
     """Copy ``source`` in, run the deploy commands, wait for readiness; returns the app's URL.
     Given ``max_files`` or ``max_bytes``, a larger tree is not copied (DeployError; the
-    pipeline checks its settings' limits with :func:`check_tree_size` before deploying)."""
+    pipeline checks its settings' limits with :func:`check_tree_size` before deploying).
+    ``units``: the app's systemd units (default: those the deploy commands start), whose
+    journal tail a DeployError carries when a ``systemctl`` command fails or the app never gets
+    ready (``ModuleNotFoundError: ...`` says more than "not ready")."""
     return deploy_detailed(machine, source, spec, progress, max_files=max_files,
-                           max_bytes=max_bytes).base_url
+                           max_bytes=max_bytes, units=units).base_url
 
 
 def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
                     progress: Callable[[str], None] | None = None, *,
-                    max_files: int | None = None,
-                    max_bytes: int | None = None) -> DeployResult:
+                    max_files: int | None = None, max_bytes: int | None = None,
+                    units: Sequence[str] | None = None) -> DeployResult:
     """:func:`deploy`, returning the commands' results and each phase's duration."""
     say = progress or (lambda _line: None)
     result = DeployResult(base_url=machine.url(spec.port))
@@ -166,11 +187,16 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
         result.commands.append(res)
         say(f"deploy: {command} → exit {res.exit_code} in {res.duration_s:.1f} s")
         if not res.ok:
-            raise DeployError(f"deploy command failed with exit code {res.exit_code}: {command}",
-                              command=command, exit_code=res.exit_code,
-                              output_tail=res.tail(TAIL_CHARS))
+            error = DeployError(f"deploy command failed with exit code {res.exit_code}: {command}",
+                                command=command, exit_code=res.exit_code,
+                                output_tail=res.tail(TAIL_CHARS))
+            raise with_journal(error, machine, units_in(command))
     result.commands_s = time.monotonic() - t
     url = ready_url(result.base_url, spec.ready_path)
-    result.ready_s = wait_ready(url, spec.ready_timeout_s)
+    try:
+        result.ready_s = wait_ready(url, spec.ready_timeout_s)
+    except DeployError as exc:
+        raise with_journal(exc, machine, service_units(spec.deploy) if units is None
+                           else units) from None
     say(f"ready at {url} after {result.ready_s:.1f} s")
     return result

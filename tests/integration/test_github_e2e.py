@@ -51,6 +51,12 @@ class HostShop:
     def set_clock(self, instant: datetime) -> None:
         self.log.append(("set_clock", instant))
 
+    def checkpoint(self) -> None:
+        self.log.append(("checkpoint",))
+
+    def reset(self) -> None:
+        self.log.append(("reset",))
+
 
 class HostShopSandbox:
     def __init__(self) -> None:
@@ -68,7 +74,8 @@ class HostShopSandbox:
             self.log.append(("destroy", image, run_id))
 
 
-def host_deploy(machine: HostShop, tree: Path, spec: Any, progress: Any = None) -> str:
+def host_deploy(machine: HostShop, tree: Path, spec: Any, progress: Any = None,
+                units: Any = None) -> str:
     machine.put_tree(tree, spec.source_dir)
     machine.server = ShopServer(tree).__enter__()
     return machine.server.url

@@ -68,6 +68,12 @@ class FakeMachine:
     def set_clock(self, instant: datetime) -> None:
         self.log.append(("set_clock", instant))
 
+    def checkpoint(self) -> None:
+        self.log.append(("checkpoint",))
+
+    def reset(self) -> None:
+        self.log.append(("reset",))
+
 
 class FakeSandbox:
     def __init__(self) -> None:
@@ -85,14 +91,15 @@ class FakeSandbox:
             self.log.append(("destroy", image))
 
 
-def fake_deploy(machine: FakeMachine, tree: Path, spec: Any, progress: Any = None) -> str:
+def fake_deploy(machine: FakeMachine, tree: Path, spec: Any, progress: Any = None,
+                units: Any = None) -> str:
     """The tree's build.sh says whether the deploy works; index.html is what it serves."""
     machine.put_tree(tree, spec.source_dir)
     if "exit 1" in (tree / "build.sh").read_text():
         raise DeployError("deploy command failed with exit code 1: ./build.sh",
                           command="./build.sh", exit_code=1,
                           output_tail="SyntaxError: invalid syntax (app.py, line 3)")
-    machine.site = Site({"/": (tree / "index.html").read_text()}).__enter__()
+    machine.site = Site({"/": (tree / "index.html").read_text(), "/health": "ok"}).__enter__()
     return machine.url(spec.port)
 
 
@@ -130,8 +137,11 @@ def test_one_lease_per_side_and_one_clock(api: httpx.Client, sandbox: FakeSandbo
     assert verdict["status"] == "fail"
     assert [(f["kind"], f["step"]) for f in verdict["findings"]] == [("step_failed", 1)]
     events = [e[0] for e in sandbox.log]
-    assert events == ["lease", "set_clock", "put_tree", "destroy",
-                      "lease", "set_clock", "put_tree", "destroy"]
+    # each side: deploy, checkpoint, clock again; head's noise-floor render starts from head's
+    # deployed state too (tests/integration/test_flow_reset.py tests the order in detail)
+    assert events == ["lease", "set_clock", "put_tree", "checkpoint", "set_clock", "destroy",
+                      "lease", "set_clock", "put_tree", "checkpoint", "set_clock",
+                      "reset", "set_clock", "destroy"]
     clocks = {e[1] for e in sandbox.log if e[0] == "set_clock"}
     assert len(clocks) == 1                                   # the same instant on both sides
     assert run["change"]["mode"] == "repo"

@@ -214,6 +214,12 @@ class Machine:
     def set_clock(self, instant: datetime) -> None:
         pass
 
+    def checkpoint(self) -> None:
+        raise AssertionError("the deploy never checkpoints")
+
+    def reset(self) -> None:
+        raise AssertionError("the deploy never resets")
+
 
 @pytest.mark.parametrize("path", ["@127.0.0.1:{port}/x", "//127.0.0.1:{port}/x",
                                   "http://127.0.0.1:{port}/x", "/\\@127.0.0.1:{port}/x"])

@@ -73,6 +73,12 @@ class FakeMachine:
     def set_clock(self, instant: datetime) -> None:
         pass
 
+    def checkpoint(self) -> None:
+        raise AssertionError("the deploy never checkpoints")
+
+    def reset(self) -> None:
+        raise AssertionError("the deploy never resets")
+
 
 SPEC = SandboxSpec(image="shop", source_dir="/srv/app", port=8000, ready_path="/health",
                    deploy=["python3 -m compileall -q .", "systemctl restart app"],
