@@ -51,6 +51,10 @@ class RequestIssue(BaseModel):
     resource_type: str = ""
     step: int | None = None
     blocked: bool = False             # outside the app's origin and the allowed ones: never sent
+    # for a server error (>= 500) of a page, fetch or XHR: what the server answered (bounded,
+    # secrets masked; untrusted text)
+    response_headers: dict[str, str] | None = None
+    response_body: str | None = None
 
 
 class StepResult(BaseModel):
@@ -63,6 +67,7 @@ class StepResult(BaseModel):
     line: int | None = None           # line in .diffie.yml
     # Requests still unanswered when the step timed out: the step waited on the server.
     pending_requests: list[str] = Field(default_factory=list)
+    screenshot: str | None = None     # artifact: the page at the moment the step failed
 
 
 class Screenshot(BaseModel):

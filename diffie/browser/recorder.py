@@ -17,10 +17,12 @@ from playwright.sync_api import (
     WebError,
     WebSocket,
 )
+from playwright.sync_api import Error as PlaywrightError
 
 from diffie.browser.confine import BLOCKED_FAILURE
 from diffie.capture import MAX_ENTRIES, MAX_TEXT, Capture, ConsoleEntry, PageError, RequestIssue
 from diffie.origins import OriginPolicy
+from diffie.redact import mask_secrets
 
 _FRAME_RE = re.compile(r"(\S+?):(\d+):(\d+)\)?$")
 
@@ -39,6 +41,31 @@ def short_error(exc: BaseException) -> str:
     return bound(first, 500)
 
 
+SERVER_EVIDENCE_TYPES = frozenset({"document", "fetch", "xhr"})
+MAX_SERVER_EVIDENCE = 10          # server errors per capture whose answer is kept
+MAX_BODY = 2000                   # characters of a server error's body kept
+KEPT_HEADERS = ("content-type", "content-length", "location", "retry-after", "server",
+                "x-request-id", "x-correlation-id")
+
+
+def server_answer(response: Response) -> tuple[dict[str, str], str | None]:
+    """What the server answered with a server error: a few headers (never cookies) and the
+    start of the body, secrets masked. Best effort: a body that is gone (the page navigated
+    on) is None."""
+    try:
+        headers = response.headers
+    except PlaywrightError:
+        headers = {}
+    kept = {k: mask_secrets(bound(headers[k], 300)) for k in KEPT_HEADERS if k in headers}
+    body: str | None
+    try:
+        raw = response.body()[: MAX_BODY * 4]
+        body = mask_secrets(bound(raw.decode("utf-8", "replace"), MAX_BODY))
+    except PlaywrightError:
+        body = None
+    return kept, body
+
+
 def top_frame(stack: str | None) -> tuple[str | None, int | None, int | None]:
     """The first stack frame that names a source URL: (url, line, column)."""
     for line in (stack or "").splitlines():
@@ -53,6 +80,8 @@ def top_frame(stack: str | None) -> tuple[str | None, int | None, int | None]:
 
 class Recorder:
     """Turns the context's events into bounded Capture entries, tagged with the running step."""
+
+    server_evidence = 0                # server errors whose answer was kept (bounded)
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture
@@ -119,6 +148,11 @@ class Recorder:
         if response.status < 400 or len(self.capture.requests) >= MAX_ENTRIES:
             return
         request = response.request
-        self.capture.requests.append(RequestIssue(
+        issue = RequestIssue(
             method=bound(request.method, 20), url=bound(response.url), status=response.status,
-            resource_type=bound(request.resource_type, 40), step=self.step))
+            resource_type=bound(request.resource_type, 40), step=self.step)
+        if response.status >= 500 and request.resource_type in SERVER_EVIDENCE_TYPES \
+                and self.server_evidence < MAX_SERVER_EVIDENCE:
+            self.server_evidence += 1
+            issue.response_headers, issue.response_body = server_answer(response)
+        self.capture.requests.append(issue)

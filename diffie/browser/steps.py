@@ -42,6 +42,7 @@ CLOSED_MARKERS = ("Target page, context or browser has been closed", "Target cra
                   "Browser has been closed", "Browser closed", "Connection closed")
 RESPONSIVE_MS = 1000  # a page that cannot run "() => 1" in this long has stopped responding
 DRAIN_S = 1.5        # after the last step: wait this long at most for the network to go quiet
+FAILURE_SHOT_MS = 3000          # the screenshot of a page whose step failed
 _VERBS = {"click": "click", "fill": "fill", "check": "check", "hover": "hover over",
           "press": "press a key in"}
 
@@ -102,11 +103,26 @@ class FlowRun:
             duration = round((time.perf_counter() - t0) * 1000, 1)
             self.capture.steps.append(StepResult(
                 index=index, action=step.action, description=bound(step.describe(), 500), ok=error is None,
-                error=error, duration_ms=duration, line=step.line, pending_requests=pending))
+                error=error, duration_ms=duration, line=step.line, pending_requests=pending,
+                screenshot=self._failure_shot(index) if error is not None else None))
             if error is not None:
                 self.capture.completed = False
                 return
         self._drain()
+
+    def _failure_shot(self, index: int) -> str | None:
+        """The page as it was when step ``index`` failed (no settling: what was there), as an
+        artifact; None when the page cannot be shot (crashed, closed, stuck)."""
+        if self.recorder.crashed:
+            return None
+        try:
+            png = self.page.screenshot(timeout=FAILURE_SHOT_MS, animations="disabled",
+                                       caret="hide", scale="css", type="png")
+        except PlaywrightError:
+            return None
+        name = slug(self.side, self.flow.name, self.viewport_name, f"failed-step{index}") + ".png"
+        self.out.path(name).write_bytes(png)
+        return name
 
     def _drain(self) -> None:
         """Let late events in (an error thrown by a timer just after the last step, a slow fetch),

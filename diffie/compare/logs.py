@@ -108,10 +108,14 @@ def _where(url: str | None, line: int | None, column: int | None) -> str:
 
 
 def evidence_of(cap: Capture, step: int | None) -> list[str]:
-    """The trace, then the first screenshot taken at or after ``step`` (else the last one)."""
+    """The trace, the page when ``step`` failed (if it did), then the first screenshot taken at
+    or after ``step`` (else the last one)."""
     ev: list[str] = []
     if cap.trace:
         ev.append(cap.trace)
+    failed = _step(cap, step)
+    if failed is not None and failed.screenshot:     # the page when that step failed
+        ev.append(failed.screenshot)
     shots = sorted(cap.screenshots, key=lambda s: s.step)
     after = [s for s in shots if step is None or s.step >= step]
     pick = after[0] if after else (shots[-1] if shots else None)
@@ -251,10 +255,21 @@ def request_findings(base: Capture | None, head: Capture) -> list[Finding]:
             details={"key": key[:500], "method": first.method.upper(), "url": _raw(first.url),
                      "path": url_path(first.url), "status": first.status,
                      "failure": _raw(first.failure), "resource_type": first.resource_type,
-                     "count": len(group), **_step_fields(head, first.step)},
+                     "count": len(group), **_step_fields(head, first.step),
+                     **_answer(first)},
             **_step_fields(head, first.step),
         ))
     return findings
+
+
+def _answer(issue: RequestIssue) -> dict[str, Any]:
+    """The server's answer to a server error (headers, start of the body), when recorded."""
+    out: dict[str, Any] = {}
+    if issue.response_headers:
+        out["response_headers"] = issue.response_headers
+    if issue.response_body:
+        out["response_body"] = issue.response_body
+    return out
 
 
 def failed_on_both(base: Capture | None, head: Capture) -> tuple[StepResult, StepResult] | None:

@@ -240,7 +240,7 @@ def _detail_items(f: Finding) -> list[tuple[str, str, bool]]:
             continue
         if k == "stack":
             items.append((k, clip(v, MAX_STACK), True))
-        elif k in ("server_log", "output_tail"):      # the guest's text, bounded where collected
+        elif k in ("server_log", "output_tail", "response_body"):   # guest/app text, bounded
             items.append((k, clip(v, MAX_LOG), True))
         elif isinstance(v, dict):
             items.append((k, clip(", ".join(f"{a}={b}" for a, b in v.items()), MAX_DETAIL), False))
