@@ -38,7 +38,15 @@ def read_spec(tree: Path, rel: str, *, limits: SpecLimits, side: str) -> Spec | 
     except UnicodeDecodeError as exc:
         raise SpecError(f"the spec is not UTF-8 text ({exc.reason} at byte {exc.start})",
                         file=rel) from exc
-    return parse_spec(text, file=f"{rel} ({side})", limits=limits)
+    try:
+        return parse_spec(text, file=rel, limits=limits)
+    except SpecError as exc:
+        if side == "head":
+            raise
+        # the base's spec matters only for an untrusted head: say whose spec is wrong
+        raise SpecError(f"{exc.reason} (in the base revision's spec, whose sandbox an "
+                        "untrusted pull request uses)", file=rel, line=exc.line,
+                        field=exc.field) from exc
 
 
 def merge_untrusted(base: Spec, head: Spec, *, limits: SpecLimits | None = None,
