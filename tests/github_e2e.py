@@ -283,7 +283,8 @@ def main_flow(hub: Hub, *, run_timeout: float) -> tuple[str, str]:
     assert any(f["kind"] == "visual_change" for f in hub.run(run1)["verdict"]["findings"])
     comment = hub.wait_comment("changed")
     assert f"/v1/runs/{run1}/signed/" in comment["body"]
-    assert hub.run_row(run1).published
+    # the comment is upserted before the run row records "published" (one commit after it)
+    wait_until(lambda: hub.run_row(run1).published, timeout=30, what="run 1 marked published")
 
     # the second push: a regression on top; the comment is updated in place
     start = time.monotonic()
