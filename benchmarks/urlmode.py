@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from diffie import runs
-from diffie.app_context import build_context
+from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.examples import CHANGES_DIR, SHOP_DIR, ShopServer, load_manifest, materialize_repo
 from diffie.models import Run

@@ -28,9 +28,14 @@ from pathlib import Path
 
 import httpx
 
+from diffie.composition import job_deps
 from diffie.config import Settings
+from diffie.control import Lines
 from diffie.db import Database
+from diffie.examples import CHANGES_DIR, SHOP_DIR, load_manifest, materialize_repo
 from diffie.models import Base
+from diffie.pipeline import run_change
+from diffie.runs import ChangeInput
 from diffie.sandbox import confine
 from diffie.sandbox import domain as dx
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
@@ -122,10 +127,6 @@ def phase_table(events: list[tuple[float, str]], end: float) -> list[tuple[str, 
 def measure_verify(settings: Settings, db: Database, work: Path, change_id: str) -> tuple[float, str]:
     """One whole VM verification through the pipeline; (seconds, verdict status). Prints its
     per-phase table (reverting the VM before each flow × viewport included)."""
-    from diffie.examples import CHANGES_DIR, SHOP_DIR, load_manifest, materialize_repo
-    from diffie.pipeline import run_change
-    from diffie.runs import ChangeInput
-
     cases = {c.id: c for c in load_manifest(CHANGES_DIR)}
     case = cases[change_id]
     base, head = materialize_repo(SHOP_DIR, CHANGES_DIR / case.patch, work / "repo")
@@ -138,7 +139,7 @@ def measure_verify(settings: Settings, db: Database, work: Path, change_id: str)
         events.append((time.monotonic() - start, message))
         say(f"  verify: {message}")
 
-    verdict = run_change(settings, change, db=db, progress=progress)
+    verdict = run_change(change, job_deps(settings, db), Lines(progress))
     took = time.monotonic() - start
     say(f"verify {change_id}: {verdict.status} in {took:.1f} s (expected {case.expected})")
     print(f"verify phases ({change_id}):")

@@ -1,71 +1,55 @@
-"""Everything a process needs, built once at start-up: Settings → Database (migrated) → Celery.
+"""Everything a process needs, built once at start-up by the composition root
+(:func:`diffie.composition.build_context`): Settings, the Database, the job's deps, the
+lifecycle event bus, and the queue.
 
 The API, the CLI and the worker each build one :class:`AppContext` and pass it down; nothing is
-read from the environment at import time.
+read from the environment at import time. This module names no implementation.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from diffie.config import Settings
 from diffie.db import Database
+from diffie.deps import JobDeps, SourceProvider
 from diffie.events import EventBus
-from diffie.migrations import upgrade
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from diffie.runs import ChangeInput
-    from diffie.sandbox.base import Sandbox
-
-log = logging.getLogger(__name__)
-
 VERIFY_TASK = "diffie.verify_run"
-
-# Modules with an ``install(ctx)`` function, imported (when present) by ``build_context``: they
-# subscribe run listeners (publishers) and register source providers for a change mode.
-PLUGINS: tuple[str, ...] = ("diffie.github.plugin",)
-
-
-class SourceProvider(Protocol):
-    """Materialises a change's base and head trees (default for repo mode: ``diffie.source``)."""
-
-    def materialise(self, change: ChangeInput, base_dest: Path,
-                    head_dest: Path) -> tuple[str, str]:
-        """Export both revisions into the (empty) directories; returns (base sha, head sha)."""
-        ...
 
 
 @dataclass
 class AppContext:
     settings: Settings
     db: Database
+    # What the worker's job acts on (browser, sandbox, deployer, sources).
+    deps: JobDeps
     events: EventBus = field(default_factory=EventBus)
     # Tests may replace how runs reach the queue; by default a Celery message per run.
     enqueue_fn: Callable[[str], None] | None = None
-    # Change mode ("github", ...) -> how to fetch its source; absent: a local path or plain URL.
-    sources: dict[str, SourceProvider] = field(default_factory=dict)
-    # The VM sandbox of repo mode; None: libvirt (diffie.sandbox.libvirt.LibvirtSandbox).
-    sandbox: Sandbox | None = None
     # A GitHub user's role on a repository, (installation id, owner, repo, login) -> admin,
-    # maintain, write, triage, read or none; set by the GitHub plugin (who may authorise runs).
+    # maintain, write, triage, read or none; set by the GitHub App (who may authorise runs).
     permissions: Callable[[int, str, str, str], str] | None = None
+    # Builds the Celery app of this context on first use (the composition root's queue_app).
+    celery_factory: Callable[[AppContext], Celery] | None = None
     _celery: Celery | None = None
+
+    @property
+    def sources(self) -> dict[str, SourceProvider]:
+        """Change mode -> where its base and head come from (the GitHub App adds "github")."""
+        return self.deps.sources
 
     @property
     def celery(self) -> Celery:
         if self._celery is None:
-            from workers.celery_app import make_celery
-            from workers.tasks import adopt_context
-
-            self._celery = make_celery(self.settings)
-            adopt_context(self)       # an in-process worker shares this context
+            if self.celery_factory is None:
+                raise RuntimeError("this context was built without a queue (celery_factory)")
+            self._celery = self.celery_factory(self)
         return self._celery
 
     def enqueue(self, run_id: str) -> None:
@@ -80,30 +64,3 @@ class AppContext:
         if self._celery is not None:
             self._celery.close()
         self.db.dispose()
-
-
-def build_context(settings: Settings | None = None, *, migrate: bool = True) -> AppContext:
-    """Settings → data directories → Database (migrated to the newest revision)."""
-    settings = settings or Settings()
-    settings.ensure_dirs()
-    db = Database(settings.resolved_database_url())
-    if migrate:
-        upgrade(db.engine)
-    ctx = AppContext(settings=settings, db=db)
-    install_plugins(ctx)
-    return ctx
-
-
-def install_plugins(ctx: AppContext, names: tuple[str, ...] = PLUGINS) -> list[str]:
-    """Import each plugin module that exists and call its ``install(ctx)``."""
-    installed = []
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.install(ctx)
-        installed.append(name)
-    return installed

@@ -38,12 +38,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest
-
-if TYPE_CHECKING:
-    from diffie.app_context import AppContext
+from diffie import submit
+from diffie.app_context import AppContext
+from diffie.composition import build_context
+from diffie.errors import DiffieError
+from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
+from workers.embedded import EmbeddedWorker
 
 Outcome = Literal["caught", "wrong_kind", "missed", "pass", "false_finding", "error"]
 DEFAULT_REPEATS = 3
@@ -252,26 +254,26 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def progress_line(line: str) -> None:
+    """A line of the run's progress, as ``diffie verify --wait`` prints it."""
+    print(f"[diffie] {line}", file=sys.stderr, flush=True)
+
+
 def verify_case(ctx: AppContext, case: ChangeCase, repeat: int, *, app_dir: Path,
                 timeout_s: float) -> RunResult:
     """Materialise the change in a temporary git repository and verify it like
     ``diffie verify --repo DIR --base B --head H --wait`` (the queue; a worker must be live)."""
-    from diffie.cli import _submit_verify, wait_for
-    from diffie.errors import DiffieError
-    from diffie.examples import materialize_repo
-
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f"diffie-bench-{case.id}-"))
     run_id: str | None = None
     try:
         repo = tmp / "repo"
         base, head = materialize_repo(app_dir, case.patch_path, repo)
-        args = argparse.Namespace(repo=str(repo), base=base, head=head, spec_path=".diffie.yml",
-                                  title=f"bench {case.id} #{repeat}")
-        run_id = _submit_verify(ctx, args)
+        run_id = submit.submit_repo(ctx, repo=str(repo), base=base, head=head,
+                                    title=f"bench {case.id} #{repeat}")
         ctx.enqueue(run_id)
         say(f"{case.id} #{repeat}: queued run {run_id}")
-        snap = wait_for(ctx, run_id, timeout_s=timeout_s)
+        snap = submit.wait_for(ctx, run_id, timeout_s=timeout_s, say=progress_line)
         verdict = snap.get("verdict") or {}
         got = snap.get("verdict_status") or "error"
         return RunResult(change=case.id, repeat=repeat, got=got,
@@ -291,8 +293,6 @@ def run_corpus(ctx: AppContext, todo: list[tuple[ChangeCase, int]], *, app_dir: 
     """Verify each (change, repeat) in turn, one at a time, with the queue's embedded defaults:
     a worker in this process (always: a worker that died a moment ago still looks live for a
     few heartbeats, and the benchmark would wait for it forever)."""
-    from workers.embedded import EmbeddedWorker
-
     say("starting a worker in this process")
     embedded = EmbeddedWorker(ctx.celery).start()
     results: list[RunResult] = []
@@ -323,9 +323,11 @@ def write_json(path: Path, cases: list[ChangeCase], results: list[RunResult],
     path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
 
-def cmd_bench_corpus(args: argparse.Namespace) -> int:
-    from diffie.app_context import build_context
+RunCorpus = Callable[..., list[RunResult]]
 
+
+def cmd_bench_corpus(args: argparse.Namespace, run: RunCorpus = run_corpus) -> int:
+    """``diffie bench corpus``; ``run`` verifies the planned runs (:func:`run_corpus`)."""
     changes = Path(args.changes)
     cases = load_manifest(changes)
     only = [x.strip() for x in (args.only or "").split(",") if x.strip()] or None
@@ -361,7 +363,7 @@ def cmd_bench_corpus(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)    # `kill PID`: report what finished
     try:
-        run_corpus(ctx, todo, app_dir=Path(args.app), timeout_s=args.timeout,
+        run(ctx, todo, app_dir=Path(args.app), timeout_s=args.timeout,
                    on_result=on_result)
     except KeyboardInterrupt:
         say(f"interrupted after {len(results)} of {len(todo)} run(s)")

@@ -7,18 +7,27 @@ Exit codes of ``check``, ``verify`` (with ``--wait``): 0 pass, 1 fail, 3 changed
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
+import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from diffie import runs
-from diffie.app_context import AppContext, build_context
+import uvicorn
+
+from diffie import runs, submit
+from diffie.api import OPEN_WARNING, create_app
+from diffie.api.auth import parse_tokens
+from diffie.app_context import AppContext
+from diffie.bench import add_parser as add_bench_parser
+from diffie.composition import build_context
 from diffie.config import Settings
-from diffie.errors import DiffieError, SourceError, SpecError
-from diffie.models import Run
+from diffie.errors import DiffieError
+from diffie.report.schema import schema_text, write_schema
+from diffie.sandbox.images import build_image
+from workers.embedded import EmbeddedWorker
 
 EXIT_CODES = {"pass": 0, "fail": 1, "error": 2, "changed": 3}
 EXIT_ERROR = 2
@@ -26,104 +35,6 @@ EXIT_ERROR = 2
 
 def err(message: str) -> None:
     print(f"[diffie] {message}", file=sys.stderr, flush=True)
-
-
-# --- submit and wait ----------------------------------------------------------------------------
-
-def _submit_check(ctx: AppContext, args: argparse.Namespace) -> str:
-    from diffie.api.schemas import _check_http_url
-    from diffie.spec import parse_spec
-    from diffie.spec_limits import SpecLimits
-
-    for flag, url in (("--base-url", args.base_url), ("--head-url", args.head_url)):
-        try:
-            _check_http_url(url)
-        except ValueError as exc:
-            raise DiffieError(f"{flag} {url!r}: {exc}") from None
-    path = Path(args.spec)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
-    parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings))
-    return runs.submit_url(ctx.db, base_url=args.base_url, head_url=args.head_url,
-                           spec_text=text, title=args.title)
-
-
-def _submit_verify(ctx: AppContext, args: argparse.Namespace) -> str:
-    from diffie import source
-    from diffie.spec import parse_spec
-    from diffie.spec_limits import SpecLimits
-
-    repo = source.local_repo(args.repo)
-    for rev in (args.base, args.head):
-        source.resolve_rev(repo, rev)
-    text = source.read_file(repo, args.head, args.spec_path)
-    if text is None:
-        raise SourceError(f"{args.spec_path} not found in {repo} at {args.head}: the head "
-                          "revision needs a Diffie spec")
-    spec = parse_spec(text, file=args.spec_path, limits=SpecLimits.from_settings(ctx.settings))
-    if spec.sandbox is None:
-        raise SpecError("repo mode needs a 'sandbox' section (image, deploy, port)",
-                        file=args.spec_path, field="sandbox")
-    return runs.submit_repo(ctx.db, repo=str(repo), base=args.base, head=args.head,
-                            spec_path=args.spec_path, title=args.title)
-
-
-def _snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:
-    from diffie import links
-
-    with ctx.db.session() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            return None
-        verdict = run.verdict
-        if verdict is not None:              # the stored link may be old: sign it afresh
-            verdict = {**verdict, "report_url": links.fresh_report_url(
-                ctx.settings, run.id, verdict.get("report_url"))}
-        return {"id": run.id, "status": run.status, "phase": run.phase, "reason": run.reason,
-                "verdict_status": run.verdict_status, "verdict": verdict,
-                "attempts": run.attempts, "mode": run.change.mode,
-                "report": str(ctx.settings.artifacts_dir / run.id / "index.html")}
-
-
-def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float) -> dict[str, Any]:
-    """Poll the run until it finishes, printing its progress on stderr (the worker's
-    ``progress.log`` when it shares this data directory, else each new phase)."""
-    deadline = time.monotonic() + timeout_s
-    log_path = ctx.settings.artifacts_dir / run_id / "progress.log"
-    offset = 0
-    last = ""
-    while True:
-        snap = _snapshot(ctx, run_id)
-        assert snap is not None
-        offset = _tail(log_path, offset)
-        line = f"{snap['status']}: {snap['phase']}"
-        if line != last and (offset == 0 or snap["status"] != "running"):
-            err(f"run {run_id[:8]} {line}")
-        last = line
-        if snap["status"] in runs.FINISHED:
-            return snap
-        if time.monotonic() > deadline:
-            raise DiffieError(f"run {run_id} did not finish within {timeout_s:.0f} s "
-                              f"(it is {snap['status']}: {snap['phase']})")
-        time.sleep(0.5)
-
-
-def _tail(path: Path, offset: int) -> int:
-    """Print complete new lines of ``path`` from ``offset``; returns the new offset."""
-    try:
-        if path.stat().st_size < offset:          # a retried run started its log again
-            offset = 0
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return offset
-    end = data.rfind(b"\n") + 1
-    for raw in data[:end].splitlines():
-        err(raw.decode("utf-8", errors="replace"))
-    return offset + end
 
 
 def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
@@ -152,8 +63,6 @@ def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
 
 
 def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> int:
-    from workers.embedded import EmbeddedWorker
-
     ctx.enqueue(run_id)
     err(f"queued run {run_id}")
     live = runs.live_workers(ctx.db, within_s=3 * ctx.settings.heartbeat_s + 5)
@@ -168,7 +77,8 @@ def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> i
             print(run_id)
         return 0
     try:
-        snap = wait_for(ctx, run_id, timeout_s=args.timeout or ctx.settings.task_time_limit_s * 2)
+        snap = submit.wait_for(ctx, run_id, say=err,
+                               timeout_s=args.timeout or ctx.settings.task_time_limit_s * 2)
     except KeyboardInterrupt:
         err(f"interrupted: run {run_id} is retried by the next worker")
         return EXIT_ERROR
@@ -183,7 +93,9 @@ def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> i
 def cmd_check(args: argparse.Namespace) -> int:
     ctx = build_context()
     try:
-        return submit_and_wait(ctx, _submit_check(ctx, args), args)
+        run_id = submit.submit_url(ctx, base_url=args.base_url, head_url=args.head_url,
+                                   spec_path=args.spec, title=args.title)
+        return submit_and_wait(ctx, run_id, args)
     finally:
         ctx.close()
 
@@ -191,7 +103,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     ctx = build_context()
     try:
-        return submit_and_wait(ctx, _submit_verify(ctx, args), args)
+        run_id = submit.submit_repo(ctx, repo=args.repo, base=args.base, head=args.head,
+                                    spec_path=args.spec_path, title=args.title)
+        return submit_and_wait(ctx, run_id, args)
     finally:
         ctx.close()
 
@@ -199,7 +113,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_runs_show(args: argparse.Namespace) -> int:
     ctx = build_context()
     try:
-        snap = _snapshot(ctx, args.run_id)
+        snap = submit.snapshot(ctx, args.run_id)
         if snap is None:
             err(f"no run {args.run_id}")
             return EXIT_ERROR
@@ -216,9 +130,6 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or a name) is only reachable from this machine."""
-    import ipaddress
-    import socket
-
     name = host.strip("[]")
     if name.lower() == "localhost":
         return True
@@ -235,12 +146,6 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from diffie.api import OPEN_WARNING, create_app
-    from diffie.api.auth import parse_tokens
-    from workers.embedded import EmbeddedWorker
-
     settings = Settings()
     if not parse_tokens(settings.api_tokens):
         if not is_loopback(args.host) and not args.insecure_open:
@@ -276,8 +181,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from diffie.sandbox.images import build_image
-
     info = build_image(Settings(), args.name, progress=lambda line: err(f"image: {line}"),
                        slots=args.slots, force=args.force)
     print(json.dumps({"name": info.name, "key": info.key, "dir": str(info.dir)}))
@@ -285,8 +188,6 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from diffie.report.schema import schema_text, write_schema
-
     if args.out:
         err(f"wrote {write_schema(Path(args.out))}")
     else:
@@ -349,8 +250,6 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--slots", type=int, default=None,
                        help="memory snapshots to make, one per VM slot (default DIFFIE_VM_SLOTS)")
     build.set_defaults(func=cmd_image_build)
-
-    from diffie.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
 

@@ -9,7 +9,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from diffie import spec_limits as lim
+from diffie.approval_policy import parse_overrides
 from diffie.sandbox.confine import default_image_cache_dir
+from diffie.url_mode import parse_allowed
 
 
 class Settings(BaseSettings):
@@ -116,8 +118,6 @@ class Settings(BaseSettings):
     @field_validator("github_require_approval_by", mode="before")
     @classmethod
     def _approval_overrides(cls, value: object) -> object:
-        from diffie.github.trust import parse_overrides
-
         if isinstance(value, str):
             return parse_overrides(value)
         if isinstance(value, dict):
@@ -127,8 +127,6 @@ class Settings(BaseSettings):
     @field_validator("url_mode_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        from diffie.url_mode import parse_allowed
-
         if isinstance(value, str):
             value = [t for t in value.split(",") if t.strip()]
         if isinstance(value, list | tuple):

@@ -12,8 +12,10 @@
 Everything lands in the run's artifact folder (``<data>/runs/<run id>/``). Problems the user
 can fix (an invalid spec, a missing revision, a base that does not deploy) end as an ``error``
 verdict with a readable reason; a head that does not deploy is a ``deploy_error`` finding
-(the change broke the deploy: ``fail``). Progress goes to ``progress`` (which may raise to
-cancel the run) and to ``progress.log``.
+(the change broke the deploy: ``fail``). Every progress line goes to ``progress.log`` and to
+the run's :class:`~diffie.control.RunControl`, whose ``phase()`` (checkout, deploy, each
+flow × viewport, compare, report) is the heartbeat and the point where a cancelled run stops.
+What the job acts on (browser, sandbox, deployer, sources) comes in :class:`~diffie.deps.JobDeps`.
 """
 
 from __future__ import annotations
@@ -22,41 +24,40 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 
 from diffie import links
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
+from diffie.compare.coverage import coverage_of
+from diffie.compare.findings import compare_runs
 from diffie.config import Settings
-from diffie.db import Database
+from diffie.control import FlowDone, ProgressLog, RunCancelled, RunControl
+from diffie.deps import FlowRunner, JobDeps
 from diffie.errors import DeployError, DiffieError, RunError, SandboxError
+from diffie.report.ctrf import render_ctrf
+from diffie.report.html import render_report
+from diffie.report.junit import render_junit
 from diffie.runs import ChangeInput
-from diffie.sandbox.base import Machine, Sandbox
+from diffie.sandbox.base import Machine
+from diffie.sandbox.deploy import check_tree_size, ready_url
+from diffie.sandbox.journal import service_units
+from diffie.sandbox.recipe import check_image_allowed, load_recipe
 from diffie.server_state import ServerState
 from diffie.spec import SandboxSpec, Spec, parse_spec
 from diffie.spec_limits import SpecLimits
+from diffie.spec_trust import run_spec
 from diffie.url_mode import strict_origin
 from diffie.verdict import Coverage, Finding, Flaky, NotVerified, Verdict, error_verdict, judge
 
-if TYPE_CHECKING:
-    from diffie.app_context import SourceProvider
-    from diffie.browser import BrowserRunner
-
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
-
-class RunCancelled(RunError):
-    """The run was cancelled (or taken over) while it ran: stop, record nothing."""
+__all__ = ["RunCancelled", "run_change", "publish_error", "write_outputs"]
 
 
 @dataclass
@@ -69,23 +70,6 @@ class Sides:
     head2: list[Capture] | None = None
     findings: list[Finding] = field(default_factory=list)     # deploy_error, ...
     meta: dict[str, str] = field(default_factory=dict)
-
-
-class Reporter:
-    """Progress to the caller (short phases) and to ``progress.log`` (every line)."""
-
-    def __init__(self, out: ArtifactDir, callback: Progress | None) -> None:
-        self.out = out
-        self.callback = callback
-        self.started = time.monotonic()
-
-    def __call__(self, message: str) -> None:
-        line = f"[{time.monotonic() - self.started:7.1f}s] {message}"
-        log.info("%s", line)
-        with open(self.out.root / "progress.log", "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-        if self.callback is not None:
-            self.callback(message)
 
 
 def report_url(settings: Settings, run_id: str) -> str:
@@ -106,38 +90,41 @@ def fresh_out(settings: Settings, run_id: str) -> ArtifactDir:
     return out.ensure()
 
 
+def keep_spec(out: ArtifactDir, spec: Spec) -> None:
+    """The spec the run follows, as parsed (for an untrusted head: merged with the base's),
+    in ``spec.json``: what a reviewer checks when a run did not do what they expected."""
+    out.path("spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+
+
 def wants_noise_floor(settings: Settings, spec: Spec) -> bool:
     return settings.noise_floor and spec.noise_floor and any(
         step.action == "screenshot" for flow in spec.flows for step in flow.steps)
 
 
-def run_change(settings: Settings, change: ChangeInput, *, db: Database | None = None,
-               progress: Progress | None = None, sandbox: Sandbox | None = None,
-               source: SourceProvider | None = None) -> Verdict:
+def run_change(change: ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
     """Verify one change; returns its verdict (``error`` when it could not be verified).
 
-    Raises only for infrastructure failures the caller records as ``error`` (and
-    :class:`RunCancelled`). ``db`` is needed in repo mode (VM slots are leased there);
-    ``sandbox`` overrides the libvirt sandbox (tests); ``source`` fetches base and head
-    (default: a local repository path or a plain clone URL).
+    ``deps``: the browser, sandbox, deployer and sources (:mod:`diffie.composition` builds the
+    real ones); ``control``: heartbeat and cancellation at each phase (:mod:`diffie.control`).
+    Raises :class:`RunCancelled` when ``control`` says stop, and for infrastructure failures
+    the caller records as ``error``.
     """
-    started = time.monotonic()
+    settings = deps.settings
     out = fresh_out(settings, change.run_id)
-    say = Reporter(out, progress)
+    say = ProgressLog(out.path("progress.log"), control)
     clock = run_clock()
     try:
         if change.mode == "url":
-            sides = _url_mode(settings, change, out, clock, say)
+            sides = _url_mode(deps, change, out, clock, say)
         else:
-            sides = _repo_mode(settings, change, out, clock, say, db=db, sandbox=sandbox,
-                               source=source)
+            sides = _repo_mode(deps, change, out, clock, say)
     except RunCancelled:
         raise
     except DiffieError as exc:
         say(f"could not verify: {exc}")
         return publish_error(settings, change, str(exc), out=out)
     return _judge_and_publish(settings, change, sides, out, say, clock,
-                              duration_s=time.monotonic() - started)
+                              duration_s=say.elapsed())
 
 
 # --- URL mode -----------------------------------------------------------------------------------
@@ -162,13 +149,15 @@ def _origin(url: str) -> str:
         return "this URL"
 
 
-def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
-              say: Progress) -> Sides:
+def _url_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: datetime,
+              say: ProgressLog) -> Sides:
+    settings = deps.settings
     if not change.base_url or not change.head_url or not change.spec_text:
         raise RunError("a URL-mode change needs base_url, head_url and a spec")
     spec = parse_spec(change.spec_text, file=".diffie.yml",
                       limits=SpecLimits.from_settings(settings))
-    say("phase: check URLs")
+    keep_spec(out, spec)
+    say.phase("check URLs")
     problem = reachable(change.base_url)
     if problem:
         # Without a working base there is nothing to compare against: not the change's fault.
@@ -179,32 +168,25 @@ def _url_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: 
     sides: list[tuple[Side, str]] = [("base", change.base_url), ("head", change.head_url)]
     if wants_noise_floor(settings, spec) and not head_problem:
         sides.append(("head2", change.head_url))
-    got = browse_sides(settings, spec, sides, out, clock, say)
+    got = browse_sides(deps, spec, sides, out, clock, say)
     return Sides(spec, got["base"], got["head"], got.get("head2"),
                  meta={"mode": "url", "base": change.base_url, "head": change.head_url})
 
 
-def browse_sides(settings: Settings, spec: Spec, sides: list[tuple[Side, str]], out: ArtifactDir,
-                 clock: datetime, say: Progress) -> dict[Side, list[Capture]]:
+def browse_sides(deps: JobDeps, spec: Spec, sides: list[tuple[Side, str]], out: ArtifactDir,
+                 clock: datetime, say: ProgressLog) -> dict[Side, list[Capture]]:
     """Browse each (side, URL). With ``settings.parallel_sides``, two browsers at once (base and
     head side by side, the noise-floor render after base): the waits of one overlap the work of
     the other, and both sides see the same conditions."""
-    from diffie.browser import BrowserRunner
-
-    lanes: list[list[tuple[Side, str]]] = [sides] if not settings.parallel_sides else \
+    lanes: list[list[tuple[Side, str]]] = [sides] if not deps.settings.parallel_sides else \
         [sides[0::2], sides[1::2]]
     lanes = [lane for lane in lanes if lane]
     results: dict[Side, list[Capture]] = {}
-    lock = threading.Lock()
-
-    def locked_say(message: str) -> None:
-        with lock:
-            say(message)
 
     def lane_work(lane: list[tuple[Side, str]]) -> None:
-        with BrowserRunner(settings) as browser:
+        with deps.browser() as browser:
             for side, url in lane:
-                results[side] = _browse(browser, spec, url, side, out, clock, locked_say)
+                results[side] = _browse(browser, spec, url, side, out, clock, say)
 
     if len(lanes) == 1:
         lane_work(lanes[0])
@@ -216,46 +198,40 @@ def browse_sides(settings: Settings, spec: Spec, sides: list[tuple[Side, str]], 
     return results
 
 
-def _browse(browser: BrowserRunner, spec: Spec, url: str, side: Side, out: ArtifactDir, clock: datetime,
-            say: Progress, state: ServerState | None = None) -> list[Capture]:
-    total = sum(len(spec.flow_viewports(f)) for f in spec.flows)
-    done = 0
-    say(f"phase: browse {side} 0/{total}")
-
-    def flow_progress(message: str) -> None:
-        nonlocal done
-        if message.endswith(" s)"):
-            done += 1
-            say(message)
-            say(f"phase: browse {side} {done}/{total}")
-        else:
-            say(message)
-
-    return browser.run_all(spec, url, side, out, clock=clock, progress=flow_progress, hooks=state)
+def _browse(browser: FlowRunner, spec: Spec, url: str, side: Side, out: ArtifactDir,
+            clock: datetime, say: ProgressLog, state: ServerState | None = None) -> list[Capture]:
+    """Every flow × viewport of ``spec`` on one side, in spec order; a phase after each."""
+    pairs = [(flow, name, viewport) for flow in spec.flows
+             for name, viewport in spec.flow_viewports(flow)]
+    say.phase(f"browse {side} 0/{len(pairs)}")
+    captures: list[Capture] = []
+    for flow, name, viewport in pairs:
+        say(f"{side}: flow {flow.name} @ {name}")
+        capture = browser.run_pair(spec, flow, name, viewport, url, side, out, clock=clock,
+                                   hooks=state, say=say)
+        captures.append(capture)
+        say(FlowDone.of(capture).line())
+        say.phase(f"browse {side} {len(captures)}/{len(pairs)}")
+    return captures
 
 
 # --- repo mode ----------------------------------------------------------------------------------
 
-def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock: datetime,
-               say: Progress, *, db: Database | None, sandbox: Sandbox | None,
-               source: SourceProvider | None) -> Sides:
-    from diffie.browser import BrowserRunner
-    from diffie.sandbox.recipe import check_image_allowed
-    from diffie.source import LocalSource
-    from diffie.spec_trust import run_spec
-
+def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: datetime,
+               say: ProgressLog) -> Sides:
+    settings = deps.settings
     if not change.repo or not change.base_rev or not change.head_rev:
         raise RunError("a repo-mode change needs repo, base and head")
-    say("phase: checkout")
+    say.phase("checkout")
     with tempfile.TemporaryDirectory(prefix=f"diffie-{change.run_id[:8]}-") as tmp:
         base_tree, head_tree = Path(tmp) / "base", Path(tmp) / "head"
-        provider = source or LocalSource(settings.data_dir / "git")
-        base_sha, head_sha = provider.materialise(change, base_tree, head_tree)
+        base_sha, head_sha = deps.source_for(change.mode).materialise(change, base_tree, head_tree)
         say(f"checked out base {base_sha[:12]} and head {head_sha[:12]}")
         spec = run_spec(base_tree, head_tree, change.spec_path,
                         limits=SpecLimits.from_settings(settings),
                         untrusted_head=change.untrusted_head, head_label=head_sha[:12],
                         base_label=base_sha[:12])
+        keep_spec(out, spec)
         if change.untrusted_head:
             say("untrusted head: sandbox, deploy commands and allowed origins from the base's "
                 f"{change.spec_path}, flows and viewports from the head's")
@@ -264,30 +240,24 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
                            "change in a VM and needs the image, deploy commands and app port")
         if change.repository:
             check_image_allowed(settings.vm_images_dir, spec.sandbox.image, change.repository)
-        if sandbox is None:
-            if db is None:
-                raise RunError("repo mode needs the database (VM slots are leased there)")
-            from diffie.sandbox.libvirt import LibvirtSandbox
-
-            sandbox = LibvirtSandbox(settings, db)
         meta = {"mode": change.mode, "repo": change.repo, "base": base_sha, "head": head_sha,
                 "image": spec.sandbox.image, "clock": clock.isoformat()}
         units = app_units(settings, spec.sandbox)
-        with BrowserRunner(settings) as browser:
-            say("phase: deploy base")
+        with deps.browser() as browser:
+            say.phase("deploy base")
             try:
-                with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
+                with deps.sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
                     state = ServerState(vm, clock, units=units, say=say, label="base: ")
-                    url = _deploy(settings, vm, base_tree, spec, state, say, "base")
+                    url = _deploy(deps, vm, base_tree, spec, state, say, "base")
                     base = _browse(browser, spec, url, "base", out, clock, say, state)
             except DeployError as exc:
                 raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
                                f"compare against: {_deploy_text(exc)}") from exc
-            say("phase: deploy head")
+            say.phase("deploy head")
             try:
-                with sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
+                with deps.sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
                     state = ServerState(vm, clock, units=units, say=say, label="head: ")
-                    url = _deploy(settings, vm, head_tree, spec, state, say, "head")
+                    url = _deploy(deps, vm, head_tree, spec, state, say, "head")
                     head = _browse(browser, spec, url, "head", out, clock, say, state)
                     # the noise floor: head again, each flow from head's deployed state too
                     head2 = (_browse(browser, spec, url, "head2", out, clock, say, state)
@@ -301,9 +271,6 @@ def _repo_mode(settings: Settings, change: ChangeInput, out: ArtifactDir, clock:
 def app_units(settings: Settings, sandbox: SandboxSpec) -> list[str]:
     """The systemd units whose journal is the app's log: the image's enabled services and
     those the deploy commands start (see :func:`diffie.sandbox.journal.service_units`)."""
-    from diffie.sandbox.journal import service_units
-    from diffie.sandbox.recipe import load_recipe
-
     try:
         enabled = load_recipe(settings.vm_images_dir, sandbox.image).recipe.enable
     except SandboxError:
@@ -311,16 +278,15 @@ def app_units(settings: Settings, sandbox: SandboxSpec) -> list[str]:
     return service_units(sandbox.deploy, enabled)
 
 
-def _deploy(settings: Settings, vm: Machine, tree: Path, spec: Spec, state: ServerState,
-            say: Progress, side: str) -> str:
+def _deploy(deps: JobDeps, vm: Machine, tree: Path, spec: Spec, state: ServerState,
+            say: ProgressLog, side: str) -> str:
     """Deploy ``tree``, then checkpoint the VM: every flow × viewport starts from here."""
-    from diffie.sandbox.deploy import check_tree_size, deploy, ready_url
-
     assert spec.sandbox is not None
+    settings = deps.settings
     check_tree_size(tree, max_files=settings.max_repo_files, max_bytes=settings.max_repo_bytes)
     state.set_clock()
     say(f"{side}: guest clock set to {state.clock.isoformat()}; deploying")
-    url: str = deploy(vm, tree, spec.sandbox, progress=say, units=state.units)
+    url = deps.deploy(vm, tree, spec.sandbox, say, units=state.units)
     say(f"{side}: deployed, app at {url}")
     state.checkpoint(url, ready_url(url, spec.sandbox.ready_path))
     return url
@@ -341,16 +307,13 @@ def _deploy_finding(exc: DeployError) -> Finding:
 # --- judge and publish --------------------------------------------------------------------------
 
 def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, out: ArtifactDir,
-                       say: Progress, clock: datetime, *, duration_s: float) -> Verdict:
-    from diffie.compare.coverage import coverage_of
-    from diffie.compare.findings import compare_runs
-
+                       say: ProgressLog, clock: datetime, *, duration_s: float) -> Verdict:
     findings: list[Finding] = list(sides.findings)
     flaky: list[Flaky] = []
     coverage: list[Coverage] = []
     not_verified: list[NotVerified] = []
     if sides.head is not None:
-        say("phase: compare")
+        say.phase("compare")
         found, flaky = compare_runs(sides.base, sides.head, out, head2=sides.head2,
                                     max_pixels=settings.max_screenshot_pixels,
                                     threshold=sides.spec.visual_threshold)
@@ -363,7 +326,7 @@ def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, ou
                     not_verified=not_verified,
                     fail_on_not_verified=sides.spec.fail_on_not_verified)
     captures = {"base": sides.base, "head": sides.head or [], "head2": sides.head2 or []}
-    say("phase: report")
+    say.phase("report")
     meta = {**sides.meta, "run": change.run_id, "clock": clock.isoformat()}
     write_outputs(verdict, captures, out, title=change.title or _title(change), meta=meta)
     say(f"verdict: {verdict.status} ({verdict.summary})")
@@ -379,10 +342,6 @@ def _title(change: ChangeInput) -> str:
 def write_outputs(verdict: Verdict, captures: dict[str, list[Capture]], out: ArtifactDir, *,
                   title: str, meta: dict[str, str]) -> None:
     """index.html, verdict.json, junit.xml and ctrf.json in the run's folder."""
-    from diffie.report.ctrf import render_ctrf
-    from diffie.report.html import render_report
-    from diffie.report.junit import render_junit
-
     out.path("verdict.json").write_text(verdict.model_dump_json(indent=2), encoding="utf-8")
     out.path("junit.xml").write_text(render_junit(verdict, captures), encoding="utf-8")
     out.path("ctrf.json").write_text(json.dumps(render_ctrf(verdict, captures), indent=2),

@@ -25,7 +25,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from diffie.config import Settings
 from tests.paths import FIXTURES, REPO_ROOT
 
@@ -218,11 +219,11 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 def worker_process(settings: Settings, log: Path, **overrides: Any) -> subprocess.Popen[bytes]:
-    """``celery -A workers.celery_app worker --pool solo`` in a session of its own (kill it and
+    """``celery -A workers.main worker --pool solo`` in a session of its own (kill it and
     its browsers with ``os.killpg``), configured by ``settings`` and ``overrides``."""
     env = dict(os.environ, **settings_env(settings, **overrides))
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
+        [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--pool", "solo",
          "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         start_new_session=True)

@@ -8,7 +8,7 @@ place) with the repository, installation, pull request and SHAs rewritten to the
 signed with the webhook secret and posted over HTTP.
 
 Which sandbox verifies the runs is the caller's choice: the real libvirt one (system test,
-``sandbox=None``) or a stand-in (integration test).
+default job deps) or a stand-in (integration test: ``with_deps``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.examples import CHANGES_DIR, SHOP_DIR, materialize_repo
 from diffie.github.comments import MARKER

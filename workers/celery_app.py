@@ -6,25 +6,26 @@ are acknowledged after the task ran (``acks_late``), and given back when a worke
 mid-task (``task_reject_on_worker_lost``); runs left ``running`` by a dead worker are put back
 on the queue by the worker supervisor (:mod:`workers.supervisor`).
 
-``celery -A workers.celery_app worker`` works too: the module's ``app`` attribute is built from
-the environment on first access (not at import).
+``celery -A workers.main worker`` runs a worker of the environment's Settings (the app is built
+there, by the composition root, on first access).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 
+from diffie.app_context import AppContext
 from diffie.config import Settings
+from workers.supervisor import Supervisor
+from workers.tasks import register_tasks
 
-_app: Celery | None = None
 
-
-def make_celery(settings: Settings) -> Celery:
-    from workers.supervisor import Supervisor
-    from workers.tasks import register_tasks
-
+def make_celery(settings: Settings, build: Callable[[Settings], AppContext]) -> Celery:
+    """The app of ``settings``; ``build`` makes a worker process's context (the composition
+    root's ``build_context``)."""
     broker = settings.resolved_broker_url()
     if broker.startswith("sqla+sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -54,16 +55,7 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
     )
     app.diffie_settings = settings
-    register_tasks(app, settings)
+    app.diffie_build = build
+    register_tasks(app, settings, build)
     app.steps["worker"].add(Supervisor)
     return app
-
-
-def __getattr__(name: str) -> Celery:
-    """``workers.celery_app.app``: the app of the environment's Settings, built on first use."""
-    global _app
-    if name in ("app", "celery"):
-        if _app is None:
-            _app = make_celery(Settings())
-        return _app
-    raise AttributeError(name)

@@ -21,6 +21,8 @@ from celery import bootsteps
 
 from diffie import runs
 from diffie.app_context import VERIFY_TASK
+from diffie.sandbox.reaper import reap
+from workers.tasks import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def recover_stale(app: Any, ctx: Any) -> list[str]:
 def reap_leftovers(ctx: Any) -> None:
     """VMs, overlays and slot leases left behind by a crashed worker on this host."""
     try:
-        from diffie.sandbox.reaper import reap
-
         report = reap(ctx.settings, ctx.db)
     except Exception:
         log.exception("the sandbox reaper failed")
@@ -72,10 +72,8 @@ class Supervisor(bootsteps.StartStopStep):
         self.name = ""
 
     def start(self, worker: Any) -> None:
-        from workers.tasks import worker_context
-
         settings = worker.app.diffie_settings
-        ctx = worker_context(settings)
+        ctx = worker_context(settings, worker.app.diffie_build)
         embedded = bool(getattr(worker, "diffie_embedded", False))
         self.name = f"{worker.hostname}/{os.getpid()}"
         self._stop.clear()
@@ -102,9 +100,8 @@ class Supervisor(bootsteps.StartStopStep):
             self._thread.join(timeout=10)
             self._thread = None
         try:
-            from workers.tasks import worker_context
-
-            runs.worker_gone(worker_context(worker.app.diffie_settings).db, self.name)
+            ctx = worker_context(worker.app.diffie_settings, worker.app.diffie_build)
+            runs.worker_gone(ctx.db, self.name)
         except Exception:
             log.exception("could not remove worker %s from the workers table", self.name)
 

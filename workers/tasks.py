@@ -3,8 +3,8 @@
 ``execute_run`` is the task's body without Celery (tests call it directly):
 
 1. claim the run (queued, or running with a dead worker); anything else: skip;
-2. heartbeat it from a thread while the pipeline runs (a cancelled run stops at its next
-   progress report);
+2. heartbeat it from a thread while the pipeline runs; the :class:`Heartbeat` is the job's
+   :class:`~diffie.control.RunControl` (a cancelled run stops at its next phase);
 3. record the verdict, its findings and artifacts — or ``error`` with a readable reason.
 """
 
@@ -16,18 +16,21 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from diffie import runs
-from diffie.app_context import VERIFY_TASK, AppContext, build_context
+from diffie.app_context import VERIFY_TASK, AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
+from diffie.control import RunCancelled, RunControl
+from diffie.deps import JobDeps
 from diffie.errors import DiffieError
-from diffie.pipeline import RunCancelled, publish_error, run_change
+from diffie.pipeline import publish_error, report_url, run_change
 from diffie.runs import ChangeInput
-from diffie.verdict import internal_error_reason
+from diffie.verdict import Verdict, error_verdict, internal_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,13 @@ _contexts: dict[tuple[int, int], AppContext] = {}
 _contexts_lock = threading.Lock()
 
 
-def worker_context(settings: Settings) -> AppContext:
-    """One context per process and Settings (a forked pool child builds its own)."""
+def worker_context(settings: Settings, build: Callable[[Settings], AppContext]) -> AppContext:
+    """One context per process and Settings (a forked pool child builds its own with ``build``)."""
     key = (os.getpid(), id(settings))
     with _contexts_lock:
         ctx = _contexts.get(key)
         if ctx is None:
-            ctx = build_context(settings)
+            ctx = build(settings)
             _contexts[key] = ctx
         return ctx
 
@@ -66,7 +69,7 @@ class Heartbeat(threading.Thread):
     """Refreshes the run's heartbeat; notices when the run is no longer ours (cancelled); and
     is the run's watchdog: at ``DIFFIE_TASK_TIME_LIMIT_S`` it ends the run ``error`` in the
     database at once (every pool, the embedded worker's included, where Celery's own time
-    limits do not apply) and makes the pipeline stop at its next progress report."""
+    limits do not apply) and makes the pipeline stop at its next phase."""
 
     def __init__(self, ctx: AppContext, run_id: str, worker: str) -> None:
         super().__init__(name=f"heartbeat-{run_id[:8]}", daemon=True)
@@ -97,9 +100,6 @@ class Heartbeat(threading.Thread):
                 log.exception("heartbeat of run %s failed", self.run_id)
 
     def _expire(self) -> None:
-        from diffie.pipeline import report_url
-        from diffie.verdict import error_verdict
-
         verdict = error_verdict(self.run_id, self.reason)
         verdict.report_url = report_url(self.ctx.settings, self.run_id)
         try:
@@ -113,10 +113,15 @@ class Heartbeat(threading.Thread):
             self.ctx.events.finished(self.run_id)
         self.lost.set()
 
-    def phase(self, phase: str) -> None:
-        if self.lost.is_set() or not runs.heartbeat(self.ctx.db, self.run_id, self.worker, phase):
+    # --- RunControl (diffie.control): the job's phases are heartbeats and stop points ----
+
+    def phase(self, name: str) -> None:
+        if self.lost.is_set() or not runs.heartbeat(self.ctx.db, self.run_id, self.worker, name):
             self.lost.set()
             raise RunCancelled(f"run {self.run_id} was cancelled or taken over")
+
+    def say(self, message: str) -> None:
+        return None            # the job's progress.log and the log have it
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -132,8 +137,12 @@ def describe(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}" + (f": {text}" if text else "")
 
 
-def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
-    """Claim, verify and record one run. Returns what happened (for logs and tests)."""
+Job = Callable[[ChangeInput, JobDeps, RunControl], Verdict]
+
+
+def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change) -> str:
+    """Claim, verify (``job``: the pipeline) and record one run. Returns what happened (for
+    logs and tests)."""
     settings = ctx.settings
     outcome = runs.claim(ctx.db, run_id, worker, stale_after_s=settings.stale_after_s,
                          max_attempts=settings.max_attempts)
@@ -145,18 +154,10 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
     ctx.events.started(run_id)
     beat = Heartbeat(ctx, run_id, worker)
     beat.start()
-
-    def progress(message: str) -> None:
-        if message.startswith("phase: "):
-            beat.phase(message.removeprefix("phase: "))
-        elif beat.lost.is_set():
-            raise RunCancelled(f"run {run_id} was cancelled or taken over")
-
     change = None
     try:
         change = runs.change_input(ctx.db, run_id)
-        verdict = run_change(settings, change, db=ctx.db, progress=progress,
-                             source=ctx.sources.get(change.mode), sandbox=ctx.sandbox)
+        verdict = job(change, ctx.deps, beat)
         out = ArtifactDir(settings.artifacts_dir / run_id)
         if not runs.record_verdict(ctx.db, run_id, worker, verdict, out):
             if beat.timed_out.is_set():
@@ -179,8 +180,6 @@ def execute_run(ctx: AppContext, run_id: str, worker: str) -> str:
         public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) \
             else internal_error_reason(run_id)
         if change is None:
-            from diffie.verdict import error_verdict
-
             verdict = error_verdict(run_id, public)
         else:
             verdict = publish_error(settings, change, public)
@@ -208,12 +207,13 @@ def _timed_out(ctx: AppContext, beat: Heartbeat, change: ChangeInput | None) -> 
     return "error"
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
+def register_tasks(app: Celery, settings: Settings,
+                   build: Callable[[Settings], AppContext]) -> None:
     limit = settings.task_time_limit_s
 
     @app.task(name=VERIFY_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
               soft_time_limit=limit, time_limit=limit + 120, ignore_result=True,
               shared=False)
     def verify_run(self: Task, run_id: str) -> str:
-        ctx = worker_context(settings)
+        ctx = worker_context(settings, build)
         return execute_run(ctx, run_id, worker_identity(self.request.hostname))

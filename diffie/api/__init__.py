@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from diffie.api import reports, runs, webhooks
 from diffie.api.auth import parse_tokens
 from diffie.api.limits import BodySizeLimit
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from diffie.config import Settings
 
 DESCRIPTION = """Diffie verifies a code change in a real browser: base vs head, the same flows,

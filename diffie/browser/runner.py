@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol
 from urllib.parse import urlparse
 
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
@@ -29,6 +28,8 @@ from diffie.browser.recorder import Recorder, bound, short_error
 from diffie.browser.steps import FlowRun, InfrastructureError
 from diffie.capture import Capture, Side
 from diffie.config import Settings
+from diffie.control import FlowDone
+from diffie.deps import FlowHooks
 from diffie.errors import BrowserError
 from diffie.origins import OriginError, OriginPolicy
 from diffie.spec import Flow, Spec, Viewport
@@ -49,20 +50,6 @@ LAUNCH_ARGS: tuple[str, ...] = (
 )
 _INSTALL_HINT = ("install Debian's Chromium (apt-get install chromium) or point DIFFIE_CHROMIUM_PATH "
                  "at a Chromium binary; `playwright install` is not needed")
-
-
-class FlowHooks(Protocol):
-    """Called by :meth:`BrowserRunner.run_all` around each run of a flow at one viewport (the
-    pipeline's :class:`diffie.server_state.ServerState`). Exceptions propagate: a VM that
-    cannot be reset is an infrastructure failure, not a finding."""
-
-    def before_flow(self, flow: Flow, viewport: str) -> None:
-        """Before the flow runs (and before a second attempt of it)."""
-        ...
-
-    def after_flow(self, flow: Flow, viewport: str, capture: Capture) -> None:
-        """After its last attempt, before the next flow: may add to ``capture``."""
-        ...
 
 
 class BrowserRunner:
@@ -147,42 +134,48 @@ class BrowserRunner:
     def run_all(self, spec: Spec, base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
                 progress: Callable[[str], None] | None = None,
                 hooks: FlowHooks | None = None) -> list[Capture]:
-        """Every flow at each of its viewports, in spec order. ``hooks`` (the pipeline's VM
-        reset and server evidence) are called around each run of a flow × viewport."""
+        """Every flow at each of its viewports, in spec order (:meth:`run_pair` each); a line
+        to ``progress`` as each starts and as each ends (:class:`diffie.control.FlowDone`)."""
         captures: list[Capture] = []
         for flow in spec.flows:
             for viewport_name, viewport in spec.flow_viewports(flow):
                 if progress:
                     progress(f"{side}: flow {flow.name} @ {viewport_name}")
-                if hooks:
-                    hooks.before_flow(flow, viewport_name)
-                capture = self.run_flow(spec, flow, viewport_name, viewport, base_url, side, out, clock=clock)
-                waited = waited_on_server(capture)
-                if waited:
-                    # The step timed out while the server still owed an answer: on a loaded
-                    # host (a VM under emulation) that is the machine's speed, not the change.
-                    # Run the flow once more; a slow endpoint is slow again and still fails.
-                    if progress:
-                        progress(f"{side}: flow {flow.name} @ {viewport_name}: {waited}; "
-                                 "running the flow again")
-                    if hooks:
-                        hooks.before_flow(flow, viewport_name)     # the first attempt may have written
-                    again = self.run_flow(spec, flow, viewport_name, viewport, base_url, side, out,
-                                          clock=clock)
-                    again.attempts = 2
-                    again.first_attempt = bound(waited, 1000)
-                    again.duration_ms = round(again.duration_ms + capture.duration_ms, 1)
-                    capture = again
-                if hooks:
-                    hooks.after_flow(flow, viewport_name, capture)
+                capture = self.run_pair(spec, flow, viewport_name, viewport, base_url, side, out,
+                                        clock=clock, hooks=hooks, say=progress)
                 captures.append(capture)
                 if progress:
-                    failed = capture.failed_step()
-                    state = (f"error: {capture.error}" if capture.error else
-                             f"step {failed.index} failed: {failed.error}" if failed else "ok")
-                    progress(f"{side}: flow {flow.name} @ {viewport_name}: {state} "
-                             f"({capture.duration_ms / 1000:.1f} s)")
+                    progress(FlowDone.of(capture).line())
         return captures
+
+    def run_pair(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport,
+                 base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
+                 hooks: FlowHooks | None = None,
+                 say: Callable[[str], None] | None = None) -> Capture:
+        """One flow × viewport as the verdict sees it: ``hooks`` around it (the pipeline's VM
+        reset and server evidence), and a second attempt when a step timed out while the server
+        still owed an answer."""
+        if hooks:
+            hooks.before_flow(flow, viewport_name)
+        capture = self.run_flow(spec, flow, viewport_name, viewport, base_url, side, out, clock=clock)
+        waited = waited_on_server(capture)
+        if waited:
+            # The step timed out while the server still owed an answer: on a loaded
+            # host (a VM under emulation) that is the machine's speed, not the change.
+            # Run the flow once more; a slow endpoint is slow again and still fails.
+            if say:
+                say(f"{side}: flow {flow.name} @ {viewport_name}: {waited}; running the flow again")
+            if hooks:
+                hooks.before_flow(flow, viewport_name)     # the first attempt may have written
+            again = self.run_flow(spec, flow, viewport_name, viewport, base_url, side, out,
+                                  clock=clock)
+            again.attempts = 2
+            again.first_attempt = bound(waited, 1000)
+            again.duration_ms = round(again.duration_ms + capture.duration_ms, 1)
+            capture = again
+        if hooks:
+            hooks.after_flow(flow, viewport_name, capture)
+        return capture
 
     def run_flow(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport, base_url: str,
                  side: Side, out: ArtifactDir, *, clock: datetime, seed: int = 1) -> Capture:

@@ -1,5 +1,5 @@
 """Diffie's GitHub App, plugged into a process: ``install(ctx)`` (called by
-``diffie.app_context.build_context`` through ``PLUGINS``) when the app is configured
+``diffie.composition.build_context``) when the app is configured
 (``DIFFIE_GITHUB_APP_ID`` and ``DIFFIE_GITHUB_PRIVATE_KEY_PATH``):
 
 - ``ctx.sources["github"]``: :class:`GitHubSource` fetches a pull request's base and head with
@@ -82,7 +82,7 @@ def install(ctx: AppContext, *, background: bool = True) -> GitHubPublisher | No
 # -- source ------------------------------------------------------------------------------------
 
 class GitHubSource:
-    """``SourceProvider`` for ``mode == "github"`` changes (see ``diffie.app_context``)."""
+    """``SourceProvider`` for ``mode == "github"`` changes (see ``diffie.deps``)."""
 
     def __init__(self, db: Database, client: GitHubClient, cache: SourceCache) -> None:
         self.db = db

@@ -16,40 +16,18 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
+from diffie.approval_policy import OVERRIDES_SETTING, POLICIES, SETTING, parse_overrides
+from diffie.config import Settings
 from diffie.errors import GitHubError, GitHubUnavailable
+from diffie.github.client import GitHubClient, seg
 
-if TYPE_CHECKING:
-    from diffie.config import Settings
-    from diffie.github.client import GitHubClient
+__all__ = ["OVERRIDES_SETTING", "POLICIES", "SETTING", "approval_reason", "parse_overrides", "policy_for",
+           "untrusted_head", "needs_approval", "repository_permission", "may_authorize"]
 
-POLICIES = ("forks", "first-time", "all", "none")
 TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 FIRST_TIME_ASSOCIATIONS = frozenset({"FIRST_TIME_CONTRIBUTOR", "FIRST_TIMER", "NONE"})
 AUTHORIZING_ROLES = ("admin", "maintain", "write")
-SETTING = "DIFFIE_GITHUB_REQUIRE_APPROVAL"
-OVERRIDES_SETTING = "DIFFIE_GITHUB_REQUIRE_APPROVAL_BY"
-
-_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,100}(/[A-Za-z0-9_.-]{1,100})?$")
-
-
-def parse_overrides(text: str) -> dict[str, str]:
-    """``OWNER=POLICY,OWNER/REPO=POLICY`` as a dict with lower-case keys; a clear ValueError
-    naming the entry otherwise."""
-    out: dict[str, str] = {}
-    for entry in (e.strip() for e in text.split(",")):
-        if not entry:
-            continue
-        key, sep, policy = (p.strip() for p in entry.partition("="))
-        if not sep or not _KEY.match(key):
-            raise ValueError(f"{OVERRIDES_SETTING}: {entry!r} is not OWNER=POLICY or "
-                             "OWNER/REPO=POLICY")
-        if policy not in POLICIES:
-            raise ValueError(f"{OVERRIDES_SETTING}: {entry!r}: the policy must be one of "
-                             f"{', '.join(POLICIES)}")
-        out[key.lower()] = policy
-    return out
 
 
 def policy_for(settings: Settings, owner: str, repo: str) -> str:
@@ -91,8 +69,6 @@ def repository_permission(client: GitHubClient, *, installation_id: int, owner: 
                           username: str) -> str:
     """``username``'s role on the repository: admin, maintain, write, triage, read or none
     (``none`` for a user GitHub does not know). Raises GitHubUnavailable when GitHub is down."""
-    from diffie.github.client import seg
-
     if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(\[bot\])?", username or ""):
         return "none"
     path = f"/repos/{seg(owner)}/{seg(repo)}/collaborators/{seg(username)}/permission"

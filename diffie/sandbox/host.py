@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from diffie.sandbox import confine
@@ -116,11 +117,13 @@ def kvm_usable() -> bool:
     return _qemu_kvm_probe()
 
 
-def choose_domain_type(setting: str = "auto") -> str:
-    """``kvm`` or ``qemu`` (TCG). ``setting`` is Settings.vm_domain_type; auto tests the host."""
+def choose_domain_type(setting: str = "auto", *,
+                       probe: Callable[[], bool] = kvm_usable) -> str:
+    """``kvm`` or ``qemu`` (TCG). ``setting`` is Settings.vm_domain_type; auto asks ``probe``
+    (does this host's KVM boot a guest?)."""
     if setting in ("kvm", "qemu"):
         return setting
-    return "kvm" if kvm_usable() else "qemu"
+    return "kvm" if probe() else "qemu"
 
 
 # --- daemons -----------------------------------------------------------------------------------

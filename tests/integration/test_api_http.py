@@ -11,7 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from diffie.models import Change, Delivery, Run
 from tests.conftest import GITHUB_FIXTURES, LiveServer, make_settings
 

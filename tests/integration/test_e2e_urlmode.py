@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from diffie.api import create_app
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, ShopServer, load_manifest, materialize_repo
 from diffie.source import checkout
 from tests.conftest import (

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from diffie.composition import job_deps
+from diffie.control import Quiet
 from diffie.pipeline import run_change
 from diffie.runs import ChangeInput
 from diffie.sandbox.base import ExecResult
@@ -166,7 +168,7 @@ def test_each_flow_starts_from_the_deployed_state_and_failures_carry_the_app_log
     sandbox = StandInSandbox()
     change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo=str(repo),
                          base_rev=base, head_rev=head)
-    verdict = run_change(settings, change, sandbox=sandbox)
+    verdict = run_change(change, job_deps(settings, None, sandbox=sandbox), Quiet())
 
     # The counter flow passes at both viewports on both sides (and on head's second render):
     # without the reset its mobile run would see count=2 on both sides (a pre-existing failure).

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from diffie.app_context import AppContext
+from diffie.composition import with_deps
 from diffie.examples import ShopServer
 from diffie.sandbox.base import ExecResult
 from tests.conftest import make_settings, wait_until
@@ -74,20 +75,20 @@ class HostShopSandbox:
             self.log.append(("destroy", image, run_id))
 
 
-def host_deploy(machine: HostShop, tree: Path, spec: Any, progress: Any = None,
+def host_deploy(machine: Any, tree: Path, spec: Any, progress: Any = None,
                 units: Any = None) -> str:
+    assert isinstance(machine, HostShop)
     machine.put_tree(tree, spec.source_dir)
     machine.server = ShopServer(tree).__enter__()
     return machine.server.url
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
-    monkeypatch.setattr("diffie.sandbox.deploy.deploy", host_deploy)
+def hub(tmp_path: Path) -> Iterator[Hub]:
     sandbox = HostShopSandbox()
 
     def configure(ctx: AppContext) -> None:
-        ctx.sandbox = sandbox
+        with_deps(ctx, sandbox=sandbox, deploy=host_deploy)
 
     with github_hub(tmp_path, lambda gh: make_settings(tmp_path / "data", heartbeat_s=1.0, **gh),
                     first_change="colour-change-brand", configure=configure) as h:

@@ -15,6 +15,7 @@ import pytest
 
 from diffie import pull_requests, runs
 from diffie.app_context import AppContext
+from diffie.composition import job_deps
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.github.comments import MARKER
@@ -56,7 +57,7 @@ def make_ctx(settings: Settings) -> AppContext:
     settings.ensure_dirs()
     db = Database(settings.resolved_database_url())
     upgrade(db.engine)
-    return AppContext(settings=settings, db=db)
+    return AppContext(settings=settings, db=db, deps=job_deps(settings, db))
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from tests.conftest import (
     PAGE,
     LiveServer,

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from diffie import runs
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from tests.conftest import PAGE, LiveServer, Site, finished, make_settings
 from workers.embedded import EmbeddedWorker
 

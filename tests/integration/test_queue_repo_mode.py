@@ -6,21 +6,21 @@ deploy does. The real VM path has its system tests (tests/system/).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from diffie.app_context import AppContext, build_context
-from diffie.errors import DeployError
-from diffie.sandbox.base import ExecResult
+from diffie.app_context import AppContext
+from diffie.composition import build_context, job_deps, with_deps
+from diffie.control import Quiet
+from diffie.fakes import DEPLOY_FAILS, FakeSandbox, static_deploy
+from diffie.pipeline import run_change
+from diffie.runs import ChangeInput
 from tests.conftest import (
     PAGE,
     LiveServer,
-    Site,
     finished,
     git,
     make_repo,
@@ -46,74 +46,16 @@ sandbox:
 BUTTON = PAGE % '<button id="buy">Buy</button>'
 
 
-class FakeMachine:
-    """Serves the deployed tree's index.html from the host; records what was done to it."""
-
-    def __init__(self, log: list[Any]) -> None:
-        self.name = "fake"
-        self.log = log
-        self.site: Site | None = None
-
-    def exec(self, argv: Any, *, timeout: float = 120.0, env: Any = None,
-             cwd: str | None = None) -> ExecResult:
-        return ExecResult(tuple(argv), 0, "", "", 0.0)
-
-    def put_tree(self, src: Path, dest: str) -> None:
-        self.log.append(("put_tree", src.name))
-
-    def url(self, guest_port: int) -> str:
-        assert self.site is not None
-        return self.site.url
-
-    def set_clock(self, instant: datetime) -> None:
-        self.log.append(("set_clock", instant))
-
-    def checkpoint(self) -> None:
-        self.log.append(("checkpoint",))
-
-    def reset(self) -> None:
-        self.log.append(("reset",))
-
-
-class FakeSandbox:
-    def __init__(self) -> None:
-        self.log: list[Any] = []
-
-    @contextmanager
-    def lease(self, image: str, *, run_id: str = "") -> Iterator[FakeMachine]:
-        self.log.append(("lease", image))
-        machine = FakeMachine(self.log)
-        try:
-            yield machine
-        finally:
-            if machine.site is not None:
-                machine.site.__exit__(None, None, None)
-            self.log.append(("destroy", image))
-
-
-def fake_deploy(machine: FakeMachine, tree: Path, spec: Any, progress: Any = None,
-                units: Any = None) -> str:
-    """The tree's build.sh says whether the deploy works; index.html is what it serves."""
-    machine.put_tree(tree, spec.source_dir)
-    if "exit 1" in (tree / "build.sh").read_text():
-        raise DeployError("deploy command failed with exit code 1: ./build.sh",
-                          command="./build.sh", exit_code=1,
-                          output_tail="SyntaxError: invalid syntax (app.py, line 3)")
-    machine.site = Site({"/": (tree / "index.html").read_text(), "/health": "ok"}).__enter__()
-    return machine.url(spec.port)
-
-
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> FakeSandbox:
-    monkeypatch.setattr("diffie.sandbox.deploy.deploy", fake_deploy)
+def sandbox() -> FakeSandbox:
     return FakeSandbox()
 
 
 @pytest.fixture
 def api(tmp_path: Path, sandbox: FakeSandbox,
         live_api: Callable[[AppContext], LiveServer]) -> Iterator[httpx.Client]:
-    ctx = build_context(make_settings(tmp_path / "data", noise_floor=True))
-    ctx.sandbox = sandbox
+    ctx = with_deps(build_context(make_settings(tmp_path / "data", noise_floor=True)),
+                    sandbox=sandbox, deploy=static_deploy)
     server = live_api(ctx)
     with EmbeddedWorker(ctx.celery), httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
@@ -125,7 +67,11 @@ def run_repo(api: httpx.Client, repo: Path, base: str, head: str) -> dict[str, A
 
 
 def tree(html: str, build: str = "true", spec: str = SPEC) -> dict[str, str]:
-    return {"index.html": html, "build.sh": f"#!/bin/sh\n{build}\n", ".diffie.yml": spec}
+    files = {"index.html": html, "health": "ok", "build.sh": f"#!/bin/sh\n{build}\n",
+             ".diffie.yml": spec}
+    if "exit 1" in build:        # the fake deployer fails, with this as the command's output
+        files[DEPLOY_FAILS] = "SyntaxError: invalid syntax (app.py, line 3)"
+    return files
 
 
 def test_one_lease_per_side_and_one_clock(api: httpx.Client, sandbox: FakeSandbox,
@@ -136,7 +82,7 @@ def test_one_lease_per_side_and_one_clock(api: httpx.Client, sandbox: FakeSandbo
     verdict = run["verdict"]
     assert verdict["status"] == "fail"
     assert [(f["kind"], f["step"]) for f in verdict["findings"]] == [("step_failed", 1)]
-    events = [e[0] for e in sandbox.log]
+    events = [e[0] for e in sandbox.log if e[0] != "exec"]      # exec: journal reads
     # each side: deploy, checkpoint, clock again; head's noise-floor render starts from head's
     # deployed state too (tests/integration/test_flow_reset.py tests the order in detail)
     assert events == ["lease", "set_clock", "put_tree", "checkpoint", "set_clock", "destroy",
@@ -169,7 +115,8 @@ def test_base_that_fails_to_deploy_is_an_error(api: httpx.Client, sandbox: FakeS
     assert run["status"] == "error"
     assert "failed to deploy, so there is nothing to compare against" in run["reason"]
     assert "./build.sh" in run["reason"] and "SyntaxError" in run["reason"]
-    assert [e[0] for e in sandbox.log] == ["lease", "set_clock", "put_tree", "destroy"]
+    assert [e[0] for e in sandbox.log if e[0] != "exec"] == \
+        ["lease", "set_clock", "put_tree", "destroy"]
 
 
 def test_invalid_spec_in_the_head_tree_is_an_error_naming_line_and_field(
@@ -181,15 +128,12 @@ def test_invalid_spec_in_the_head_tree_is_an_error_naming_line_and_field(
     assert resp.status_code == 422
     assert ".diffie.yml:6 (flows[0].steps[0])" in resp.json()["detail"][0]["msg"]
     # ... and the worker, reading the spec from the head tree, ends the run with the reason.
-    from diffie.pipeline import run_change
-    from diffie.runs import ChangeInput
-
     settings = make_settings(tmp_path / "direct")
+    deps = job_deps(settings, None, sandbox=sandbox)
 
     def verify(head_rev: str) -> str:
-        verdict = run_change(settings, ChangeInput(run_id=head_rev[:12], mode="repo",
-                                                   repo=str(repo), base_rev=base,
-                                                   head_rev=head_rev), sandbox=sandbox)
+        verdict = run_change(ChangeInput(run_id=head_rev[:12], mode="repo", repo=str(repo),
+                                         base_rev=base, head_rev=head_rev), deps, Quiet())
         assert verdict.status == "error"
         return verdict.reason or ""
 

@@ -33,8 +33,9 @@ import pytest
 import yaml
 
 from diffie import links, runs
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
+from diffie.composition import build_context
 from diffie.verdict import judge
 from tests.conftest import (
     PAGE,

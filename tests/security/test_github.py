@@ -33,14 +33,19 @@ from fastapi.testclient import TestClient
 
 from diffie import runs
 from diffie.api import create_app
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context, with_deps
+from diffie.control import Quiet
 from diffie.errors import DeployError
+from diffie.fakes import FakeMachine, FakeSandbox
 from diffie.github.comments import MARKER
 from diffie.github.plugin import GitHubPublisher
 from diffie.models import Run
+from diffie.pipeline import run_change
 from diffie.runs import ChangeInput
-from diffie.spec import Spec
-from diffie.verdict import Finding, judge
+from diffie.sandbox.base import Machine
+from diffie.spec import SandboxSpec, Spec
+from diffie.verdict import Finding, Verdict, judge
 from tests.conftest import make_settings
 from tests.github_standin import (
     GitHubStandIn,
@@ -99,7 +104,7 @@ class World:
     work: Path
     base: str
     enqueued: list[str] = field(default_factory=list)
-    deployed: list[Spec] = field(default_factory=list)
+    deployed: list[SandboxSpec] = field(default_factory=list)
     clock: int = 0
 
     @property
@@ -185,16 +190,18 @@ class World:
         return str(ours[0])
 
 
-class RecordingSandbox:
-    """A VM lease that records the image; deploys are recorded by ``World.deployed``."""
+class RecordingSandbox(FakeSandbox):
+    """Fake VMs that record the image; deploys are recorded by ``World.deployed``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.images: list[str] = []
 
     @contextmanager
-    def lease(self, image: str, *, run_id: str = "") -> Iterator[object]:
+    def lease(self, image: str, *, run_id: str = "") -> Iterator[FakeMachine]:
         self.images.append(image)
-        yield object()
+        with super().lease(image, run_id=run_id) as machine:
+            yield machine
 
 
 @pytest.fixture
@@ -218,14 +225,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         w = World(tmp_path, standin, git_server, ctx, TestClient(create_app(context=ctx)), work,
                   base)
         ctx.enqueue_fn = w.enqueued.append
-        ctx.sandbox = RecordingSandbox()  # type: ignore[assignment]
 
-        def record_deploy(settings: Any, vm: Any, tree: Path, spec: Spec, *a: Any,
-                          **kw: Any) -> str:
+        def record_deploy(machine: Machine, source: Path, spec: SandboxSpec,
+                          *a: Any, **kw: Any) -> str:
             w.deployed.append(spec)
             raise DeployError("deploys are recorded, not run, in these tests")
 
-        monkeypatch.setattr("diffie.pipeline._deploy", record_deploy)
+        with_deps(ctx, sandbox=RecordingSandbox(), deploy=record_deploy)
         try:
             with w.client:
                 yield w
@@ -234,8 +240,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         assert standin.violations == [], standin.violations
 
 
-def run_worker(w: World, run_id: str) -> Run:
-    tasks.execute_run(w.ctx, run_id, "worker-1")
+def run_worker(w: World, run_id: str, job: tasks.Job = run_change) -> Run:
+    tasks.execute_run(w.ctx, run_id, "worker-1", job)
     w.drain()
     return w.row(run_id)
 
@@ -331,9 +337,13 @@ def test_a_fork_cannot_choose_its_image_deploy_commands_or_origins(world: World)
     run_id = world.open_fork_pr(head)
     world.authorize(run_id, head)
     run_worker(world, run_id)
-    assert world.ctx.sandbox.images == ["shop"]  # type: ignore[union-attr]
-    [spec] = world.deployed                      # the base side's deploy (recorded, refused)
-    assert spec.sandbox is not None and spec.sandbox.deploy == ["echo base-deploy"]
+    assert world.ctx.deps.sandbox.images == ["shop"]  # type: ignore[attr-defined]
+    [sandbox] = world.deployed                   # the base side's deploy (recorded, refused)
+    assert sandbox.deploy == ["echo base-deploy"]
+    # the spec the run followed (kept in its artifacts): the base's origins, the head's flows
+    spec = Spec.model_validate_json(
+        (world.ctx.settings.artifacts_dir / run_id / "spec.json").read_text())
+    assert spec.sandbox == sandbox
     assert spec.allowed_origins == ["https://fonts.example.com"]
     assert [f.name for f in spec.flows] == ["home", "fork-flow"]   # the head's flows
 
@@ -363,18 +373,17 @@ def test_an_image_is_used_only_by_the_repositories_its_recipe_allows(world: Worl
     world.standin.grant("evil", REPO, "evil", "admin")
 
     def change(repository: str | None) -> ChangeInput:
-        return ChangeInput(run_id=uuid.uuid4().hex, mode="github", repo=str(world.work),
+        # a repository's change read from a local clone (the image rule is by repository name)
+        return ChangeInput(run_id=uuid.uuid4().hex, mode="repo", repo=str(world.work),
                            base_rev=world.base, head_rev=world.base, repository=repository)
 
-    from diffie.pipeline import run_change
-
-    verdict = run_change(world.ctx.settings, change("evil/shop"), sandbox=world.ctx.sandbox)
+    verdict = run_change(change("evil/shop"), world.ctx.deps, Quiet())
     assert verdict.status == "error" and world.deployed == []
     assert "'shop'" in (verdict.reason or "") and "allowed_repositories" in (verdict.reason or "")
     assert "evil/shop" in (verdict.reason or "")
     # the owner's glob lets acme/shop use it; a local run (no repository) is not limited
-    run_change(world.ctx.settings, change("ACME/shop"), sandbox=world.ctx.sandbox)
-    run_change(world.ctx.settings, change(None), sandbox=world.ctx.sandbox)
+    run_change(change("ACME/shop"), world.ctx.deps, Quiet())
+    run_change(change(None), world.ctx.deps, Quiet())
     assert len(world.deployed) == 2
 
 
@@ -467,14 +476,13 @@ def test_app_text_in_the_pr_comment_links_mentions_and_references_nothing(
     head = world.push({"app.txt": "v2"})
     run_id = world.send("pull_request", world.pr_body("opened", head)).json()["run_id"]
 
-    def pipeline(settings: Any, change: ChangeInput, **kw: Any) -> Any:
+    def pipeline(change: ChangeInput, *a: Any) -> Verdict:
         f = Finding(kind="console_error", flow="home", viewport="desktop", step=1,
                     message=EVIL, details={"key": "k"})
         return judge(change.run_id, [f], flows=1, viewports=1,
                      report_url="https://diffie.example.com/r")
 
-    monkeypatch.setattr(tasks, "run_change", pipeline)
-    run_worker(world, run_id)
+    run_worker(world, run_id, pipeline)
     body = world.comment()
     summary = world.standin.check_runs[world.row(run_id).check_run_id or 0]["output"]["summary"]
     for text in (body, summary):
@@ -489,11 +497,10 @@ def test_an_internal_error_never_reaches_github(world: World,
     head = world.push({"app.txt": "v2"})
     run_id = world.send("pull_request", world.pr_body("opened", head)).json()["run_id"]
 
-    def pipeline(settings: Any, change: ChangeInput, **kw: Any) -> Any:
+    def pipeline(*a: Any) -> Verdict:
         raise KeyError("/srv/diffie/secret-internal-path")
 
-    monkeypatch.setattr(tasks, "run_change", pipeline)
-    row = run_worker(world, run_id)
+    row = run_worker(world, run_id, pipeline)
     assert row.status == "error" and "KeyError" in (row.reason or "")   # the record keeps it
     body = world.comment()
     cr = world.standin.check_runs[row.check_run_id or 0]

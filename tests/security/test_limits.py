@@ -20,16 +20,20 @@ from typing import Any
 import httpx
 import pytest
 
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.browser import BrowserRunner
 from diffie.capture import Capture, Screenshot
 from diffie.compare.findings import compare_runs
+from diffie.composition import build_context
 from diffie.config import Settings
+from diffie.control import Quiet
 from diffie.errors import DeployError, ImageError
+from diffie.fakes import FakeSandbox, fake_deps
 from diffie.pipeline import run_change
 from diffie.runs import ChangeInput
 from diffie.sandbox.deploy import deploy
+from diffie.source import LocalSource
 from diffie.spec import SandboxSpec, parse_spec
 from tests.conftest import PAGE, LiveServer, Site, finished, make_settings, wait_until
 from tests.unit.test_compare_limits import png_header_only, small_png
@@ -83,7 +87,7 @@ def test_alias_bomb_in_a_stored_spec_ends_the_run_error_at_once(tmp_path: Path) 
     change = ChangeInput(run_id=secrets.token_hex(8), mode="url", base_url="http://127.0.0.1:9",
                          head_url="http://127.0.0.1:9", spec_text=alias_bomb(9))
     t0 = time.monotonic()
-    verdict = run_change(settings, change)
+    verdict = run_change(change, fake_deps(settings), Quiet())
     assert time.monotonic() - t0 < 2.0
     assert verdict.status == "error" and verdict.reason is not None
     assert verdict.reason.startswith(".diffie.yml:1:") and "anchors" in verdict.reason
@@ -304,22 +308,19 @@ def test_diffing_a_huge_pair_is_a_clear_error_never_a_decode(tmp_path: Path) -> 
 
 # --- repository size copied into the guest -----------------------------------------------------
 
-def test_a_head_too_large_to_copy_into_the_vm_is_a_deploy_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_head_too_large_to_copy_into_the_vm_is_a_deploy_error(tmp_path: Path) -> None:
     from tests.conftest import make_repo
-    from tests.integration.test_queue_repo_mode import BUTTON, FakeSandbox, fake_deploy, tree
+    from tests.integration.test_queue_repo_mode import BUTTON, tree
 
-    monkeypatch.setattr("diffie.sandbox.deploy.deploy", fake_deploy)
     big = tree(BUTTON) | {f"blob/{i}.bin": "x" * 100 for i in range(40)}
     repo, (base, head) = make_repo(tmp_path, [tree(BUTTON), big])
-    ctx = build_context(make_settings(tmp_path / "data", max_repo_files=20))
+    settings = make_settings(tmp_path / "data", max_repo_files=20)
     sandbox = FakeSandbox()
-    try:
-        change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo=str(repo),
-                             base_rev=base, head_rev=head)
-        verdict = run_change(ctx.settings, change, db=ctx.db, sandbox=sandbox)
-    finally:
-        ctx.close()
+    change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo=str(repo),
+                         base_rev=base, head_rev=head)
+    verdict = run_change(change, fake_deps(settings, sandbox=sandbox,
+                                           sources={"repo": LocalSource(tmp_path / "git")}),
+                         Quiet())
     assert verdict.status == "fail"
     (finding,) = verdict.findings
     assert finding.kind == "deploy_error"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from diffie.api import create_app
 from diffie.api.runs import repo_source_allowed
-from diffie.app_context import build_context
+from diffie.composition import build_context
 from tests.conftest import make_repo, make_settings
 
 SPEC = """flows:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from diffie.config import Settings
+from diffie.sandbox.libvirt import LibvirtSandbox
 from diffie.sandbox.store import ImageInfo
 from tests.github_e2e import Hub, github_hub, main_flow
 from tests.system.conftest import leftovers, vm_settings
@@ -40,7 +41,7 @@ def hub(shop_image: ImageInfo, tmp_path: Path) -> Iterator[Hub]:
         return s
 
     with github_hub(tmp_path, settings, first_change="colour-change-brand") as h:
-        assert h.ctx.sandbox is None          # the real libvirt sandbox
+        assert isinstance(h.ctx.deps.sandbox, LibvirtSandbox)          # the real VMs
         yield h
     assert leftovers(made[0], shop_image) == ([], []), "a domain or overlay was left behind"
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from diffie.composition import job_deps
+from diffie.control import Lines, Quiet
 from diffie.examples import CHANGES_DIR, SHOP_DIR, materialize_repo
 from diffie.pipeline import run_change
 from diffie.runs import ChangeInput
@@ -90,7 +92,7 @@ def test_each_flow_starts_from_the_deployed_state(sandbox: LibvirtSandbox, vm_da
     change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo=str(tmp_path / "repo"),
                          base_rev=base, head_rev=head)
     lines: list[str] = []
-    verdict = run_change(settings, change, sandbox=sandbox, progress=lines.append)
+    verdict = run_change(change, job_deps(settings, None, sandbox=sandbox), Lines(lines.append))
     log = "\n".join(lines)
     print("\n".join(line for line in lines if "revert" in line or "checkpoint" in line))
 
@@ -122,7 +124,7 @@ def test_a_service_that_does_not_start_says_why(sandbox: LibvirtSandbox, vm_data
     head = git(tmp_path / "repo", "rev-parse", "HEAD")
     change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo=str(tmp_path / "repo"),
                          base_rev=base, head_rev=head)
-    verdict = run_change(vm_settings(vm_data), change, sandbox=sandbox)
+    verdict = run_change(change, job_deps(vm_settings(vm_data), None, sandbox=sandbox), Quiet())
     assert verdict.status == "fail", verdict
     (finding,) = verdict.findings
     assert finding.kind == "deploy_error"

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
 from diffie.sandbox import domain as dx

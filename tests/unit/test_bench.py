@@ -11,7 +11,7 @@ import pytest
 
 from diffie import bench
 from diffie.bench import FoundItem, RunResult, plan, render_table, score_run, summarise
-from diffie.cli import main
+from diffie.cli import main, parser
 from diffie.examples import CHANGES_DIR, ChangeCase, load_manifest
 
 
@@ -147,10 +147,15 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
-def fake_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-              results: dict[str, RunResult]) -> list[tuple[str, int]]:
+def corpus_cli(argv: list[str], run: bench.RunCorpus) -> int:
+    """``diffie bench corpus ARGV`` with ``run`` verifying the planned runs."""
+    args = parser().parse_args(["bench", "corpus", *argv])
+    return int(bench.cmd_bench_corpus(args, run))
+
+
+def fake_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, results: dict[str, RunResult],
+              seen: list[tuple[str, int]]) -> bench.RunCorpus:
     monkeypatch.setenv("DIFFIE_DATA_DIR", str(tmp_path / "data"))
-    seen: list[tuple[str, int]] = []
 
     def fake_run_corpus(ctx: Any, todo: list[tuple[ChangeCase, int]], *, app_dir: Path,
                         timeout_s: float, on_result: Any = None) -> list[RunResult]:
@@ -162,18 +167,18 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
             on_result(c, r)
         return out
 
-    monkeypatch.setattr(bench, "run_corpus", fake_run_corpus)
-    return seen
+    return fake_run_corpus
 
 
 def test_cli_prints_the_table_and_last_line_and_exits_0_when_clean(
         corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    seen = fake_runs(monkeypatch, tmp_path, {"r": run("r", "fail", CONSOLE, seconds=50),
-                                             "n": run("n", "pass", seconds=40)})
+    seen: list[tuple[str, int]] = []
+    runner = fake_runs(monkeypatch, tmp_path, {"r": run("r", "fail", CONSOLE, seconds=50),
+                                               "n": run("n", "pass", seconds=40)}, seen)
     out_json = tmp_path / "bench.json"
-    code = main(["bench", "corpus", "--changes", str(corpus), "--repeats", "2",
-                 "--json-out", str(out_json)])
+    code = corpus_cli(["--changes", str(corpus), "--repeats", "2", "--json-out", str(out_json)],
+                      runner)
     out = capsys.readouterr()
     assert code == 0
     assert seen == [("r", 1), ("n", 1), ("n", 2)]
@@ -189,12 +194,11 @@ def test_cli_prints_the_table_and_last_line_and_exits_0_when_clean(
 def test_cli_exits_1_on_a_false_finding_and_2_on_bad_input(
         corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    fake_runs(monkeypatch, tmp_path, {"r": run("r", "fail", CONSOLE),
-                                      "n": run("n", "changed", VISUAL_HOME_DESKTOP)})
-    assert main(["bench", "corpus", "--changes", str(corpus), "--only", "n",
-                 "--repeats", "1"]) == 1
+    runner = fake_runs(monkeypatch, tmp_path, {"r": run("r", "fail", CONSOLE),
+                                               "n": run("n", "changed", VISUAL_HOME_DESKTOP)}, [])
+    assert corpus_cli(["--changes", str(corpus), "--only", "n", "--repeats", "1"], runner) == 1
     assert "false_findings=1 runs=1" in capsys.readouterr().out
-    assert main(["bench", "corpus", "--changes", str(corpus), "--only", "zzz"]) == 2
+    assert corpus_cli(["--changes", str(corpus), "--only", "zzz"], runner) == 2
     assert main(["bench", "corpus", "--changes", str(tmp_path / "nowhere")]) == 2
 
 
@@ -208,8 +212,7 @@ def test_an_interrupted_benchmark_reports_what_finished(
         on_result(todo[0][0], run("r", "fail", CONSOLE, seconds=70))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench, "run_corpus", interrupted)
-    assert main(["bench", "corpus", "--changes", str(corpus)]) == 1
+    assert corpus_cli(["--changes", str(corpus)], interrupted) == 1
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("INCOMPLETE: 1 of 4 planned run(s)") for line in lines)
     assert lines[-1] == "corpus: caught=1/1 wrong_kind=0 false_findings=0 runs=1 seconds=70"

@@ -15,10 +15,13 @@ import pytest
 from sqlalchemy import select, update
 
 from diffie import runs
-from diffie.app_context import AppContext, build_context
+from diffie.app_context import AppContext
+from diffie.composition import build_context
+from diffie.control import RunControl
+from diffie.deps import JobDeps
 from diffie.models import Artifact, Run, utcnow
 from diffie.pipeline import fresh_out
-from diffie.verdict import judge
+from diffie.verdict import Verdict, judge
 from tests.conftest import make_settings
 from workers import tasks
 from workers.supervisor import recover_stale
@@ -127,8 +130,8 @@ def test_a_run_past_the_time_limit_ends_error_at_the_limit(tmp_path: Any,
         seen: dict[str, Any] = {}
         release = threading.Event()
 
-        def pipeline(settings: Any, change: runs.ChangeInput, **kw: Any) -> Any:
-            fresh_out(settings, run_id).path("partial.png").write_bytes(b"x")
+        def pipeline(change: runs.ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
+            fresh_out(deps.settings, run_id).path("partial.png").write_bytes(b"x")
             t0 = time.monotonic()
             while not release.wait(0.05):            # a step that takes long
                 r = row(ctx, run_id)
@@ -136,12 +139,11 @@ def test_a_run_past_the_time_limit_ends_error_at_the_limit(tmp_path: Any,
                     seen["at"] = time.monotonic() - t0
                     seen["reason"] = r.reason
                     release.set()
-            kw["progress"]("phase: compare")          # the next progress report stops it
+            control.phase("compare")                  # the next phase stops it
             raise AssertionError("not reached")
 
-        monkeypatch.setattr(tasks, "run_change", pipeline)
         t0 = time.monotonic()
-        assert tasks.execute_run(ctx, run_id, "w") == "error"
+        assert tasks.execute_run(ctx, run_id, "w", pipeline) == "error"
         assert time.monotonic() - t0 < 10
         assert 0.8 < seen["at"] < 3
         r = row(ctx, run_id)
@@ -164,12 +166,11 @@ def test_a_run_that_finishes_after_its_limit_is_not_done(tmp_path: Any,
     try:
         run_id = new_run(ctx)
 
-        def pipeline(settings: Any, change: runs.ChangeInput, **kw: Any) -> Any:
+        def pipeline(*a: Any) -> Verdict:
             time.sleep(1.6)
             return judge(run_id, [])
 
-        monkeypatch.setattr(tasks, "run_change", pipeline)
-        assert tasks.execute_run(ctx, run_id, "w") == "error"
+        assert tasks.execute_run(ctx, run_id, "w", pipeline) == "error"
         r = row(ctx, run_id)
         assert r.status == "error" and "DIFFIE_TASK_TIME_LIMIT_S" in (r.reason or "")
     finally:
@@ -179,6 +180,5 @@ def test_a_run_that_finishes_after_its_limit_is_not_done(tmp_path: Any,
 def test_a_run_within_its_limit_is_untouched(ctx: AppContext,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = new_run(ctx)
-    monkeypatch.setattr(tasks, "run_change", lambda *a, **kw: judge(run_id, []))
-    assert tasks.execute_run(ctx, run_id, "w") == "pass"
+    assert tasks.execute_run(ctx, run_id, "w", lambda *a: judge(run_id, [])) == "pass"
     assert row(ctx, run_id).status == "done"

@@ -13,11 +13,13 @@ from sqlalchemy import select, update
 
 from diffie import runs
 from diffie.app_context import AppContext
+from diffie.control import RunControl
+from diffie.deps import JobDeps
 from diffie.errors import SpecError
 from diffie.models import Artifact, Finding, Run, utcnow
 from diffie.pipeline import fresh_out
 from diffie.verdict import Finding as VFinding
-from diffie.verdict import judge
+from diffie.verdict import Verdict, judge
 from workers import tasks
 
 
@@ -110,24 +112,19 @@ def test_live_workers(ctx: AppContext) -> None:
 
 # --- execute_run: the task body -----------------------------------------------------------------
 
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch, body: Any) -> None:
-    monkeypatch.setattr(tasks, "run_change", body)
-
-
 def test_execute_run_records_the_verdict(ctx: AppContext,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = new_run(ctx)
     phases: list[str] = []
 
-    def pipeline(settings: Any, change: runs.ChangeInput, **kw: Any) -> Any:
+    def pipeline(change: runs.ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
         assert change.run_id == run_id and change.mode == "url"
-        kw["progress"]("phase: browse base 1/1")
+        control.phase("browse base 1/1")
         phases.append(row(ctx, run_id).phase)
-        fresh_out(settings, run_id).path("verdict.json").write_text("{}")
+        fresh_out(deps.settings, run_id).path("verdict.json").write_text("{}")
         return judge(run_id, [])
 
-    fake_pipeline(monkeypatch, pipeline)
-    assert tasks.execute_run(ctx, run_id, "w") == "pass"
+    assert tasks.execute_run(ctx, run_id, "w", pipeline) == "pass"
     r = row(ctx, run_id)
     assert (r.status, r.verdict_status, r.finished_at is not None) == ("done", "pass", True)
     assert phases == ["browse base 1/1"]
@@ -145,11 +142,10 @@ def test_any_exception_ends_the_run_in_error(ctx: AppContext, monkeypatch: pytes
                                              exc: Exception, reason: str, public: str) -> None:
     run_id = new_run(ctx)
 
-    def pipeline(*a: Any, **kw: Any) -> Any:
+    def pipeline(*a: Any) -> Verdict:
         raise exc
 
-    fake_pipeline(monkeypatch, pipeline)
-    assert tasks.execute_run(ctx, run_id, "w") == "error"
+    assert tasks.execute_run(ctx, run_id, "w", pipeline) == "error"
     r = row(ctx, run_id)
     assert (r.status, r.reason) == ("error", reason)
     assert r.verdict is not None and r.verdict["status"] == "error"
@@ -161,14 +157,13 @@ def test_a_cancelled_run_stops_and_stays_cancelled(ctx: AppContext,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = new_run(ctx)
 
-    def pipeline(settings: Any, change: Any, **kw: Any) -> Any:
+    def pipeline(change: Any, deps: JobDeps, control: RunControl) -> Verdict:
         with ctx.db.session() as s:
             s.execute(update(Run).where(Run.id == run_id).values(status="cancelled"))
-        kw["progress"]("phase: browse head 0/1")
+        control.phase("browse head 0/1")
         raise AssertionError("not reached")
 
-    fake_pipeline(monkeypatch, pipeline)
-    assert tasks.execute_run(ctx, run_id, "w") == "cancelled"
+    assert tasks.execute_run(ctx, run_id, "w", pipeline) == "cancelled"
     assert row(ctx, run_id).status == "cancelled"
 
 
@@ -176,12 +171,11 @@ def test_worker_shutdown_gives_the_run_back(ctx: AppContext,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = new_run(ctx)
 
-    def pipeline(*a: Any, **kw: Any) -> Any:
+    def pipeline(*a: Any) -> Verdict:
         raise KeyboardInterrupt
 
-    fake_pipeline(monkeypatch, pipeline)
     with pytest.raises(KeyboardInterrupt):
-        tasks.execute_run(ctx, run_id, "w")
+        tasks.execute_run(ctx, run_id, "w", pipeline)
     r = row(ctx, run_id)
     assert (r.status, r.phase) == ("queued", "interrupted")
 
@@ -199,6 +193,5 @@ def test_events_are_emitted(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) ->
 
     ctx.events.subscribe(Listener())
     run_id = new_run(ctx)
-    fake_pipeline(monkeypatch, lambda *a, **kw: judge(run_id, []))
-    assert tasks.execute_run(ctx, run_id, "w") == "pass"
+    assert tasks.execute_run(ctx, run_id, "w", lambda *a: judge(run_id, [])) == "pass"
     assert seen == [("started", run_id), ("finished", run_id)]

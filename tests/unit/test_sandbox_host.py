@@ -12,17 +12,14 @@ def test_cpu_flags() -> None:
     assert not host.cpu_has_virt_flags("")
 
 
-def test_setting_overrides_detection(monkeypatch) -> None:
+def test_setting_overrides_detection() -> None:
     def boom() -> bool:
         raise AssertionError("must not probe")
 
-    monkeypatch.setattr(host, "kvm_usable", boom)
-    assert host.choose_domain_type("qemu") == "qemu"
-    assert host.choose_domain_type("kvm") == "kvm"
-    monkeypatch.setattr(host, "kvm_usable", lambda: False)
-    assert host.choose_domain_type("auto") == "qemu"
-    monkeypatch.setattr(host, "kvm_usable", lambda: True)
-    assert host.choose_domain_type("auto") == "kvm"
+    assert host.choose_domain_type("qemu", probe=boom) == "qemu"
+    assert host.choose_domain_type("kvm", probe=boom) == "kvm"
+    assert host.choose_domain_type("auto", probe=lambda: False) == "qemu"
+    assert host.choose_domain_type("auto", probe=lambda: True) == "kvm"
 
 
 def test_probe_boot_sector_is_bootable() -> None:

@@ -1,0 +1,113 @@
+"""Submitting a run and waiting for it, as the CLI and the corpus benchmark do (validate →
+record → enqueue → wait). Validation happens here, before anything is queued, so a bad input
+is an error the user sees at once with where it is (file, line, field), never a queued run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from diffie import links, runs, source
+from diffie.app_context import AppContext
+from diffie.errors import DiffieError, SourceError, SpecError
+from diffie.models import Run
+from diffie.spec import parse_spec
+from diffie.spec_limits import SpecLimits
+from diffie.url_mode import strict_origin
+
+Say = Callable[[str], None]
+
+
+def submit_url(ctx: AppContext, *, base_url: str, head_url: str, spec_path: str,
+               title: str | None = None) -> str:
+    """Record a URL-mode run (base and head already deployed); returns its id."""
+    for flag, url in (("--base-url", base_url), ("--head-url", head_url)):
+        try:
+            strict_origin(url)
+        except ValueError as exc:
+            raise DiffieError(f"{flag} {url!r}: {exc}") from None
+    path = Path(spec_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
+    parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings))
+    return runs.submit_url(ctx.db, base_url=base_url, head_url=head_url, spec_text=text,
+                           title=title)
+
+
+def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str,
+                spec_path: str = ".diffie.yml", title: str | None = None) -> str:
+    """Record a repo-mode run of a local repository; returns its id."""
+    path = source.local_repo(repo)
+    for rev in (base, head):
+        source.resolve_rev(path, rev)
+    text = source.read_file(path, head, spec_path)
+    if text is None:
+        raise SourceError(f"{spec_path} not found in {path} at {head}: the head "
+                          "revision needs a Diffie spec")
+    spec = parse_spec(text, file=spec_path, limits=SpecLimits.from_settings(ctx.settings))
+    if spec.sandbox is None:
+        raise SpecError("repo mode needs a 'sandbox' section (image, deploy, port)",
+                        file=spec_path, field="sandbox")
+    return runs.submit_repo(ctx.db, repo=str(path), base=base, head=head, spec_path=spec_path,
+                            title=title)
+
+
+def snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:
+    """The run as the CLI prints it (None: no such run)."""
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return None
+        verdict = run.verdict
+        if verdict is not None:              # the stored link may be old: sign it afresh
+            verdict = {**verdict, "report_url": links.fresh_report_url(
+                ctx.settings, run.id, verdict.get("report_url"))}
+        return {"id": run.id, "status": run.status, "phase": run.phase, "reason": run.reason,
+                "verdict_status": run.verdict_status, "verdict": verdict,
+                "attempts": run.attempts, "mode": run.change.mode,
+                "report": str(ctx.settings.artifacts_dir / run.id / "index.html")}
+
+
+def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float, say: Say) -> dict[str, Any]:
+    """Poll the run until it finishes, handing its progress to ``say`` (the worker's
+    ``progress.log`` when it shares this data directory, else each new phase)."""
+    deadline = time.monotonic() + timeout_s
+    log_path = ctx.settings.artifacts_dir / run_id / "progress.log"
+    offset = 0
+    last = ""
+    while True:
+        snap = snapshot(ctx, run_id)
+        if snap is None:
+            raise DiffieError(f"run {run_id} disappeared while it was awaited")
+        offset = _tail(log_path, offset, say)
+        line = f"{snap['status']}: {snap['phase']}"
+        if line != last and (offset == 0 or snap["status"] != "running"):
+            say(f"run {run_id[:8]} {line}")
+        last = line
+        if snap["status"] in runs.FINISHED:
+            return snap
+        if time.monotonic() > deadline:
+            raise DiffieError(f"run {run_id} did not finish within {timeout_s:.0f} s "
+                              f"(it is {snap['status']}: {snap['phase']})")
+        time.sleep(0.5)
+
+
+def _tail(path: Path, offset: int, say: Say) -> int:
+    """Hand complete new lines of ``path`` from ``offset`` to ``say``; returns the new offset."""
+    try:
+        if path.stat().st_size < offset:          # a retried run started its log again
+            offset = 0
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    for raw in data[:end].splitlines():
+        say(raw.decode("utf-8", errors="replace"))
+    return offset + end
