@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from benchmarks.architecture import JOB_PATH, ROOT, cycles, graph
+from diffie.config import Settings
 
 
 def test_no_import_cycles_even_through_function_local_imports() -> None:
@@ -31,3 +32,11 @@ def test_the_job_path_has_no_function_local_imports() -> None:
                  if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
                  for node in ast.walk(fn) if isinstance(node, ast.Import | ast.ImportFrom)]
         assert local == [], (rel, local)
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    missing = [f"{prefix}{name}".upper() for name in Settings.model_fields
+               if f"{prefix}{name}".upper() not in readme]
+    assert missing == []

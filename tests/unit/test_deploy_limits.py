@@ -20,6 +20,7 @@ def app() -> Iterator[App]:
     a = App()
     yield a
     a.server.shutdown()
+    a.server.server_close()
 
 
 @pytest.mark.parametrize(("path", "url"), [

@@ -43,6 +43,7 @@ def app() -> Iterator[App]:
     a = App()
     yield a
     a.server.shutdown()
+    a.server.server_close()
 
 
 class FakeMachine:
