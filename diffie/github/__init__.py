@@ -29,13 +29,13 @@ from diffie.github.events import (
     parse_event,
     verify_signature,
 )
-from diffie.github.publish import PublishResult, approve, is_retryable, publish, publish_cancelled
+from diffie.github.publish import PublishResult, publish, publish_cancelled
 from diffie.github.source import SourceCache
 
 __all__ = [
     "CHECK_NAME", "CONCLUSIONS", "MARKER", "Action", "ActionKind", "AppAuth", "CheckRunEvent",
     "CheckSuiteEvent", "GitHubClient", "OtherEvent", "PayloadError", "PingEvent",
-    "PublishResult", "PullRequestEvent", "SourceCache", "approve", "conclusion_for", "decide",
-    "is_retryable", "parse_event", "publish", "publish_cancelled", "redact", "report_url",
+    "PublishResult", "PullRequestEvent", "SourceCache", "conclusion_for", "decide",
+    "parse_event", "publish", "publish_cancelled", "redact", "report_url",
     "upsert_comment", "verify_signature",
 ]

@@ -14,7 +14,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from diffie.config import Settings
-from diffie.errors import DiffieError, GitHubUnavailable
 from diffie.github import checks
 from diffie.github.client import GitHubClient
 from diffie.github.comments import MARKER, upsert_comment
@@ -30,11 +29,6 @@ class PublishResult:
     check_run_id: int
     comment_id: int | None
     conclusion: str
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a publish failure should be retried later (GitHub down, rate limited)."""
-    return isinstance(exc, GitHubUnavailable)
 
 
 def publish(run: Run, verdict: Verdict, settings: Settings, client: GitHubClient, *,
@@ -61,22 +55,6 @@ def publish(run: Run, verdict: Verdict, settings: Settings, client: GitHubClient
     log.info("published run %s to %s/%s@%s: %s", run.id, target.owner, target.repo,
              target.head_sha[:12], conclusion)
     return PublishResult(run.check_run_id, comment_id, conclusion)
-
-
-def stored_verdict(run: Run) -> Verdict:
-    """The verdict recorded on the run row."""
-    if not run.verdict:
-        raise DiffieError(f"run {run.id} has no verdict yet")
-    return Verdict.model_validate(run.verdict)
-
-
-def approve(run: Run, settings: Settings, client: GitHubClient, *,
-            verdict: Verdict | None = None) -> PublishResult:
-    """The "Approve changes" button: mark the run approved and publish again (the check turns
-    green, the comment says approved). Sets ``run.approved``; the caller commits."""
-    verdict = verdict or stored_verdict(run)
-    run.approved = True
-    return publish(run, verdict.model_copy(update={"approved": True}), settings, client)
 
 
 def publish_cancelled(run: Run, settings: Settings, client: GitHubClient, *,

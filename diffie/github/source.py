@@ -222,11 +222,3 @@ class SourceCache:
         proc = self._run(["ls-tree", "-r", "--name-only", "-z", rev],
                          git_dir=self.repo_dir(owner, repo))
         return [p for p in proc.stdout.split("\0") if p]
-
-
-def source_urls(change_repo: str | None, head_repo_url: str | None) -> tuple[str, str]:
-    """(base URL, head URL) of a GitHub change: ``Change.repo`` holds the base repository's
-    clone URL, ``Change.head_repo_url`` the head repository's (forks), else the same."""
-    if not change_repo:
-        raise SourceError("the change has no repository URL")
-    return change_repo, head_repo_url or change_repo

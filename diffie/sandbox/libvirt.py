@@ -300,12 +300,6 @@ class LibvirtMachine:
             self._forwards[guest_port] = host_port
         return f"http://127.0.0.1:{self._forwards[guest_port]}"
 
-    def console_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.console_log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
 
 def _busy_ports(ports: Sequence[int], *, wait_s: float = 0.0) -> list[int]:
     """The ports of ``ports`` in use, after waiting up to ``wait_s`` for them to be freed."""

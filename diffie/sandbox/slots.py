@@ -254,9 +254,3 @@ def release(db: Database, lease: Lease) -> None:
         except OperationalError:
             time.sleep(0.2 * (attempt + 1))
     raise SandboxError(f"could not release VM slot {lease.index} on {lease.host}")
-
-
-def heartbeat(db: Database, lease: Lease) -> None:
-    with db.session() as s:
-        s.execute(update(Slot).where(Slot.pk == lease.pk, Slot.holder == str(lease.holder))
-                  .values(heartbeat_at=datetime.now(UTC)))

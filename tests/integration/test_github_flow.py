@@ -26,7 +26,7 @@ from diffie.github.events import (
     parse_event,
     verify_signature,
 )
-from diffie.github.publish import approve, publish, publish_cancelled
+from diffie.github.publish import publish, publish_cancelled
 from diffie.github.source import SourceCache
 from diffie.models import Change, Run
 from diffie.verdict import Finding, Verdict, judge
@@ -116,7 +116,8 @@ class World:
         elif action.kind == ActionKind.APPROVE:
             run = self.runs[action.run_id] if action.run_id else None
             assert run is not None
-            approve(run, self.settings, self.client)
+            run.approved = True                  # what the plugin does: record, republish
+            publish(run, Verdict.model_validate(run.verdict), self.settings, self.client)
         return action, run
 
     def open_runs(self, action: Action) -> list[Run]:

@@ -25,7 +25,6 @@ from diffie.github.summary import (
     COMMENT_LIMIT,
     comment_body,
     md_escape,
-    own_summary,
     verdict_summary,
 )
 from diffie.verdict import Finding, Verdict, error_verdict, judge
@@ -155,7 +154,7 @@ def test_titles() -> None:
     assert title_for(error_verdict("r", "VM did not boot")) == "Could not verify"
 
 
-SUMMARIES = [verdict_summary, own_summary]   # the report package's Markdown, and ours
+SUMMARIES = [verdict_summary]
 
 
 @pytest.mark.parametrize("summarize", SUMMARIES)
@@ -175,13 +174,6 @@ def test_summary_lists_errors_before_visual_changes(summarize) -> None:
     v = judge("r", [finding("visual_change", message="moved"), finding(message="crash")])
     text = summarize(v, report_url="https://d/r")
     assert text.index("crash") < text.index("moved")
-
-
-def test_own_summary_table_and_footer() -> None:
-    v = judge("r", [finding(message="crash")])
-    text = own_summary(v, report_url="https://d/r")
-    assert "| `console_error` | cart | desktop | 2 | crash |" in text
-    assert text.endswith("[Full report](https://d/r)")
 
 
 @pytest.mark.parametrize("summarize", SUMMARIES)
