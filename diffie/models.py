@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -32,8 +33,19 @@ class Base(DeclarativeBase):
     pass
 
 
-# waiting: a pull request whose code runs only once a maintainer authorises it (never queued)
-RUN_STATUSES = ("waiting", "queued", "running", "done", "error", "cancelled")
+class RunStatus(StrEnum):
+    """A run's state (``Run.status``): waiting → queued → running → done | error | cancelled."""
+
+    WAITING = "waiting"      # a pull request whose code runs only once a maintainer authorises it
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"            # judged: the verdict says pass, changed or fail (or error)
+    ERROR = "error"          # could not finish: Run.reason says why
+    CANCELLED = "cancelled"
+
+
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+FINISHED = frozenset({RunStatus.DONE, RunStatus.ERROR, RunStatus.CANCELLED})
 
 
 class Change(Base):

@@ -23,10 +23,9 @@ from sqlalchemy.orm import Session
 
 from diffie.artifacts import ArtifactDir
 from diffie.db import Database
-from diffie.models import Artifact, Change, Finding, Run, WorkerBeat, utcnow
+from diffie.models import FINISHED, Artifact, Change, Finding, Run, WorkerBeat, utcnow
 from diffie.verdict import Verdict
 
-FINISHED = frozenset({"done", "error", "cancelled"})
 PHASE_LEN = 32
 
 _MEDIA_TYPES = {

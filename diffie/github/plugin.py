@@ -36,7 +36,7 @@ from diffie.github import checks, trust
 from diffie.github.client import GitHubClient
 from diffie.github.publish import publish, publish_cancelled
 from diffie.github.source import SourceCache
-from diffie.models import Change, Run, utcnow
+from diffie.models import FINISHED, Change, Run, utcnow
 from diffie.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("done", "error", "cancelled")
 SWEEP_WINDOW = timedelta(days=3)     # unpublished results older than this are left alone
 MAX_RETRIES = 12                     # per run and process; the next start's sweep goes on
 MAX_RETRY_DELAY_S = 900.0
