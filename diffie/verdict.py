@@ -64,13 +64,19 @@ class Finding(BaseModel):
 
 
 class Flaky(BaseModel):
-    """Differences between two renders of the same code: evidence of noise, not findings."""
+    """Differences between two renders of the same code: evidence of noise, not findings.
+
+    A screenshot whose two renders of head differed (``screenshot``, ``pixels``), or a step that
+    failed on head but passed on head's second render from the same deployed state (``step``,
+    ``reason``): a slow guest or a race, not the change."""
 
     flow: str
     viewport: str
-    screenshot: str
-    pixels: int
+    screenshot: str = ""
+    pixels: int = 0
     evidence: list[str] = Field(default_factory=list)
+    step: int | None = None
+    reason: str | None = None
 
 
 class Coverage(BaseModel):

@@ -24,6 +24,27 @@ def _by_key(captures: list[Capture] | None) -> dict[Key, Capture]:
     return {(c.flow, c.viewport): c for c in captures or []}
 
 
+STEP_KINDS = ("step_failed", "assertion_failed")
+
+
+def unconfirmed_steps(found: list[Finding], head2: Capture) -> tuple[list[Finding], list[Flaky]]:
+    """Step findings of head that head's second render (the same code, from the same deployed
+    state) does not repeat: its same step passed. A change that breaks a step breaks it every
+    time; one that failed once (a guest too slow to answer in time, a race in the test) is
+    listed as flaky, with the failure and its evidence, and does not fail the run."""
+    keep: list[Finding] = []
+    flaky: list[Flaky] = []
+    for f in found:
+        if f.kind in STEP_KINDS and not f.pre_existing and f.step is not None:
+            again = next((st for st in head2.steps if st.index == f.step), None)
+            if again is not None and again.ok:
+                flaky.append(Flaky(flow=head2.flow, viewport=head2.viewport, step=f.step,
+                                   reason=f.message, evidence=list(f.evidence)))
+                continue
+        keep.append(f)
+    return keep, flaky
+
+
 def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
                  head2: list[Capture] | None = None, masks_in_count: bool = False,
                  max_pixels: int = MAX_SCREENSHOT_PIXELS,
@@ -44,6 +65,9 @@ def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
         key = (cap.flow, cap.viewport)
         base_cap = base_by.get(key)
         found = log_findings(base_cap, cap)
+        if key in head2_by:
+            found, unconfirmed = unconfirmed_steps(found, head2_by[key])
+            flaky.extend(unconfirmed)
         if cap.server_log:
             for f in found:
                 if f.kind != "blocked_request":     # the app never saw a blocked request

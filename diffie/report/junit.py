@@ -39,8 +39,10 @@ def _testcase(suite: ET.Element, case: Case) -> tuple[int, int, int]:
         ET.SubElement(tc, "skipped", message=clean("not verified: " + case.not_verified.message,
                                                    1000))
     notes = [finding_text(f) for f in case.findings if not f.is_error]
-    notes += [f"[flaky] screenshot {fl.screenshot!r}: {fl.pixels} px differed between two renders"
-              f" of head; evidence: {', '.join(fl.evidence)}" for fl in case.flaky]
+    notes += [(f"[flaky] step {fl.step} failed on head and passed on its second render: "
+               f"{fl.reason}" if fl.step is not None else
+               f"[flaky] screenshot {fl.screenshot!r}: {fl.pixels} px differed between two renders"
+               f" of head") + f"; evidence: {', '.join(fl.evidence)}" for fl in case.flaky]
     if case.head is not None and case.head.trace:
         notes.append(f"trace: {case.head.trace} (playwright show-trace {case.head.trace})")
     if notes:

@@ -54,7 +54,7 @@ def _counts(verdict: Verdict) -> str:
     if verdict.not_verified:
         parts.append(f"**{len(verdict.not_verified)}** flow run(s) not verified")
     if verdict.flaky:
-        parts.append(f"{len(verdict.flaky)} flaky screenshot(s) not counted")
+        parts.append(f"{len(verdict.flaky)} flaky result(s) not counted")
     if verdict.flows:
         parts.append(f"{verdict.flows} flow(s) × {verdict.viewports} viewport(s)")
     if verdict.duration_s is not None:

@@ -23,7 +23,7 @@ def test_title_summary_table_and_link():
     first = md.splitlines()[0]
     assert first.startswith("## ❌ Diffie: fail — ")
     assert "[full report](https://diffie.example/runs/r1/report)" in md
-    assert "1 flaky screenshot(s) not counted" in md and "3 flow(s) × 2 viewport(s)" in md
+    assert "1 flaky result(s) not counted" in md and "3 flow(s) × 2 viewport(s)" in md
     rows = table_rows(md)
     assert len(rows) == 2
     assert rows[0].startswith("| ❌ | console\\_error | flow2 | desktop | 2 · click #\u200bbuy |")
