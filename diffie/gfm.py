@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from diffie.text import one_line
+
 ZWSP = "\u200b"
 
 _ESCAPE = str.maketrans({
@@ -40,10 +42,7 @@ _BREAKS: tuple[tuple[re.Pattern[str], str], ...] = (
 def inert(value: object, limit: int = 300) -> str:
     """``value`` as one line of inert Markdown text, whitespace folded, at most ``limit``
     characters of the original (an ellipsis marks a cut)."""
-    text = " ".join(("" if value is None else str(value)).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "\u2026"
-    text = text.translate(_ESCAPE)
+    text = one_line(value, limit).translate(_ESCAPE)
     for pattern, repl in _BREAKS:
         text = pattern.sub(repl, text)
     return text

@@ -23,13 +23,13 @@ from diffie.browser.confine import BLOCKED_FAILURE
 from diffie.capture import MAX_ENTRIES, MAX_TEXT, Capture, ConsoleEntry, PageError, RequestIssue
 from diffie.origins import OriginPolicy
 from diffie.redact import mask_secrets
+from diffie.text import clip
 
 _FRAME_RE = re.compile(r"(\S+?):(\d+):(\d+)\)?$")
 
 
 def bound(text: str | None, limit: int = MAX_TEXT) -> str:
-    text = text or ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def short_error(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diffie.capture import MAX_TEXT, Capture, ConsoleEntry, PageError, RequestIssue, StepResult
+from diffie.text import one_line
 from diffie.verdict import Finding, FindingKind
 
 MAX_MESSAGE = 300          # characters of app text quoted in a finding's message
@@ -74,10 +75,7 @@ def url_path(url: str | None) -> str:
 
 def clip(text: str | None, limit: int = MAX_MESSAGE) -> str:
     """One line of at most ``limit`` characters."""
-    if not text:
-        return ""
-    one = _WS.sub(" ", text).strip()
-    return one if len(one) <= limit else one[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _raw(text: str | None) -> str | None:

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Capture, Screenshot, StepResult
 from diffie.errors import DiffieError
+from diffie.text import clip as clip_text
 from diffie.verdict import Finding, Flaky, NotVerified, Region, Verdict
 
 MAX_ROWS = 200              # rows shown per console / network table
@@ -45,8 +46,7 @@ class _PackageLoader(BaseLoader):
 
 
 def clip(value: object, limit: int = MAX_CELL) -> str:
-    text = "" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip_text(value, limit)
 
 
 def _ms(value: float | None) -> str:
