@@ -24,7 +24,7 @@ from diffie.app_context import AppContext
 from diffie.bench import add_parser as add_bench_parser
 from diffie.composition import build_context
 from diffie.config import Settings
-from diffie.errors import DiffieError
+from diffie.errors import DiffieError, InputError
 from diffie.report.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
 from workers.embedded import EmbeddedWorker
@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)
+    except InputError as exc:                      # name the flag that is wrong
+        err(f"error: --{exc.where.replace('_', '-')}: {exc}")
+        return EXIT_ERROR
     except DiffieError as exc:
         err(f"error: {exc}")
         return EXIT_ERROR

@@ -79,6 +79,19 @@ class GitHubError(DiffieError):
         super().__init__(message)
 
 
+class InputError(DiffieError):
+    """What a user submitted is wrong: ``where`` names the input (repo, base, head, spec_path,
+    ...), ``code`` is a short machine-readable kind, ``context`` adds details (file, line,
+    field of a spec)."""
+
+    def __init__(self, where: str, message: str, code: str = "value_error",
+                 **context: object) -> None:
+        self.where = where
+        self.code = code
+        self.context = context
+        super().__init__(message)
+
+
 class RunError(DiffieError):
     """The pipeline could not finish a run."""
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from diffie import links, runs, source
 from diffie.app_context import AppContext
-from diffie.errors import DiffieError, SourceError, SpecError
+from diffie.config import Settings
+from diffie.errors import DiffieError, InputError, SourceError, SpecError
 from diffie.models import Run
-from diffie.spec import parse_spec
+from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.url_mode import strict_origin
 
@@ -39,22 +40,43 @@ def submit_url(ctx: AppContext, *, base_url: str, head_url: str, spec_path: str,
                            title=title)
 
 
+def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: str,
+                            spec_path: str) -> Spec:
+    """A repo-mode change of a repository on this machine, checked before anything is queued:
+    the repository and both revisions exist, the head revision has a spec with a ``sandbox``
+    section. Returns the head's spec; raises :class:`InputError` naming the wrong field, or
+    :class:`SpecError` (file, line, field). (A repository URL is fetched and checked by the
+    worker.)"""
+    try:
+        path = source.local_repo(repo)
+    except SourceError as exc:
+        raise InputError("repo", str(exc)) from None
+    for name, rev in (("base", base), ("head", head)):
+        try:
+            source.resolve_rev(path, rev)
+        except SourceError as exc:
+            raise InputError(name, str(exc)) from None
+    try:
+        text = source.read_file(path, head, spec_path)
+    except SourceError as exc:
+        raise InputError("spec_path", str(exc)) from None
+    if text is None:
+        raise InputError("spec_path", f"{spec_path} not found in {repo} at {head}: the head "
+                         "revision needs a Diffie spec", "spec_error", file=spec_path)
+    spec = parse_spec(text, file=spec_path, limits=SpecLimits.from_settings(settings))
+    if spec.sandbox is None:
+        raise InputError("spec_path", f"{spec_path} has no 'sandbox' section: repo mode deploys "
+                         "the change in a VM (image, deploy commands, app port)", "spec_error",
+                         file=spec_path, field="sandbox")
+    return spec
+
+
 def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str,
                 spec_path: str = ".diffie.yml", title: str | None = None) -> str:
-    """Record a repo-mode run of a local repository; returns its id."""
-    path = source.local_repo(repo)
-    for rev in (base, head):
-        source.resolve_rev(path, rev)
-    text = source.read_file(path, head, spec_path)
-    if text is None:
-        raise SourceError(f"{spec_path} not found in {path} at {head}: the head "
-                          "revision needs a Diffie spec")
-    spec = parse_spec(text, file=spec_path, limits=SpecLimits.from_settings(ctx.settings))
-    if spec.sandbox is None:
-        raise SpecError("repo mode needs a 'sandbox' section (image, deploy, port)",
-                        file=spec_path, field="sandbox")
-    return runs.submit_repo(ctx.db, repo=str(path), base=base, head=head, spec_path=spec_path,
-                            title=title)
+    """Record a repo-mode run of a local repository (checked first); returns its id."""
+    check_local_repo_change(ctx.settings, repo=repo, base=base, head=head, spec_path=spec_path)
+    return runs.submit_repo(ctx.db, repo=str(source.local_repo(repo)), base=base, head=head,
+                            spec_path=spec_path, title=title)
 
 
 def snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:

@@ -18,12 +18,13 @@ from diffie.api.deps import Ctx, invalid
 from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOut, RunRequest
 from diffie.app_context import AppContext
 from diffie.config import Settings
-from diffie.errors import SourceError, SpecError
+from diffie.errors import InputError, SpecError
 from diffie.models import RUN_STATUSES, Run
 from diffie.runs import as_utc
-from diffie.source import is_url, local_repo, read_file, resolve_rev
+from diffie.source import is_url
 from diffie.spec import parse_spec
 from diffie.spec_limits import SpecLimits, data_excess
+from diffie.submit import check_local_repo_change
 from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
@@ -144,29 +145,12 @@ def _check_repo_mode(settings: Settings, body: RunRequest) -> str:
     if is_url(body.repo):
         return spec_path                    # fetched by the worker; validated there
     try:
-        path = local_repo(body.repo)
-    except SourceError as exc:
-        raise invalid("repo", str(exc)) from None
-    for name in ("base", "head"):
-        try:
-            resolve_rev(path, getattr(body, name))
-        except SourceError as exc:
-            raise invalid(name, str(exc)) from None
-    try:
-        text = read_file(path, body.head, spec_path)
-    except SourceError as exc:
-        raise invalid("spec_path", str(exc)) from None
-    if text is None:
-        raise invalid("spec_path", f"{spec_path} not found in {body.repo} at {body.head}: "
-                      "the head revision needs a Diffie spec", "spec_error", file=spec_path)
-    try:
-        spec = parse_spec(text, file=spec_path, limits=SpecLimits.from_settings(settings))
+        check_local_repo_change(settings, repo=body.repo, base=body.base, head=body.head,
+                                spec_path=spec_path)
+    except InputError as exc:
+        raise invalid(exc.where, str(exc), exc.code, **exc.context) from None
     except SpecError as exc:
         raise _spec_error("spec_path", exc) from None
-    if spec.sandbox is None:
-        raise invalid("spec_path", f"{spec_path} has no 'sandbox' section: repo mode deploys the "
-                      "change in a VM (image, deploy commands, app port)", "spec_error",
-                      file=spec_path, field="sandbox")
     return spec_path
 
 

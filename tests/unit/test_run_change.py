@@ -164,3 +164,4 @@ def test_the_spec_the_run_followed_is_kept(tmp_path: Path) -> None:
     kept = json.loads((run_dir / "spec.json").read_text())
     assert [f["name"] for f in kept["flows"]] == ["home", "about"]
     assert kept["sandbox"]["deploy"] == ["systemctl restart shop"]
+
