@@ -37,3 +37,4 @@ bench: setup services
 	$(PY) -m benchmarks.urlmode
 	$(PY) -m benchmarks.vm
 	$(PY) -m benchmarks.security
+	$(PY) -m benchmarks.architecture
