@@ -41,12 +41,12 @@ def submit_url(ctx: AppContext, *, base_url: str, head_url: str, spec_path: str,
 
 
 def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: str,
-                            spec_path: str) -> Spec:
+                            spec_path: str) -> tuple[Path, Spec]:
     """A repo-mode change of a repository on this machine, checked before anything is queued:
     the repository and both revisions exist, the head revision has a spec with a ``sandbox``
-    section. Returns the head's spec; raises :class:`InputError` naming the wrong field, or
-    :class:`SpecError` (file, line, field). (A repository URL is fetched and checked by the
-    worker.)"""
+    section. Returns the repository's path and the head's spec; raises :class:`InputError`
+    naming the wrong field, or :class:`SpecError` (file, line, field). (A repository URL is
+    fetched and checked by the worker.)"""
     try:
         path = source.local_repo(repo)
     except SourceError as exc:
@@ -68,14 +68,15 @@ def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: s
         raise InputError("spec_path", f"{spec_path} has no 'sandbox' section: repo mode deploys "
                          "the change in a VM (image, deploy commands, app port)", "spec_error",
                          file=spec_path, field="sandbox")
-    return spec
+    return path, spec
 
 
 def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str,
                 spec_path: str = ".diffie.yml", title: str | None = None) -> str:
     """Record a repo-mode run of a local repository (checked first); returns its id."""
-    check_local_repo_change(ctx.settings, repo=repo, base=base, head=head, spec_path=spec_path)
-    return runs.submit_repo(ctx.db, repo=str(source.local_repo(repo)), base=base, head=head,
+    path, _ = check_local_repo_change(ctx.settings, repo=repo, base=base, head=head,
+                                      spec_path=spec_path)
+    return runs.submit_repo(ctx.db, repo=str(path), base=base, head=head,
                             spec_path=spec_path, title=title)
 
 
