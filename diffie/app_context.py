@@ -16,6 +16,7 @@ from diffie.config import Settings
 from diffie.db import Database
 from diffie.deps import JobDeps, SourceProvider
 from diffie.events import EventBus
+from diffie.publishing import PUBLISH_TASK, Publisher
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -32,6 +33,10 @@ class AppContext:
     events: EventBus = field(default_factory=EventBus)
     # Tests may replace how runs reach the queue; by default a Celery message per run.
     enqueue_fn: Callable[[str], None] | None = None
+    # Where results are published beyond the database (the GitHub App adds "github").
+    publishers: dict[str, Publisher] = field(default_factory=dict)
+    # Tests may publish synchronously, (target, run id, kind); by default a Celery message.
+    publish_fn: Callable[[str, str, str], None] | None = None
     # A GitHub user's role on a repository, (installation id, owner, repo, login) -> admin,
     # maintain, write, triage, read or none; set by the GitHub App (who may authorise runs).
     permissions: Callable[[int, str, str, str], str] | None = None
@@ -58,6 +63,14 @@ class AppContext:
             self.enqueue_fn(run_id)
             return
         self.celery.send_task(VERIFY_TASK, args=[run_id], queue=self.settings.queue_name)
+
+    def publish(self, target: str, run_id: str, kind: str) -> None:
+        """Queue one publish job (:mod:`diffie.publishing`) on the publish queue."""
+        if self.publish_fn is not None:
+            self.publish_fn(target, run_id, kind)
+            return
+        self.celery.send_task(PUBLISH_TASK, args=[target, run_id, kind],
+                              queue=self.settings.publish_queue)
 
     def close(self) -> None:
         self.events.close()

@@ -27,7 +27,7 @@ from diffie.config import Settings
 from diffie.errors import DiffieError, InputError
 from diffie.report.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
-from workers.embedded import EmbeddedWorker
+from workers.embedded import EmbeddedWorkers
 
 EXIT_CODES = {"pass": 0, "fail": 1, "error": 2, "changed": 3}
 EXIT_ERROR = 2
@@ -69,7 +69,7 @@ def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> i
     embedded = None
     if not live:
         err("no worker is running: starting one in this process")
-        embedded = EmbeddedWorker(ctx.celery).start()
+        embedded = EmbeddedWorkers(ctx.celery, publish=bool(ctx.publishers)).start()
     elif not args.wait:
         if args.json:
             print(json.dumps({"id": run_id, "status": "queued"}))
@@ -159,7 +159,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(context=ctx)
     worker = None
     if not args.no_worker:
-        worker = EmbeddedWorker(ctx.celery, loglevel=args.log_level.upper()).start()
+        worker = EmbeddedWorkers(ctx.celery, publish=bool(ctx.publishers),
+                                 loglevel=args.log_level.upper()).start()
         err(f"embedded worker {worker.hostname} started")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'diffie.db').resolve()}"
 
+    @property
+    def publish_queue(self) -> str:
+        """The queue of publish jobs (GitHub check runs and comments): ``<queue_name>.publish``,
+        apart from the runs so that a long verification never delays a check run."""
+        return f"{self.queue_name}.publish"
+
     def resolved_broker_url(self) -> str:
         if self.broker_url:
             return self.broker_url

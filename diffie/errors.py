@@ -96,7 +96,15 @@ class RunError(DiffieError):
     """The pipeline could not finish a run."""
 
 
-class GitHubUnavailable(GitHubError):
+class Unavailable(DiffieError):
+    """A publisher's destination cannot take the result now (down, rate-limited, or another
+    process is publishing to the same place). Retryable: the publish task runs again after
+    ``retry_after`` seconds (when known) or its own backoff."""
+
+    retry_after: float | None = None
+
+
+class GitHubUnavailable(GitHubError, Unavailable):
     """GitHub could not be reached, kept answering 5xx, or rate-limited us for longer than we
     wait inline. Retryable: the caller keeps the result and publishes it later
     (``retry_after`` seconds, when GitHub said so)."""
@@ -105,3 +113,11 @@ class GitHubUnavailable(GitHubError):
                  path: str = "", retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status, method=method, path=path)
+
+
+class Busy(Unavailable):
+    """Another process holds the lease of what we were about to publish; try again shortly."""
+
+    def __init__(self, message: str, retry_after: float = 2.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -37,7 +37,7 @@ from diffie.models import Run
 from tests.conftest import LiveServer, wait_until
 from tests.github_standin import GitHubStandIn, GitSmartHTTP, git, make_rsa_key, publish_bare
 from tests.paths import FIXTURES as _SHARED
-from workers.embedded import EmbeddedWorker
+from workers.embedded import EmbeddedWorkers
 
 FIXTURES = _SHARED / "github"
 OWNER, REPO = "acme", "shop"
@@ -251,7 +251,7 @@ def github_hub(tmp_path: Path, make_settings: SettingsFactory, *, first_change: 
         from diffie.api import create_app
 
         server = stack.enter_context(LiveServer(create_app(context=ctx)))
-        stack.enter_context(EmbeddedWorker(ctx.celery))
+        stack.enter_context(EmbeddedWorkers(ctx.celery, publish=True))
         api = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
         hub = Hub(standin, git_server, ctx, api, repo)
         yield hub

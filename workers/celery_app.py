@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
 
 from diffie.app_context import AppContext
 from diffie.config import Settings
@@ -39,6 +40,8 @@ def make_celery(settings: Settings, build: Callable[[Settings], AppContext]) -> 
         transport_options["connect_args"] = {"timeout": 30}
     app.conf.update(
         task_default_queue=settings.queue_name,
+        # A worker takes runs and publish jobs; ``-Q <queue>.publish`` makes a publish-only one.
+        task_queues=[Queue(settings.queue_name), Queue(settings.publish_queue)],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,

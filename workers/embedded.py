@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedWorker:
-    def __init__(self, app: Celery, *, loglevel: str = "WARNING", name: str | None = None) -> None:
+    def __init__(self, app: Celery, *, loglevel: str = "WARNING", name: str | None = None,
+                 queues: list[str] | None = None) -> None:
         self.app = app
-        self.hostname = name or f"embedded-{os.getpid()}@{socket.gethostname()}"
+        self.queues = queues or [app.conf.task_default_queue]
+        self.hostname = name or f"embedded-{self.queues[0]}-{os.getpid()}@{socket.gethostname()}"
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.worker: Any = None
@@ -34,6 +36,7 @@ class EmbeddedWorker:
 
         class _Controller(self.app.WorkController):  # type: ignore[name-defined]
             diffie_embedded = True
+            diffie_queues = self.queues
 
             def on_consumer_ready(self, consumer: Any) -> None:
                 ready.set()
@@ -42,9 +45,13 @@ class EmbeddedWorker:
             app=self.app, hostname=self.hostname, pool_cls="solo", concurrency=1,
             loglevel=self.loglevel, without_heartbeat=True, without_mingle=True,
             without_gossip=True, ready_callback=None,
-            queues=[self.app.conf.task_default_queue])
+            queues=self.queues)
         worker_state.should_stop = None
         worker_state.should_terminate = None
+
+        # A retried task's countdown is kept by the worker's timer thread, which finds the task
+        # through the process's default app (the worker's own thread uses its current app).
+        self.app.set_default()
 
         def target() -> None:
             # Tasks find their app through the (thread-local) current app.
@@ -85,6 +92,43 @@ class EmbeddedWorker:
         self._thread = None
 
     def __enter__(self) -> EmbeddedWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedWorkers:
+    """The runs' embedded worker and, when ``publish``, a second one for the publish queue (so
+    a GitHub check run is updated while a long verification holds the first)."""
+
+    def __init__(self, app: Celery, *, publish: bool, loglevel: str = "WARNING") -> None:
+        settings = app.diffie_settings
+        self.runs = EmbeddedWorker(app, loglevel=loglevel, queues=[settings.queue_name])
+        self.publish = (EmbeddedWorker(app, loglevel=loglevel, queues=[settings.publish_queue])
+                        if publish else None)
+
+    @property
+    def hostname(self) -> str:
+        return self.runs.hostname
+
+    def start(self, timeout: float = 60.0) -> EmbeddedWorkers:
+        # one after the other: a worker selects its queues on the app when it is built
+        self.runs.start(timeout)
+        if self.publish is not None:
+            try:
+                self.publish.start(timeout)
+            except BaseException:
+                self.runs.stop(wait=False)
+                raise
+        return self
+
+    def stop(self, *, wait: bool = True, timeout: float = 60.0) -> None:
+        self.runs.stop(wait=wait, timeout=timeout)
+        if self.publish is not None:
+            self.publish.stop(wait=wait, timeout=timeout)
+
+    def __enter__(self) -> EmbeddedWorkers:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,5 +1,6 @@
-"""A worker bootstep: liveness heartbeats, recovery of runs whose worker died, and (once, at
-start) the sandbox reaper.
+"""A worker bootstep: liveness heartbeats, recovery of runs whose worker died, the periodic
+publish sweep (:func:`diffie.publishing.sweep`, once per interval in the deployment), and (once,
+at start) the sandbox reaper.
 
 Every ``heartbeat_s`` the worker records itself in the ``workers`` table (so the CLI knows a
 worker will take its run) and looks for runs left ``running`` with a stale heartbeat (their
@@ -19,7 +20,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from diffie import runs
+from diffie import publishing, runs
 from diffie.app_context import VERIFY_TASK
 from diffie.sandbox.reaper import reap
 from workers.tasks import worker_context
@@ -60,6 +61,15 @@ def reap_leftovers(ctx: Any) -> None:
         log.info("sandbox reaper: %s", "; ".join(report.errors))
 
 
+def takes_runs(worker: Any, queue: str) -> bool:
+    """Whether ``worker`` consumes the runs' queue (``-Q`` or an embedded worker's queues)."""
+    queues = getattr(worker, "diffie_queues", None)
+    if queues is None:
+        consume_from = worker.app.amqp.queues.consume_from
+        return not consume_from or queue in consume_from
+    return queue in queues
+
+
 class Supervisor(bootsteps.StartStopStep):
     """Runs in the worker's main process (not in pool children)."""
 
@@ -73,17 +83,23 @@ class Supervisor(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         settings = worker.app.diffie_settings
+        if not takes_runs(worker, settings.queue_name):
+            return            # a publish-only worker: it neither takes runs nor recovers them
         ctx = worker_context(settings, worker.app.diffie_build)
         embedded = bool(getattr(worker, "diffie_embedded", False))
         self.name = f"{worker.hostname}/{os.getpid()}"
         self._stop.clear()
 
         def loop() -> None:
+            at_start = True
             while True:
                 try:
                     runs.worker_beat(ctx.db, self.name, hostname=socket.gethostname(),
                                      pid=os.getpid(), embedded=embedded)
                     recover_stale(worker.app, ctx)
+                    publishing.sweep(ctx, self.name, at_start=at_start,
+                                     interval_s=settings.github_sweep_interval_s)
+                    at_start = False
                 except Exception:
                     log.exception("worker supervisor round failed")
                 if self._stop.wait(settings.heartbeat_s):
@@ -95,6 +111,8 @@ class Supervisor(bootsteps.StartStopStep):
                          daemon=True).start()
 
     def stop(self, worker: Any) -> None:
+        if not self.name:
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

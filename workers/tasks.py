@@ -29,6 +29,7 @@ from diffie.control import RunCancelled, RunControl
 from diffie.deps import JobDeps
 from diffie.errors import DiffieError
 from diffie.pipeline import publish_error, report_url, run_change
+from diffie.publishing import PUBLISH_TASK, deliver
 from diffie.runs import ChangeInput
 from diffie.verdict import Verdict, error_verdict, internal_error_reason
 
@@ -217,3 +218,14 @@ def register_tasks(app: Celery, settings: Settings,
     def verify_run(self: Task, run_id: str) -> str:
         ctx = worker_context(settings, build)
         return execute_run(ctx, run_id, worker_identity(self.request.hostname))
+
+    @app.task(name=PUBLISH_TASK, bind=True, acks_late=True, ignore_result=True, shared=False,
+              max_retries=None)
+    def publish_run(self: Task, target: str, run_id: str, kind: str) -> str:
+        ctx = worker_context(settings, build)
+
+        def retry(delay: float) -> Exception:
+            return self.retry(countdown=delay)
+
+        return deliver(ctx, target, run_id, kind, attempt=self.request.retries or 0,
+                       retry=retry)

@@ -238,13 +238,9 @@ def mark_in_progress(client: GitHubClient, run: Run, settings: Settings) -> int:
 
 def cancel(client: GitHubClient, run: Run, settings: Settings, *,
            reason: str = "Superseded by a newer push.") -> None:
-    """Complete the run's check run as ``cancelled`` (superseded, PR closed, ...).
-    Does nothing when the run never got a check run."""
-    if not run.check_run_id:
-        found = find_check_run(client, Target.of(run))
-        if found is None:
-            return
-        run.check_run_id = int(found["id"])
+    """Complete the run's check run as ``cancelled`` (superseded, PR closed, ...), creating it
+    when its publish job comes after the cancellation (the pull request's checks still say
+    what became of that push)."""
     _patch(client, run, settings, {
         "status": "completed", "conclusion": "cancelled", "completed_at": _now(),
         "output": {"title": "Cancelled", "summary": reason[:CHECK_SUMMARY_LIMIT]}})

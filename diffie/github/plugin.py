@@ -4,34 +4,38 @@
 
 - ``ctx.sources["github"]``: :class:`GitHubSource` fetches a pull request's base and head with
   the installation token (forks included) from the cache of bare repositories;
-- ``ctx.events``: :class:`GitHubPublisher` keeps the check run and the PR comment in step with
-  the run — ``waiting`` completes it ``action_required`` with "Authorize run", ``queued``
-  creates the check run, ``started`` marks it in progress, ``finished`` completes it (or
-  cancels it) and updates the comment, ``approved`` republishes (green);
+- ``ctx.publishers["github"]`` and ``ctx.events``: :class:`GitHubPublisher` keeps the check
+  run and the PR comment in step with the run — ``waiting`` completes it ``action_required``
+  with "Authorize run", ``queued`` creates the check run, ``started`` marks it in progress,
+  ``finished`` completes it (or cancels it) and updates the comment, ``approved`` republishes
+  (green);
 - ``ctx.permissions``: a user's role on a repository (who may authorise a waiting run).
 
-Publishing never blocks the caller (a webhook answer, a worker's next task): it runs on one
-background thread per process, in event order. When GitHub is down or rate-limits us the
-attempt is retried later with backoff, and ``run.published`` stays false until it succeeds, so
-a periodic sweep (every ``DIFFIE_GITHUB_SWEEP_INTERVAL_S``, and at every process start)
-publishes whatever an earlier attempt or process could not: a GitHub outage never loses a
-result.
+Publishing never blocks the caller (a webhook answer, a worker's next run): each event of a
+GitHub run becomes a publish job on the publish queue (:mod:`diffie.publishing`), which a
+worker runs and retries with GitHub's backoff. A job converges GitHub to the run's stored state
+(safe to repeat, safe out of order) while it holds the pull request's lease, so two processes
+never update the same PR comment at once. ``run.published`` stays false until the final result
+is on GitHub; the deployment's periodic sweep queues whatever is still owed: a GitHub outage
+never loses a result.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from diffie import leases
 from diffie.config import Settings
 from diffie.db import Database
-from diffie.errors import GitHubError, GitHubUnavailable, SourceError
+from diffie.errors import Busy, GitHubError, SourceError
 from diffie.github import checks, trust
 from diffie.github.client import GitHubClient
 from diffie.github.publish import publish, publish_cancelled
@@ -45,15 +49,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_WINDOW = timedelta(days=3)     # unpublished results older than this are left alone
-MAX_RETRIES = 12                     # per run and process; the next start's sweep goes on
-MAX_RETRY_DELAY_S = 900.0
+PR_LEASE_S = 120.0                   # one publisher per pull request (its comment) at a time
 
 
 def configured(settings: Settings) -> bool:
     return bool(settings.github_app_id.strip()) and settings.github_private_key_path is not None
 
 
-def install(ctx: AppContext, *, background: bool = True) -> GitHubPublisher | None:
+def install(ctx: AppContext) -> GitHubPublisher | None:
     """Register the GitHub source provider and publisher on ``ctx`` (no-op when the app is not
     configured). A configured but unusable key fails here, at start-up (ConfigError)."""
     settings = ctx.settings
@@ -70,11 +73,13 @@ def install(ctx: AppContext, *, background: bool = True) -> GitHubPublisher | No
                                            repo=repo, username=login)
 
     ctx.permissions = permission
-    publisher = GitHubPublisher(ctx.db, settings, client, cache, background=background)
+
+    def send(run_id: str, kind: str) -> None:
+        ctx.publish("github", run_id, kind)
+
+    publisher = GitHubPublisher(ctx.db, settings, client, cache, send=send)
+    ctx.publishers["github"] = publisher
     ctx.events.subscribe(publisher)
-    if background:
-        publisher.submit("sweep", "")
-        publisher.start_sweeps(settings.github_sweep_interval_s)
     return publisher
 
 
@@ -127,154 +132,94 @@ def _snapshot(run: Run) -> Run:
 
 
 class GitHubPublisher:
-    """A run listener (``waiting``/``queued``/``started``/``finished``/``approved``) publishing
-    to GitHub."""
+    """The ``github`` publisher (:class:`diffie.publishing.Publisher`) and a run listener whose
+    events (``waiting``/``queued``/``started``/``finished``/``approved``) of GitHub runs become
+    publish jobs (``send``)."""
 
     def __init__(self, db: Database, settings: Settings, client: GitHubClient,
-                 cache: SourceCache | None = None, *, background: bool = True) -> None:
+                 cache: SourceCache | None = None, *,
+                 send: Callable[[str, str], None] | None = None) -> None:
         self.db = db
         self.settings = settings
         self.client = client
         self.cache = cache
-        self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="github-publish")
-                          if background else None)
-        self._attempts: dict[tuple[str, str], int] = {}
-        self._timers: set[threading.Timer] = set()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._sweep_interval_s = 0.0
-        self._sweep_pending = False
+        self.send = send
 
     # RunListener
     def waiting(self, run_id: str) -> None:
-        self.submit("waiting", run_id)
+        self._queue(run_id, "waiting")
 
     def queued(self, run_id: str) -> None:
-        self.submit("queued", run_id)
+        self._queue(run_id, "queued")
 
     def started(self, run_id: str) -> None:
-        self.submit("started", run_id)
+        self._queue(run_id, "started")
 
     def finished(self, run_id: str) -> None:
-        self.submit("finished", run_id)
+        self._queue(run_id, "finished")
 
     def approved(self, run_id: str) -> None:
-        self.submit("approved", run_id)
+        self._queue(run_id, "approved")
 
-    def submit(self, kind: str, run_id: str) -> Future[None] | None:
-        if self._executor is None:
-            self._attempt(kind, run_id)
-            return None
-        if self._closed:
-            return None
-        return self._executor.submit(self._attempt, kind, run_id)
-
-    def start_sweeps(self, interval_s: float) -> None:
-        """Sweep every ``interval_s`` seconds until closed (a long-lived worker or API process
-        publishes what GitHub refused during an outage without waiting for a restart)."""
-        if interval_s <= 0 or self._executor is None or self._closed:
+    def _queue(self, run_id: str, kind: str) -> None:
+        if self.send is None:
             return
-        self._sweep_interval_s = interval_s
+        with self.db.session() as s:
+            mode = s.scalar(select(Change.mode).join(Run).where(Run.id == run_id))
+        if mode == "github":
+            self.send(run_id, kind)
 
-        def tick() -> None:
-            with self._lock:
-                self._timers.discard(timer)
-                pending, self._sweep_pending = self._sweep_pending, True
-            if not pending:                 # at most one periodic sweep waiting at a time
-                self.submit("sweep", "")
-            self.start_sweeps(interval_s)
+    # Publisher
 
-        timer = threading.Timer(interval_s, tick)
-        timer.daemon = True
-        with self._lock:
-            if self._closed:
-                return
-            self._timers.add(timer)
-        timer.start()
-
-    def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait until the work submitted so far is done (tests, shutdown)."""
-        if self._executor is not None:
-            self._executor.submit(lambda: None).result(timeout=timeout_s)
-
-    def close(self) -> None:
-        """Stop: pending retries are dropped (the next start's sweep publishes them)."""
-        self._closed = True
-        with self._lock:
-            for timer in self._timers:
-                timer.cancel()
-            self._timers.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _attempt(self, kind: str, run_id: str) -> None:
-        try:
-            if kind == "sweep":
-                with self._lock:
-                    self._sweep_pending = False
-                self.sweep()
-            else:
-                self.handle(kind, run_id)
-            with self._lock:
-                self._attempts.pop((kind, run_id), None)
-        except GitHubUnavailable as exc:
-            self._retry_later(kind, run_id, exc)
-        except Exception:
-            log.exception("GitHub: %s of run %s failed", kind, run_id)
-
-    def _retry_later(self, kind: str, run_id: str, exc: GitHubUnavailable) -> None:
-        if kind == "sweep" and self._sweep_interval_s > 0:
-            log.warning("GitHub unavailable during the sweep (%s); the next sweep retries", exc)
-            return
-        with self._lock:
-            n = self._attempts.get((kind, run_id), 0) + 1
-            self._attempts[(kind, run_id)] = n
-        if n > MAX_RETRIES or self._executor is None:
-            log.error("GitHub: %s of run %s not published (%s); the next start retries",
-                      kind, run_id, exc)
-            return
-        delay = min(MAX_RETRY_DELAY_S, exc.retry_after or 15.0 * 2 ** (n - 1))
-        log.warning("GitHub unavailable for %s of run %s (%s); retrying in %.0fs", kind, run_id,
-                    exc, delay)
-        def fire() -> None:
-            with self._lock:
-                self._timers.discard(timer)
-            self.submit(kind, run_id)
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
-        with self._lock:
-            self._timers.add(timer)
-        timer.start()
-
-    # -- the work (synchronous; raises GitHubUnavailable to be retried) ------------------------
-
-    def handle(self, kind: str, run_id: str) -> str:
-        """Publish one event of one run; returns what was done."""
+    def publish(self, run_id: str, kind: str) -> str:
+        """Make GitHub show what run ``run_id`` is now (``kind``: the event that asked); raises
+        GitHubUnavailable (GitHub down, rate limit) or Busy (another process is publishing to
+        the same pull request) to be tried again."""
         with self.db.session() as s:
             row = s.get(Run, run_id)
             if row is None or row.change.mode != "github":
                 return "not a GitHub run"
             run = _snapshot(row)
+        with self._pull_request_lease(run):
+            return self._converge(run)
+
+    @contextmanager
+    def _pull_request_lease(self, run: Run) -> Iterator[None]:
+        ch = run.change
+        name = f"github:{ch.gh_owner}/{ch.gh_repo}#{ch.pr_number}"
+        holder = uuid.uuid4().hex
+        if not leases.take(self.db, name, holder, PR_LEASE_S):
+            raise Busy(f"another process is publishing to {ch.gh_owner}/{ch.gh_repo}"
+                       f"#{ch.pr_number}")
+        try:
+            yield
+        finally:
+            leases.release(self.db, name, holder)
+
+    def _converge(self, run: Run) -> str:
+        with self.db.session() as s:         # the state now, under the lease
+            row = s.get(Run, run.id)
+            if row is not None:
+                run = _snapshot(row)
         before = (run.check_run_id, run.published)
-        if kind == "waiting":
-            if run.status != "waiting":
-                return f"run is {run.status}"
+        # what GitHub should show follows the run's state, not the event that asked (a retried
+        # "queued" job after the run started, a "started" one after it finished)
+        if run.status == "waiting":
             checks.await_authorization(self.client, run, self.settings,
                                        reason=self._waiting_reason(run))
             done = "check run waiting for authorization"
-        elif kind == "queued":
+        elif run.status == "queued":
             checks.create_queued(self.client, run, self.settings)
             done = "check run queued"
-        elif kind == "started":
-            if run.status != "running":
-                return f"run is {run.status}"
+        elif run.status == "running":
+            if run.check_run_id is None:
+                checks.create_queued(self.client, run, self.settings)
             checks.mark_in_progress(self.client, run, self.settings)
             done = "check run in progress"
-        elif kind in ("finished", "approved"):
+        elif run.status in FINISHED:
             done = self._publish_final(run)
         else:
-            raise ValueError(f"unknown event {kind!r}")
+            return f"run is {run.status}"
         if (run.check_run_id, run.published) != before:
             with self.db.session() as s:
                 s.execute(update(Run).where(Run.id == run.id).values(
@@ -309,38 +254,22 @@ class GitHubPublisher:
         except SourceError:
             return None       # not fetched on this host: findings keep their text only
 
-    def sweep(self, limit: int = 100) -> list[str]:
-        """Publish finished GitHub runs an earlier attempt could not (GitHub was down)."""
-        since = utcnow() - SWEEP_WINDOW
+    def pending(self, min_age_s: float) -> list[tuple[str, str]]:
+        """GitHub runs whose result (or "Authorize run" check run) is not on GitHub yet:
+        finished at least ``min_age_s`` ago and unpublished; waiting without a check run."""
+        now = utcnow()
+        since, settled = now - SWEEP_WINDOW, now - timedelta(seconds=min_age_s)
         with self.db.session() as s:
-            ids = list(s.scalars(
+            finished = list(s.scalars(
                 select(Run.id).join(Change)
                 .where(Change.mode == "github", Run.status.in_(FINISHED),
-                       Run.published.is_(False), Run.created_at >= since)
-                .order_by(Run.created_at).limit(limit)))
-        done = []
-        for run_id in ids:
-            try:
-                self.handle("finished", run_id)
-                done.append(run_id)
-            except GitHubUnavailable:
-                raise
-            except Exception:
-                log.exception("GitHub: publishing run %s failed", run_id)
-        if ids:
-            log.info("GitHub: published %d of %d pending run(s)", len(done), len(ids))
-        with self.db.session() as s:
+                       Run.published.is_(False), Run.created_at >= since,
+                       Run.finished_at.is_(None) | (Run.finished_at <= settled))
+                .order_by(Run.created_at).limit(100)))
             waiting = list(s.scalars(
                 select(Run.id).join(Change)
                 .where(Change.mode == "github", Run.status == "waiting",
-                       Run.check_run_id.is_(None), Run.created_at >= since)
-                .order_by(Run.created_at).limit(limit)))
-        for run_id in waiting:                   # their "Authorize run" check run never landed
-            try:
-                self.handle("waiting", run_id)
-                done.append(run_id)
-            except GitHubUnavailable:
-                raise
-            except Exception:
-                log.exception("GitHub: the waiting check run of run %s failed", run_id)
-        return done
+                       Run.check_run_id.is_(None), Run.created_at >= since,
+                       Run.created_at <= settled)
+                .order_by(Run.created_at).limit(100)))
+        return [(r, "finished") for r in finished] + [(r, "waiting") for r in waiting]

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from diffie import pull_requests, runs
+from diffie import publishing, pull_requests, runs
 from diffie.app_context import AppContext
-from diffie.composition import job_deps
+from diffie.composition import job_deps, queue_app
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.github.comments import MARKER
 from diffie.github.events import Action, ActionKind, PullRequestEvent, decide, parse_event
 from diffie.github.plugin import GitHubPublisher, GitHubSource, install
 from diffie.migrations import upgrade
-from diffie.models import Run
+from diffie.models import Lease, Run
 from diffie.verdict import Finding, judge
 from tests.github_standin import (
     GitHubStandIn,
@@ -33,6 +33,7 @@ from tests.github_standin import (
     make_rsa_key,
     publish_bare,
 )
+from workers.embedded import EmbeddedWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,8 @@ def make_ctx(settings: Settings) -> AppContext:
     settings.ensure_dirs()
     db = Database(settings.resolved_database_url())
     upgrade(db.engine)
-    return AppContext(settings=settings, db=db, deps=job_deps(settings, db))
+    return AppContext(settings=settings, db=db, deps=job_deps(settings, db),
+                      celery_factory=queue_app)
 
 
 @pytest.fixture
@@ -71,12 +73,14 @@ def env(tmp_path: Path) -> Iterator[Env]:
     publish_bare(work, tmp_path / "srv", OWNER, REPO)
     with GitHubStandIn(app_id="29310", public_key_pem=PUBLIC) as standin, \
             GitSmartHTTP(tmp_path / "srv", standin.is_valid_token) as git_server:
-        ctx = make_ctx(app_settings(tmp_path, standin, PRIVATE))
-        publisher = install(ctx, background=False)
+        ctx = make_ctx(app_settings(tmp_path, standin, PRIVATE, heartbeat_s=0.2,
+                                    github_sweep_interval_s=0.5))
+        publisher = install(ctx)
         assert publisher is not None
+        publishing.publish_inline(ctx)              # the queue's own tests are below
         publisher.client.backoff_s = 0.01           # GitHub outages: retry fast in tests
         yield Env(ctx, publisher, standin, git_server, base, head)
-        ctx.db.dispose()
+        ctx.close()
         assert standin.violations == [], standin.violations
 
 
@@ -171,53 +175,75 @@ def test_source_provider_fetches_with_the_installation_token(env: Env, tmp_path:
     assert [(a["path"], a["start_line"]) for a in cr["annotations"]] == [("app.js", 2)]
 
 
+def sweep_now(env: Env) -> list[str]:
+    """One sweep of the deployment, whatever the interval's lease says, published inline."""
+    with env.ctx.db.session() as s:
+        s.query(Lease).delete()
+    queued = publishing.sweep(env.ctx, "test", interval_s=60, min_age_s=0)
+    return [run_id for _, run_id, _ in queued]
+
+
 def test_outage_then_sweep_publishes(env: Env) -> None:
     run_id = record_pr(env)
     env.standin.outage = True
     finish(env, run_id, [])                 # GitHub unreachable: nothing published yet
     assert row(env, run_id).published is False
     assert env.standin.check_runs == {}
+    assert env.publisher.pending(min_age_s=3600) == []     # too recent: its own job may run
     env.standin.outage = False
-    assert env.publisher.sweep() == [run_id]
+    assert sweep_now(env) == [run_id]
     (cr,) = env.standin.check_runs.values()
     assert cr["conclusion"] == "success" and row(env, run_id).published is True
-    assert env.publisher.sweep() == []      # nothing left
+    assert env.publisher.pending(min_age_s=0) == []        # nothing left
+    # once per interval in the whole deployment: a second process in the same interval skips
+    assert publishing.sweep(env.ctx, "other", interval_s=60, min_age_s=0) == []
 
 
-def test_background_publisher_retries_after_an_outage(env: Env) -> None:
-    publisher = GitHubPublisher(env.ctx.db, env.ctx.settings, env.publisher.client,
-                                background=True)
+def test_the_queue_retries_a_rate_limited_publish_after_retry_after(env: Env) -> None:
+    """Through the real queue (SQLite broker, a worker for the publish queue): a secondary
+    rate limit with ``retry-after: 1`` puts the job back, and it lands a second later."""
+    env.ctx.publish_fn = None
     run_id = record_pr(env)
-    env.standin.fail_next("GET", r"/repos/.*/check-runs", 403, headers={"retry-after": "100"})
-    publisher.queued(run_id)                # rate limited for 100 s: retried later, not now
-    publisher.drain()
-    assert env.standin.check_runs == {}
-    env.standin.clear_failures()
-    publisher.queued(run_id)
-    publisher.drain()
-    assert len(env.standin.check_runs) == 1
-    publisher.close()
+    env.standin.fail_next("GET", r"/repos/.*/check-runs", 403, headers={"retry-after": "1"})
+    with EmbeddedWorkers(env.ctx.celery, publish=True):
+        env.ctx.events.queued(run_id)
+        deadline = time.monotonic() + 30
+        while not env.standin.check_runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+    (cr,) = env.standin.check_runs.values()
+    assert cr["status"] == "queued" and cr["external_id"] == run_id
 
 
-def test_periodic_sweep_publishes_after_an_outage(env: Env) -> None:
-    """A long-lived process heals without a restart: the sweep runs every interval."""
-    publisher = GitHubPublisher(env.ctx.db, env.ctx.settings, env.publisher.client,
-                                background=True)
-    try:
-        run_id = record_pr(env)
-        env.standin.outage = True
-        finish(env, run_id, [])            # the plugin's own publisher fails: nothing published
-        assert row(env, run_id).published is False
-        publisher.start_sweeps(0.2)
-        time.sleep(0.5)                    # sweeps during the outage fail quietly
+def test_the_workers_periodic_sweep_publishes_after_an_outage(env: Env) -> None:
+    """A long-lived deployment heals without a restart: a worker's supervisor sweeps every
+    interval (``DIFFIE_GITHUB_SWEEP_INTERVAL_S``)."""
+    run_id = record_pr(env)
+    env.standin.outage = True
+    finish(env, run_id, [])                # the finishing publish fails: nothing published
+    assert row(env, run_id).published is False
+    env.ctx.publish_fn = None
+    with EmbeddedWorkers(env.ctx.celery, publish=True):
+        time.sleep(1.0)                    # sweeps during the outage fail, and are retried
         env.standin.outage = False
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not row(env, run_id).published and time.monotonic() < deadline:
             time.sleep(0.1)
-        (cr,) = env.standin.check_runs.values()
-        assert cr["conclusion"] == "success" and row(env, run_id).published is True
-    finally:
-        publisher.close()
+    (cr,) = env.standin.check_runs.values()
+    assert cr["conclusion"] == "success" and row(env, run_id).published is True
+
+
+def test_two_publishers_of_one_pull_request_take_turns(env: Env) -> None:
+    """The pull request's lease: while one process publishes to a PR, another is told Busy
+    (its job is retried), so two comment upserts never race into two comments."""
+    from diffie import leases
+    from diffie.errors import Busy
+
+    run_id = record_pr(env)
+    assert leases.take(env.ctx.db, f"github:{OWNER}/{REPO}#2", "someone-else", 60)
+    with pytest.raises(Busy):
+        env.publisher.publish(run_id, "queued")
+    leases.release(env.ctx.db, f"github:{OWNER}/{REPO}#2", "someone-else")
+    assert env.publisher.publish(run_id, "queued") == "check run queued"
 
 
 def test_approval_during_an_outage_is_published_by_the_sweep(env: Env) -> None:
@@ -234,5 +260,5 @@ def test_approval_during_an_outage_is_published_by_the_sweep(env: Env) -> None:
     env.ctx.events.approved(run_id)       # GitHub unreachable: the approval waits ...
     assert cr["conclusion"] == "action_required" and row(env, run_id).published is False
     env.standin.outage = False
-    assert env.publisher.sweep() == [run_id]   # ... for the sweep
+    assert sweep_now(env) == [run_id]          # ... for the sweep
     assert cr["conclusion"] == "success" and row(env, run_id).published is True

@@ -157,9 +157,12 @@ def test_cancelled_and_superseded(client: GitHubClient, settings: Settings,
     cr = cr_of(standin, run)
     assert (cr["status"], cr["conclusion"]) == ("completed", "cancelled")
     assert "Superseded" in cr["output"]["summary"]
-    never = make_run("run7", head=HEAD2)          # never got a check run: nothing to do
-    publish_cancelled(never, settings, client)
-    assert never.check_run_id is None and len(standin.check_runs) == 1
+    # cancelled before its queued job ran: the push still gets a check run saying so
+    late = make_run("run7", head=HEAD2)
+    publish_cancelled(late, settings, client)
+    cr7 = cr_of(standin, late)
+    assert (cr7["status"], cr7["conclusion"]) == ("completed", "cancelled")
+    assert cr7["head_sha"] == HEAD2 and len(standin.check_runs) == 2
 
 
 def test_more_than_50_annotations_are_sent_in_batches(client: GitHubClient, settings: Settings,

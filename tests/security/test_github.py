@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from diffie import runs
+from diffie import publishing, runs
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.composition import build_context, with_deps
@@ -111,9 +111,6 @@ class World:
     def publisher(self) -> GitHubPublisher:
         return next(x for x in self.ctx.events._listeners if isinstance(x, GitHubPublisher))
 
-    def drain(self) -> None:
-        self.publisher.drain()
-
     def push(self, files: dict[str, str], *, owner: str = OWNER, message: str = "change") -> str:
         sha = commit_files(self.work, files, message)
         publish_bare(self.work, self.tmp / "srv", owner, REPO)
@@ -176,14 +173,12 @@ class World:
             return run
 
     def authorize(self, run_id: str, head: str, sender: str = MAINTAINER) -> Any:
-        self.drain()
         check_id = self.row(run_id).check_run_id
         assert check_id is not None, "the waiting run has no check run"
         return self.send("check_run", self.check_run_body(run_id, check_id, head,
                                                           sender=sender)).json()
 
     def comment(self) -> str:
-        self.drain()
         ours = [c["body"] for c in self.standin.comments_on(OWNER, REPO, NUMBER)
                 if c["body"].startswith(MARKER)]
         assert len(ours) == 1, ours
@@ -225,6 +220,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         w = World(tmp_path, standin, git_server, ctx, TestClient(create_app(context=ctx)), work,
                   base)
         ctx.enqueue_fn = w.enqueued.append
+        publishing.publish_inline(ctx)
 
         def record_deploy(machine: Machine, source: Path, spec: SandboxSpec,
                           *a: Any, **kw: Any) -> str:
@@ -242,7 +238,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 
 def run_worker(w: World, run_id: str, job: tasks.Job = run_change) -> Run:
     tasks.execute_run(w.ctx, run_id, "worker-1", job)
-    w.drain()
     return w.row(run_id)
 
 
@@ -251,7 +246,6 @@ def run_worker(w: World, run_id: str, job: tasks.Job = run_change) -> Run:
 def test_a_fork_pull_request_waits_for_a_maintainer_with_write_access(world: World) -> None:
     head = world.push({"app.txt": "v2"}, owner="forker")
     run_id = world.open_fork_pr(head)
-    world.drain()
     assert world.enqueued == [] and world.row(run_id).status == "waiting"
     cr = world.standin.check_runs[world.row(run_id).check_run_id or 0]
     assert (cr["status"], cr["conclusion"]) == ("completed", "action_required")
@@ -272,7 +266,6 @@ def test_a_fork_pull_request_waits_for_a_maintainer_with_write_access(world: Wor
     granted = world.authorize(run_id, head)
     assert (granted["status"], granted["run_id"]) == ("queued", run_id), granted
     assert world.enqueued == [run_id]
-    world.drain()
     row = world.row(run_id)
     assert (row.status, row.authorized_by) == ("queued", MAINTAINER)
     assert row.check_run_id not in (None, cr["id"])
@@ -294,7 +287,6 @@ def test_waiting_runs_are_superseded_never_requeued_and_rerun_waits_again(world:
     assert runs.requeue_lost(world.ctx.db, queued_after_s=0, max_attempts=3) == ([], [])
     assert world.row(run1).status == "waiting"
     # "Re-run" on its check run is no way around the maintainer
-    world.drain()
     check_id = world.row(run1).check_run_id or 0
     rerun = world.send("check_run", world.check_run_body(run1, check_id, head1, sender=STRANGER,
                                                          action="rerequested")).json()
