@@ -29,7 +29,7 @@ def note_head(s: Session, ev: PullRequestEvent) -> str | None:
     again (a redelivery) and is not stale."""
     if ev.updated_at is None:
         return None if ev.action not in ("opened", "synchronize", "reopened",
-                                          "ready_for_review") else \
+                                          "ready_for_review", "edited") else \
             "stale head: the delivery has no pull_request.updated_at to order it by"
     owner, repo = ev.owner.lower(), ev.repo.lower()
     row = s.scalars(select(PullHead).where(PullHead.gh_owner == owner, PullHead.gh_repo == repo,

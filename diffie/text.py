@@ -17,3 +17,13 @@ def clip(value: object, limit: int) -> str:
 def one_line(value: object, limit: int) -> str:
     """:func:`clip` of ``value`` with every run of whitespace (newlines too) folded to a space."""
     return clip(_WS.sub(" ", "" if value is None else str(value)).strip(), limit)
+
+
+def clip_bytes(value: object, limit: int) -> str:
+    """:func:`clip` by UTF-8 size: at most ``limit`` bytes, never splitting a character."""
+    text = "" if value is None else str(value)
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    cut = data[: max(0, limit - len(ELLIPSIS.encode()))].decode(errors="ignore")
+    return cut + ELLIPSIS

@@ -57,7 +57,9 @@ CONCLUSIONS = {"action_required", "cancelled", "failure", "neutral", "success", 
 ANNOTATION_LEVELS = {"notice", "warning", "failure"}
 TEXT_LIMIT = 65_535
 COMMENT_LIMIT = 65_536
-ANNOTATION_TEXT_LIMIT = 64 * 1024
+ANNOTATION_TEXT_LIMIT = 64 * 1024          # message, raw_details: bytes
+ANNOTATION_TITLE_LIMIT = 255               # characters
+LIST_PER_PAGE = 30                         # GitHub's default page size
 
 
 def make_rsa_key() -> tuple[bytes, bytes]:
@@ -97,6 +99,7 @@ class _Failure:
     headers: dict[str, str]
     body: Any
     remaining: int
+    redirect: bool = False            # answer with a Location to the request's own URL
 
 
 @dataclass
@@ -125,7 +128,8 @@ class GitHubStandIn:
     app_id: str
     public_key_pem: bytes
     token_ttl_s: float = 3600.0
-    bot_login: str = "diffie[bot]"
+    slug: str = "diffie"
+    client_id: str = "Iv23liDiffieStandIn01"   # a JWT's iss may be this instead of the App ID
     requests: list[Recorded] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -193,6 +197,18 @@ class GitHubStandIn:
                                            headers or {}, body if body is not None else
                                            {"message": "scripted failure"}, times))
 
+    def redirect_next(self, method: str, path_pattern: str, status: int = 307, *,
+                      times: int = 1) -> None:
+        """The next ``times`` matching requests are redirected (``Location``: the same URL with
+        ``redirected=<n>`` added), to be repeated there verbatim."""
+        with self._lock:
+            self._failures.append(_Failure(method.upper(), re.compile(path_pattern), status, {},
+                                           None, times, redirect=True))
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.slug}[bot]"
+
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()
@@ -213,9 +229,11 @@ class GitHubStandIn:
             return list(self.tokens)
 
     def add_comment(self, owner: str, repo: str, number: int, body: str, *,
-                    user_type: str = "User", login: str = "octocat") -> dict[str, Any]:
+                    user_type: str = "User", login: str = "octocat",
+                    via_app: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Someone else's comment (``via_app``: another app's, {"id", "slug"})."""
         with self._lock:
-            comment = self._new_comment(owner, repo, number, body, login, user_type)
+            comment = self._new_comment(owner, repo, number, body, login, user_type, via_app)
             return comment
 
     def grant(self, owner: str, repo: str, user: str, role: str) -> None:
@@ -242,10 +260,11 @@ class GitHubStandIn:
         self.violations.append(f"{rec.method} {rec.path}: {what}")
 
     def _new_comment(self, owner: str, repo: str, number: int, body: str, login: str,
-                     user_type: str) -> dict[str, Any]:
+                     user_type: str, via_app: dict[str, Any] | None = None) -> dict[str, Any]:
         cid = self._next_id()
         now = iso(time.time())
         comment = {"id": cid, "body": body, "user": {"login": login, "type": user_type},
+                   "performed_via_github_app": via_app,
                    "created_at": now, "updated_at": now,
                    "html_url": f"https://github.com/{owner}/{repo}/pull/{number}#issuecomment-{cid}"}
         self.comments.setdefault((owner.lower(), repo.lower(), number), []).append(comment)
@@ -259,6 +278,13 @@ class GitHubStandIn:
                     if fail.remaining > 0 and fail.method == rec.method and \
                             fail.pattern.fullmatch(rec.path):
                         fail.remaining -= 1
+                        if fail.redirect:
+                            query = "&".join(f"{k}={v}" for k, vs in rec.query.items()
+                                             for v in vs)
+                            sep = "&" if query else ""
+                            raise _Reply(fail.status, None, {"Location":
+                                         f"{base}{rec.path}?{query}{sep}redirected="
+                                         f"{fail.remaining + 1}"})
                         raise _Reply(fail.status, fail.body, fail.headers)
                 self._check_headers(rec)
                 result = self._route(rec, base)
@@ -296,8 +322,9 @@ class GitHubStandIn:
             self._violation(rec, f"bad JWT: {exc}")
             raise _error(401, "A JSON web token could not be decoded") from None
         now = time.time()
-        if str(claims["iss"]) != str(self.app_id):
-            self._violation(rec, f"JWT iss {claims['iss']!r} is not the app id")
+        if str(claims["iss"]) not in (str(self.app_id), self.client_id):
+            self._violation(rec, f"JWT iss {claims['iss']!r} is neither the App ID nor the "
+                                 "client ID")
             raise _error(401, "'Issuer' claim ('iss') must be an Integer")
         if claims["exp"] - now > 600 + 5:
             self._violation(rec, "JWT exp more than 10 minutes ahead")
@@ -327,6 +354,7 @@ class GitHubStandIn:
 
     _ROUTES: ClassVar[list[tuple[str, re.Pattern[str], str]]] = [
         ("POST", re.compile(r"/app/installations/(?P<inst>\d+)/access_tokens"), "_token"),
+        ("GET", re.compile(r"/app"), "_app"),
         ("POST", re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/check-runs"), "_create_cr"),
         ("PATCH", re.compile(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/check-runs/(?P<id>\d+)"),
          "_update_cr"),
@@ -348,7 +376,7 @@ class GitHubStandIn:
         for method, rx, name in self._ROUTES:
             m = rx.fullmatch(rec.path)
             if m and method == rec.method:
-                if rec.path.startswith("/app/"):
+                if rec.path == "/app" or rec.path.startswith("/app/"):
                     self._auth_app(rec)
                 else:
                     self._auth_installation(rec)
@@ -367,6 +395,10 @@ class GitHubStandIn:
         legacy = {"maintain": "write", "triage": "read"}.get(role, role)
         return 200, {"permission": legacy, "role_name": role,
                      "user": {"login": user, "type": "User"}}, {}
+
+    def _app(self, rec: Recorded, base: str) -> tuple[int, Any, dict[str, str]]:
+        return 200, {"id": int(self.app_id), "slug": self.slug, "client_id": self.client_id,
+                     "name": "Diffie", "owner": {"login": "acme"}}, {}
 
     def _token(self, rec: Recorded, base: str, inst: str) -> tuple[int, Any, dict[str, str]]:
         token = f"ghs_{os.urandom(18).hex()}"
@@ -439,9 +471,11 @@ class GitHubStandIn:
                 if ("start_column" in a or "end_column" in a) and \
                         a["start_line"] != a["end_line"]:
                     raise bad("start_column/end_column only on one line")
-                for key in ("message", "raw_details", "title"):
-                    if len(str(a.get(key, ""))) > ANNOTATION_TEXT_LIMIT:
-                        raise bad(f"annotation {key} over 64 KB")
+                for key in ("message", "raw_details"):
+                    if len(str(a.get(key, "")).encode()) > ANNOTATION_TEXT_LIMIT:
+                        raise bad(f"annotation {key} over 64 KB (in bytes)")
+                if len(str(a.get("title", ""))) > ANNOTATION_TITLE_LIMIT:
+                    raise bad(f"annotation title over {ANNOTATION_TITLE_LIMIT} characters")
             for img in output.get("images", []):
                 if not img.get("alt") or not img.get("image_url"):
                     raise bad("image without alt/image_url")
@@ -513,7 +547,29 @@ class GitHubStandIn:
                 if (cr["owner"].lower(), cr["repo"].lower()) == (o.lower(), r.lower())
                 and cr["head_sha"] == ref and (name is None or cr["name"] == name)]
         runs.reverse()   # newest first, like GitHub
-        return 200, {"total_count": len(runs), "check_runs": runs}, {}
+        chunk, links = self._page(rec, runs, f"{base}/repos/{o}/{r}/commits/{ref}/check-runs")
+        return 200, {"total_count": len(runs), "check_runs": chunk}, links
+
+    def _page(self, rec: Recorded, items: list[Any], url: str) -> \
+            tuple[list[Any], dict[str, str]]:
+        """One page of ``items`` (``per_page``, default 30; ``page``) and its Link header."""
+        try:
+            per_page = min(100, int((rec.query.get("per_page") or [str(LIST_PER_PAGE)])[0]))
+            page = max(1, int((rec.query.get("page") or ["1"])[0]))
+        except ValueError:
+            raise _error(422, "Invalid pagination") from None
+        keep = "".join(f"&{k}={v}" for k, vs in rec.query.items()
+                       if k not in ("per_page", "page") for v in vs)
+        last = max(1, (len(items) + per_page - 1) // per_page)
+        chunk = items[(page - 1) * per_page: page * per_page]
+        links = []
+        if page < last:
+            links.append(f'<{url}?per_page={per_page}&page={page + 1}{keep}>; rel="next"')
+            links.append(f'<{url}?per_page={per_page}&page={last}{keep}>; rel="last"')
+        if page > 1:
+            links.append(f'<{url}?per_page={per_page}&page={page - 1}{keep}>; rel="prev"')
+            links.append(f'<{url}?per_page={per_page}&page=1{keep}>; rel="first"')
+        return chunk, ({"Link": ", ".join(links)} if links else {})
 
     def _cr_json(self, cr: dict[str, Any], base: str) -> dict[str, Any]:
         out = {k: v for k, v in cr.items() if k not in ("annotations", "history", "owner",
@@ -526,22 +582,8 @@ class GitHubStandIn:
     def _list_comments(self, rec: Recorded, base: str, o: str, r: str, n: str) -> \
             tuple[int, Any, dict[str, str]]:
         items = self.comments.get((o.lower(), r.lower(), int(n)), [])
-        try:
-            per_page = min(100, int((rec.query.get("per_page") or ["30"])[0]))
-            page = max(1, int((rec.query.get("page") or ["1"])[0]))
-        except ValueError:
-            raise _error(422, "Invalid pagination") from None
-        last = max(1, (len(items) + per_page - 1) // per_page)
-        chunk = items[(page - 1) * per_page: page * per_page]
-        links = []
-        url = f"{base}/repos/{o}/{r}/issues/{n}/comments"
-        if page < last:
-            links.append(f'<{url}?per_page={per_page}&page={page + 1}>; rel="next"')
-            links.append(f'<{url}?per_page={per_page}&page={last}>; rel="last"')
-        if page > 1:
-            links.append(f'<{url}?per_page={per_page}&page={page - 1}>; rel="prev"')
-            links.append(f'<{url}?per_page={per_page}&page=1>; rel="first"')
-        return 200, chunk, ({"Link": ", ".join(links)} if links else {})
+        chunk, links = self._page(rec, items, f"{base}/repos/{o}/{r}/issues/{n}/comments")
+        return 200, chunk, links
 
     def _comment_body(self, rec: Recorded) -> str:
         body = rec.body.get("body") if isinstance(rec.body, dict) else None
@@ -558,7 +600,8 @@ class GitHubStandIn:
     def _create_comment(self, rec: Recorded, base: str, o: str, r: str, n: str) -> \
             tuple[int, Any, dict[str, str]]:
         body = self._comment_body(rec)
-        return 201, self._new_comment(o, r, int(n), body, self.bot_login, "Bot"), {}
+        return 201, self._new_comment(o, r, int(n), body, self.bot_login, "Bot",
+                                      {"id": int(self.app_id), "slug": self.slug}), {}
 
     def _update_comment(self, rec: Recorded, base: str, o: str, r: str, id: str) -> \
             tuple[int, Any, dict[str, str]]:

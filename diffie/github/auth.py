@@ -78,8 +78,10 @@ class AppAuth:
         return cls(settings.github_app_id, pem, clock=clock)
 
     def jwt(self) -> str:
-        """A fresh app JWT: ``iat`` = now - 60 s, ``exp`` = now + 9 min, ``iss`` = app id."""
+        """A fresh app JWT: ``iat`` = now - 60 s, ``exp`` = now + 9 min, ``iss`` = app id (or
+        client ID)."""
         now = int(self._clock())
+        # iss: the App ID or the client ID (``Iv...``), as configured (JWT: a string)
         claims = {"iat": now - JWT_BACKDATE_S, "exp": now + JWT_LIFETIME_S, "iss": self.app_id}
         return jwt.encode(claims, self._key, algorithm="RS256")
 

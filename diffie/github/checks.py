@@ -25,13 +25,15 @@ from diffie.github.client import GitHubClient, seg
 from diffie.github.events import APPROVE_IDENTIFIER, AUTHORIZE_IDENTIFIER, CHECK_NAME
 from diffie.github.summary import CHECK_SUMMARY_LIMIT, status_label, verdict_summary
 from diffie.models import Run
+from diffie.text import clip, clip_bytes
 from diffie.verdict import CHANGE_KINDS, Finding, Verdict
 
 log = logging.getLogger(__name__)
 
 ANNOTATIONS_PER_REQUEST = 50
 MAX_IMAGES = 20
-MAX_ANNOTATION_TEXT = 64 * 1024 - 1
+MAX_ANNOTATION_BYTES = 64 * 1024 - 1      # message, raw_details: 64 KB, in UTF-8 bytes
+MAX_ANNOTATION_TITLE = 255                # characters
 
 CONCLUSIONS = {
     "pass": "success",
@@ -118,11 +120,11 @@ def find_check_run(client: GitHubClient, target: Target, *,
 
 
 def _our_check_runs(client: GitHubClient, target: Target) -> list[dict[str, Any]]:
-    data = client.get(f"{target.repo_path}/commits/{seg(target.head_sha)}/check-runs",
-                      installation_id=target.installation_id,
-                      params={"check_name": CHECK_NAME, "filter": "all", "per_page": 100})
-    return [dict(cr) for cr in (data or {}).get("check_runs", [])
-            if cr.get("external_id") == target.run_id and cr.get("name") == CHECK_NAME]
+    pages = client.paginate(f"{target.repo_path}/commits/{seg(target.head_sha)}/check-runs",
+                            installation_id=target.installation_id, key="check_runs",
+                            params={"check_name": CHECK_NAME, "filter": "all"})
+    return [dict(cr) for cr in pages if isinstance(cr, dict)
+            and cr.get("external_id") == target.run_id and cr.get("name") == CHECK_NAME]
 
 
 def ensure_check_run(client: GitHubClient, run: Run, settings: Settings, *,
@@ -342,14 +344,14 @@ def annotation_for(f: Finding, repo_files: Collection[str] | None = None) -> dic
     where = " / ".join(x for x in (f.flow, f.viewport) if x)
     ann: dict[str, Any] = {
         "path": path, "start_line": start, "end_line": end, "annotation_level": level,
-        "message": f.message[:MAX_ANNOTATION_TEXT] or f.kind,
-        "title": f"{f.kind}" + (f" in {where}" if where else "")}
+        "message": clip_bytes(f.message, MAX_ANNOTATION_BYTES) or f.kind,
+        "title": clip(f"{f.kind}" + (f" in {where}" if where else ""), MAX_ANNOTATION_TITLE)}
     col = d.get("column", d.get("column_number", d.get("columnNumber")))
     if start == end and isinstance(col, int) and col >= 1:
         ann["start_column"] = ann["end_column"] = col
     stack = d.get("stack")
     if isinstance(stack, str) and stack:
-        ann["raw_details"] = stack[:MAX_ANNOTATION_TEXT]
+        ann["raw_details"] = clip_bytes(stack, MAX_ANNOTATION_BYTES)
     return ann
 
 

@@ -6,9 +6,12 @@
   installation's token (fetched, cached, and refreshed once on a 401).
 - 5xx answers and network errors are retried with exponential backoff; after the last attempt
   :class:`~diffie.errors.GitHubUnavailable` (retryable) is raised.
+- Redirects (301, 302, 307, 308) are followed on the same host, the request repeated verbatim
+  (GitHub: "any request may result in a redirection"); credentials never go to another host.
 - Rate limits (403/429 with ``retry-after``, or ``x-ratelimit-remaining: 0`` with
-  ``x-ratelimit-reset``) are waited out when the wait is short, else ``GitHubUnavailable`` with
-  ``retry_after``.
+  ``x-ratelimit-reset``; a secondary limit without either: 60 s, doubling while they go on) are
+  waited out when the wait is short, else ``GitHubUnavailable`` with ``retry_after``. The
+  wait holds for the whole process: no request of this client is sent before it ends.
 - Any other 4xx raises :class:`~diffie.errors.GitHubError` naming the method, the path and
   GitHub's message. Tokens never appear in exceptions or logs.
 """
@@ -36,6 +39,8 @@ API_VERSION = "2022-11-28"
 ACCEPT = "application/vnd.github+json"
 USER_AGENT = "Diffie-GitHub-App/0.1 (+https://github.com/diffie)"
 SECONDARY_RATE_LIMIT_WAIT_S = 60.0   # GitHub: "wait at least one minute" when no header says
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 307, 308)
 
 
 def seg(value: str | int) -> str:
@@ -63,6 +68,10 @@ class GitHubClient:
         self._sleep = sleep
         self._clock = clock
         self._token_lock = threading.Lock()
+        self._limit_lock = threading.Lock()
+        self._blocked_until = 0.0      # clock time before which no request is sent (rate limit)
+        self._secondary_strikes = 0    # secondary limits without a header, in a row
+        self._identity: dict[str, Any] | None = None
         self._http = httpx.Client(
             base_url=self.base_url + "/", timeout=timeout_s, transport=transport,
             follow_redirects=False, trust_env=False,
@@ -110,6 +119,17 @@ class GitHubClient:
             log.info("GitHub: new installation token for installation %s", installation_id)
             return fresh.token
 
+    def app_identity(self) -> dict[str, Any]:
+        """The app itself (``GET /app``: numeric ``id``, ``slug``), fetched once: its bot's
+        login is ``<slug>[bot]``, and its comments carry ``performed_via_github_app.id``."""
+        if self._identity is None:
+            data = self.get("/app", installation_id=None)
+            if not isinstance(data, dict) or "id" not in data:
+                raise GitHubError("GitHub answered GET /app without the app's id", method="GET",
+                                  path="/app")
+            self._identity = {"id": int(data["id"]), "slug": str(data.get("slug") or "")}
+        return self._identity
+
     # -- requests -------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, installation_id: int | None,
@@ -121,8 +141,10 @@ class GitHubClient:
         url, shown = self._resolve(path)
         attempt = 0
         rate_waits = 0
+        redirects = 0
         refreshed = False
         while True:
+            self._wait_for_rate_limit(method, shown)
             secret = (self.app.jwt() if installation_id is None
                       else self.installation_token(installation_id))
             headers = {"Authorization": f"Bearer {secret}"}
@@ -143,6 +165,20 @@ class GitHubClient:
                 continue
 
             status = resp.status_code
+            if status in REDIRECTS:
+                location = resp.headers.get("location")
+                if not location or redirects >= MAX_REDIRECTS:
+                    raise GitHubError(f"GitHub {method} {shown}: {status} redirect "
+                                      f"{'without a Location' if not location else 'loop'}",
+                                      status=status, method=method, path=shown)
+                url, shown = self._resolve(str(resp.request.url.join(location)))
+                params = None            # the Location carries its own query
+                redirects += 1
+                log.info("GitHub %s: %d, repeating it at %s", method, status, shown)
+                continue
+            if 300 <= status < 400:
+                raise GitHubError(f"GitHub {method} {shown}: unexpected {status}", status=status,
+                                  method=method, path=shown)
             if status == 401 and installation_id is not None and not refreshed:
                 # expired or revoked installation token: drop it, fetch a new one, once
                 log.info("GitHub %s %s: 401, refreshing the installation token", method, shown)
@@ -152,6 +188,7 @@ class GitHubClient:
             if status in (403, 429):
                 wait = self._rate_limit_wait(resp)
                 if wait is not None:
+                    self._block(wait)
                     if wait > self.max_rate_limit_wait_s or rate_waits >= self.max_rate_limit_waits:
                         raise GitHubUnavailable(
                             f"GitHub {method} {shown}: rate limited ({status}), retry in "
@@ -159,9 +196,8 @@ class GitHubClient:
                             retry_after=wait)
                     log.warning("GitHub %s %s: rate limited (%d), waiting %.1fs", method, shown,
                                 status, wait)
-                    self._sleep(wait)
                     rate_waits += 1
-                    continue
+                    continue            # the process-wide wait is slept at the loop's top
             if status >= 500:
                 if not retry_server_errors or attempt >= self.max_retries:
                     raise GitHubUnavailable(
@@ -177,7 +213,25 @@ class GitHubClient:
             if status >= 400:
                 raise GitHubError(f"GitHub {method} {shown}: {status} {self._message(resp, secret)}",
                                   status=status, method=method, path=shown)
+            with self._limit_lock:
+                self._secondary_strikes = 0
             return resp
+
+    def _block(self, wait: float) -> None:
+        """No request of this process before ``wait`` seconds from now."""
+        with self._limit_lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + wait)
+
+    def _wait_for_rate_limit(self, method: str, shown: str) -> None:
+        with self._limit_lock:
+            wait = self._blocked_until - self._clock()
+        if wait <= 0:
+            return
+        if wait > self.max_rate_limit_wait_s:
+            raise GitHubUnavailable(
+                f"GitHub {method} {shown}: not sent, rate limited for another {wait:.0f}s",
+                method=method, path=shown, retry_after=wait)
+        self._sleep(wait)
 
     def get(self, path: str, *, installation_id: int | None,
             params: dict[str, Any] | None = None) -> Any:
@@ -193,14 +247,17 @@ class GitHubClient:
 
     def paginate(self, path: str, *, installation_id: int | None,
                  params: dict[str, Any] | None = None, per_page: int = 100,
-                 max_pages: int = 100) -> Iterator[Any]:
-        """Items of a list endpoint, following ``Link: rel="next"`` (same host only)."""
+                 max_pages: int = 100, key: str | None = None) -> Iterator[Any]:
+        """Items of a list endpoint, following ``Link: rel="next"`` (same host only); ``key``:
+        the pages are objects holding the list there (``check_runs``)."""
         page_params: dict[str, Any] | None = {**(params or {}), "per_page": per_page}
         url: str | None = path
         pages = 0
         while url is not None and pages < max_pages:
             resp = self.request("GET", url, installation_id=installation_id, params=page_params)
             data = _json(resp)
+            if key is not None and isinstance(data, dict):
+                data = data.get(key)
             items = data if isinstance(data, list) else []
             yield from items
             pages += 1
@@ -256,7 +313,10 @@ class GitHubClient:
                 return SECONDARY_RATE_LIMIT_WAIT_S
             return max(0.0, reset - self._clock()) + 1.0
         if resp.status_code == 429 or "rate limit" in self._message(resp, None).lower():
-            return SECONDARY_RATE_LIMIT_WAIT_S
+            with self._limit_lock:     # GitHub: wait exponentially longer while they go on
+                strikes = self._secondary_strikes
+                self._secondary_strikes += 1
+            return SECONDARY_RATE_LIMIT_WAIT_S * 2 ** min(strikes, 6)
         return None
 
     @staticmethod

@@ -14,21 +14,28 @@ log = logging.getLogger(__name__)
 MARKER = "<!-- diffie:pr-comment -->"
 
 
-def _is_ours(comment: dict[str, Any]) -> bool:
+def _is_ours(comment: dict[str, Any], app: dict[str, Any]) -> bool:
+    """A comment this app wrote: the marker, and GitHub's own word for the author (the app's
+    ``performed_via_github_app``, or its bot user ``<slug>[bot]``). A human's or another app's
+    comment that copies the marker is never adopted."""
     body = comment.get("body")
     if not isinstance(body, str) or not body.startswith(MARKER):
         return False
+    via = comment.get("performed_via_github_app")
+    if isinstance(via, dict) and via.get("id") is not None:
+        return str(via.get("id")) == str(app["id"])
     user = comment.get("user")
-    # our comments are written by the app's bot user; never adopt a human's comment
-    return not (isinstance(user, dict) and user.get("type") not in (None, "Bot"))
+    return isinstance(user, dict) and user.get("type") == "Bot" and bool(app["slug"]) \
+        and user.get("login") == f"{app['slug']}[bot]"
 
 
 def find_comment(client: GitHubClient, *, installation_id: int, owner: str, repo: str,
                  number: int) -> dict[str, Any] | None:
     """Diffie's comment on the pull request (all pages are searched), or None."""
+    app = client.app_identity()
     path = f"/repos/{seg(owner)}/{seg(repo)}/issues/{int(number)}/comments"
     for comment in client.paginate(path, installation_id=installation_id):
-        if isinstance(comment, dict) and _is_ours(comment):
+        if isinstance(comment, dict) and _is_ours(comment, app):
             return comment
     return None
 

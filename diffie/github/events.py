@@ -82,6 +82,7 @@ class PullRequestEvent:
     author: str = ""
     author_association: str = ""   # OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, FIRST_TIMER, ...
     updated_at: datetime | None = None   # the pull request's, when GitHub sent the delivery
+    base_changed: bool = False     # ``edited`` with ``changes.base``: retargeted to a new base
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class CheckRunEvent:
     external_id: str               # Diffie's run id, for check runs Diffie created
     app_id: int | None
     pull_requests: tuple[PullRef, ...] = ()
+    app_client_id: str | None = None       # newer payloads name the app by client ID too
     requested_action: str | None = None    # the button's identifier (requested_action)
     sender: str = ""                       # who clicked (the delivery's sender.login)
 
@@ -111,6 +113,7 @@ class CheckSuiteEvent:
     head_branch: str | None
     app_id: int | None
     pull_requests: tuple[PullRef, ...] = ()
+    app_client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,14 @@ def _opt_int(data: Any, dotted: str) -> int | None:
         return _int(data, dotted)
     except PayloadError:
         return None
+
+
+def _opt_str(data: Any, dotted: str) -> str | None:
+    try:
+        value = _get(data, dotted)
+    except PayloadError:
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -239,7 +250,9 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
             head_ref=str(pr.get("head", {}).get("ref") or ""),
             merged=bool(pr.get("merged", False)), author=_login(pr, "user"),
             author_association=str(pr.get("author_association") or "")[:64],
-            updated_at=_timestamp(pr.get("updated_at")))
+            updated_at=_timestamp(pr.get("updated_at")),
+            base_changed=isinstance(data.get("changes"), dict)
+            and isinstance(data["changes"].get("base"), dict))
     if event_name == "check_run" and action is not None:
         owner, repo = _repo(data)
         cr = _get(data, "check_run")
@@ -249,6 +262,7 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
             repo=repo, check_run_id=_int(data, "check_run.id"), name=_str(data, "check_run.name"),
             head_sha=_sha(data, "check_run.head_sha"), external_id=str(cr.get("external_id") or ""),
             app_id=_opt_int(cr, "app.id"), pull_requests=_pull_refs(cr.get("pull_requests")),
+            app_client_id=_opt_str(cr, "app.client_id"),
             requested_action=(str(requested.get("identifier", ""))
                               if isinstance(requested, dict) else None),
             sender=_login(data, "sender"))
@@ -261,7 +275,8 @@ def parse_event(event_name: str, payload: bytes | str | dict[str, Any]) -> Event
             repo=repo, check_suite_id=_int(data, "check_suite.id"),
             head_sha=_sha(data, "check_suite.head_sha"),
             head_branch=branch if isinstance(branch, str) else None,
-            app_id=_opt_int(cs, "app.id"), pull_requests=_pull_refs(cs.get("pull_requests")))
+            app_id=_opt_int(cs, "app.id"), pull_requests=_pull_refs(cs.get("pull_requests")),
+            app_client_id=_opt_str(cs, "app.client_id"))
     return OtherEvent(name=event_name, action=action)
 
 
@@ -312,12 +327,16 @@ class Action:
     sender: str = ""
 
 
-def _ours(app_id: int | None, settings: Settings) -> bool:
-    """Whether a check run/suite belongs to our app (unknowable without a configured id)."""
+def _ours(ev: CheckRunEvent | CheckSuiteEvent, settings: Settings) -> bool:
+    """Whether a check run/suite belongs to our app: ``DIFFIE_GITHUB_APP_ID`` is the numeric
+    App ID or the app's client ID (``Iv...``), compared with the payload's ``app.id`` or
+    ``app.client_id`` (unknowable when not configured or not in the payload)."""
     configured = settings.github_app_id.strip()
-    if not configured or app_id is None:
+    if not configured:
         return True
-    return configured == str(app_id)
+    if configured.isdigit():
+        return ev.app_id is None or configured == str(ev.app_id)
+    return ev.app_client_id is None or configured == ev.app_client_id
 
 
 def decide(event: Event, settings: Settings) -> Action:
@@ -345,7 +364,10 @@ def _decide_pr(ev: PullRequestEvent, settings: Settings) -> Action:
             return Action(ActionKind.IGNORE, "converted to draft (drafts are verified)", **common)
         return Action(ActionKind.CANCEL_PR_RUNS, "converted to draft (drafts are skipped)",
                       **common)
-    if ev.action not in PR_RUN_ACTIONS:
+    if ev.action == "edited" and not ev.base_changed:
+        return Action(ActionKind.IGNORE, "pull_request.edited without a new base (title or "
+                      "body only)", **common)
+    if ev.action not in PR_RUN_ACTIONS and ev.action != "edited":
         return Action(ActionKind.IGNORE, f"pull_request.{ev.action} is not handled", **common)
     if ev.draft and not settings.github_process_drafts:
         if ev.action == "synchronize":
@@ -360,7 +382,9 @@ def _decide_pr(ev: PullRequestEvent, settings: Settings) -> Action:
         return Action(ActionKind.ENQUEUE, trust.approval_reason(policy, is_fork=ev.is_fork),
                       pull_request=ev, supersede=True, wait_for_approval=True,
                       untrusted_head=untrusted, **common)
-    return Action(ActionKind.ENQUEUE, f"pull_request.{ev.action}", pull_request=ev,
+    what = ("pull_request.edited: the base changed to " + (ev.base_ref or ev.base_sha[:12])
+            if ev.action == "edited" else f"pull_request.{ev.action}")
+    return Action(ActionKind.ENQUEUE, what, pull_request=ev,
                   supersede=True, untrusted_head=untrusted, **common)
 
 
@@ -370,7 +394,7 @@ def _decide_check_run(ev: CheckRunEvent, settings: Settings) -> Action:
         run_id=ev.external_id or None, check_run_id=ev.check_run_id, head_sha=ev.head_sha,
         pr_numbers=tuple(p.number for p in ev.pull_requests),
         pr_number=ev.pull_requests[0].number if len(ev.pull_requests) == 1 else None)
-    if not _ours(ev.app_id, settings):
+    if not _ours(ev, settings):
         return Action(ActionKind.IGNORE, f"check run {ev.name!r} belongs to another app",
                       **common)
     if ev.action == "rerequested":
@@ -391,7 +415,7 @@ def _decide_check_suite(ev: CheckSuiteEvent, settings: Settings) -> Action:
         installation_id=ev.installation_id, owner=ev.owner, repo=ev.repo, head_sha=ev.head_sha,
         pr_numbers=tuple(p.number for p in ev.pull_requests),
         pr_number=ev.pull_requests[0].number if len(ev.pull_requests) == 1 else None)
-    if not _ours(ev.app_id, settings):
+    if not _ours(ev, settings):
         return Action(ActionKind.IGNORE, "check suite of another app", **common)
     if ev.action == "rerequested":
         return Action(ActionKind.RERUN, "check suite re-run requested", **common)

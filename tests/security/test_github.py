@@ -499,3 +499,25 @@ def test_an_internal_error_never_reaches_github(world: World,
     for text in (body, cr["output"]["summary"], cr["output"]["title"]):
         assert "KeyError" not in text and "secret-internal-path" not in text
     assert f"internal error; see the run on the server (id {run_id})" in body
+
+
+def test_a_new_base_re_runs_and_a_title_edit_does_not(world: World) -> None:
+    head = world.push({"app.txt": "head"})
+    first = world.send("pull_request", world.pr_body("opened", head)).json()
+    # the pull request is retargeted: edited, with changes.base; GitHub's body has the new base
+    old_base = world.base
+    world.base = world.push({"app.txt": "another base"}, message="new base")
+    data = json.loads(world.pr_body("edited", head))
+    data["changes"] = {"base": {"ref": {"from": "master"}, "sha": {"from": old_base}}}
+    data["pull_request"]["base"]["ref"] = "release"
+    rerun = world.send("pull_request", json.dumps(data).encode()).json()
+    assert rerun["status"] == "queued" and rerun["superseded"] == [first["run_id"]], rerun
+    with world.ctx.db.session() as s:
+        run = s.get(Run, rerun["run_id"])
+        assert run is not None and run.change.base_rev == world.base != old_base
+    # a title or body edit changes nothing
+    data = json.loads(world.pr_body("edited", head))
+    data["changes"] = {"title": {"from": "an older title"}}
+    edited = world.send("pull_request", json.dumps(data).encode()).json()
+    assert edited["status"] == "ignored" and "without a new base" in edited["reason"], edited
+    assert world.enqueued == [first["run_id"], rerun["run_id"]]
