@@ -109,25 +109,6 @@ class ChangeCase(BaseModel):
         return self.category == "regression"
 
 
-def _entry_lines(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
-    """Line numbers of the YAML nodes: ``("changes", 3)`` and ``("changes", 3, "expected")``."""
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                walk(value, (*path, key.value))
-                lines[(*path, key.value)] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
 def load_manifest(changes_dir: Path) -> list[ChangeCase]:
     """Read and validate ``<changes_dir>/manifest.yml``; every patch it names must exist.
 
@@ -141,13 +122,10 @@ def load_manifest(changes_dir: Path) -> list[ChangeCase]:
         raise ManifestError(f"cannot read the manifest: {exc.strerror or exc}", file=file) from exc
     try:
         root, data = yamlsafe.load(text)
-        lines = _entry_lines(root)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ManifestError(f"not valid YAML: {exc.problem or exc}", file=file,
-                            line=mark.line + 1 if mark else None) from exc
     except yaml.YAMLError as exc:
-        raise ManifestError(f"not valid YAML: {exc}", file=file) from exc
+        message, line = yamlsafe.yaml_problem(exc)
+        raise ManifestError(message, file=file, line=line) from exc
+    lines = yamlsafe.line_map(root)
     if not isinstance(data, dict) or not isinstance(data.get("changes"), list):
         raise ManifestError("the manifest must be a mapping with a 'changes' list", file=file, line=1)
     if data.get("version", 1) != 1:
@@ -166,16 +144,10 @@ def load_manifest(changes_dir: Path) -> list[ChangeCase]:
         try:
             case = ChangeCase.model_validate({**raw, "line": line})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            field_line = lines.get(("changes", i, err["loc"][0])) if err["loc"] else None
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "missing":
-                msg = "missing required field"
-            elif err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            where = f"changes[{i}]" + (f".{field}" if field else "")
-            raise ManifestError(f"{where}: {msg}", file=file, line=field_line or line) from exc
+            loc, msg = yamlsafe.validation_problem(exc)
+            where = yamlsafe.field_name(("changes", i, *loc))
+            line_of = yamlsafe.line_for(lines, ("changes", i, *loc[:1])) if loc else line
+            raise ManifestError(f"{where}: {msg}", file=file, line=line_of or line) from exc
         if case.id in seen:
             raise ManifestError(f"duplicate change id {case.id!r} (first at line {seen[case.id]})",
                                 file=file, line=line)

@@ -248,43 +248,6 @@ class _StepShapeError(ValueError):
     pass
 
 
-class _LineMap:
-    """Maps a path inside the YAML document (``("flows", 1, "steps", 2)``) to a line number."""
-
-    def __init__(self) -> None:
-        self.lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = key_node.value
-                self.lines[path + (key,)] = key_node.start_mark.line + 1
-                self.walk(value_node, path + (key,))
-                # keep the key's own line for the key itself
-                self.lines[path + (key,)] = key_node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self.walk(item, path + (i,))
-
-    def line_for(self, path: tuple[Any, ...]) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get(())
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def _doc_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     """Map a pydantic error location onto the YAML document's path (undo step normalisation)."""
     path: list[Any] = []
@@ -315,24 +278,21 @@ def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | Non
         if node is not None:
             excess = node_excess(node, limits)
             if excess is not None:
-                lines = _LineMap()
-                lines.walk(node, ())
-                raise SpecError(excess.message, file=file, line=lines.line_for(excess.path),
+                raise SpecError(excess.message, file=file,
+                                line=yamlsafe.line_for(yamlsafe.line_map(node), excess.path),
                                 field=excess.field)
         data = yamlsafe.construct(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        what = "" if isinstance(exc, yamlsafe.Refused) else "not valid YAML: "
-        raise SpecError(f"{what}{exc.problem or exc}", file=file, line=line) from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"not valid YAML: {exc}", file=file) from exc
+        message, line = yamlsafe.yaml_problem(exc)
+        raise SpecError(message, file=file, line=line) from exc
     if node is None or data is None:
         raise SpecError("the spec is empty; it needs at least a 'flows' list", file=file, line=1)
     if not isinstance(data, dict):
         raise SpecError("the spec must be a mapping with a 'flows' list", file=file, line=1)
-    lines = _LineMap()
-    lines.walk(node, ())
+    lines = yamlsafe.line_map(node)
+
+    def line_for(path: tuple[Any, ...]) -> int | None:
+        return yamlsafe.line_for(lines, path)
 
     normalised = dict(data)
     flows = data.get("flows")
@@ -341,12 +301,12 @@ def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | Non
         for fi, flow in enumerate(flows):
             if isinstance(flow, dict):
                 flow = dict(flow)
-                flow["line"] = lines.line_for(("flows", fi))
+                flow["line"] = line_for(("flows", fi))
                 steps = flow.get("steps")
                 if isinstance(steps, list):
                     new_steps = []
                     for si, step in enumerate(steps):
-                        step_line = lines.line_for(("flows", fi, "steps", si))
+                        step_line = line_for(("flows", fi, "steps", si))
                         try:
                             new_steps.append(_normalise_step(step, step_line))
                         except _StepShapeError as exc:
@@ -358,20 +318,12 @@ def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | Non
     try:
         spec = Spec.model_validate(normalised)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        doc_path = _doc_path(loc, data)
-        line = lines.line_for(doc_path)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field {loc[-1]!r}"
-        elif err["type"] == "missing":
-            msg = f"missing required field {loc[-1]!r}"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise SpecError(msg + more, file=file, line=line, field=_field_name(loc) or None) from exc
+        loc, msg = yamlsafe.validation_problem(exc)
+        raise SpecError(msg, file=file, line=line_for(_doc_path(loc, data)),
+                        field=yamlsafe.field_name(loc) or None) from exc
     excess = first_excess(spec, limits)
     if excess is not None:
-        raise SpecError(excess.message, file=file, line=lines.line_for(excess.path),
+        raise SpecError(excess.message, file=file, line=line_for(excess.path),
                         field=excess.field)
     return spec
 

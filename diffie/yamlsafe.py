@@ -92,3 +92,71 @@ def load(text: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[yaml.Node | 
     if node is None:
         return None, None
     return node, construct(node)
+
+
+# --- where a problem is: line numbers and field names, the same in every file Diffie reads ----
+
+Path_ = tuple[Any, ...]
+
+
+def line_map(node: yaml.Node | None) -> dict[Path_, int]:
+    """The line of every path of the document (``("flows", 1, "steps", 2)``); a mapping key's
+    path has the key's own line."""
+    lines: dict[Path_, int] = {}
+
+    def walk(n: yaml.Node, path: Path_) -> None:
+        lines[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                walk(value_node, (*path, key_node.value))
+                lines[(*path, key_node.value)] = key_node.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def line_for(lines: dict[Path_, int], path: Path_) -> int | None:
+    """The line of ``path``, or of its nearest ancestor in the document."""
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def field_name(loc: Path_) -> str:
+    """``flows[0].steps[2].click`` of a location."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def yaml_problem(exc: yaml.YAMLError) -> tuple[str, int | None]:
+    """(message, line) of a parse error: ``not valid YAML: ...`` or what :func:`compose`
+    refused (anchors, depth, size)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = "" if isinstance(exc, Refused) else "not valid YAML: "
+        return f"{what}{exc.problem or exc}", (mark.line + 1 if mark else None)
+    return f"not valid YAML: {exc}", None
+
+
+def validation_problem(exc: Any) -> tuple[Path_, str]:
+    """(location, message) of a pydantic ``ValidationError``'s first error, worded for people:
+    ``unknown field 'x'``, ``missing required field 'y'``, "(and N more problem(s))"."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field {loc[-1]!r}"
+    elif err["type"] == "missing":
+        msg = f"missing required field {loc[-1]!r}"
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more problem(s))"
+    return loc, msg

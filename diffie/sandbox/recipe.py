@@ -164,46 +164,21 @@ class LoadedRecipe:
 
 # --- parsing -----------------------------------------------------------------------------------
 
-def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            _line_map(value_node, path + (key_node.value,), out)
-            out[path + (key_node.value,)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, path + (i,), out)
-
-
 def parse_recipe(text: str, *, file: str = "recipe.yml") -> Recipe:
     """Validate a recipe; errors read ``recipe.yml:12 (files[0].dest): ...``."""
     try:
         node, data = yamlsafe.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark is not None else file
-        raise SandboxError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        message, line = yamlsafe.yaml_problem(exc)
+        raise SandboxError(f"{file}:{line or 1}: {message}") from exc
     if node is None or not isinstance(data, dict):
         raise SandboxError(f"{file}:1: a recipe is a mapping with at least a 'ready' section")
-    lines: dict[tuple[Any, ...], int] = {}
-    _line_map(node, (), lines)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        probe = loc
-        while probe and probe not in lines:
-            probe = probe[:-1]
-        line = lines.get(probe, 1)
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field {loc[-1]!r}"
-        elif err["type"] == "missing":
-            msg = f"missing required field {loc[-1]!r}"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise SandboxError(f"{file}:{line} ({field}): {msg}{more}") from exc
+        loc, msg = yamlsafe.validation_problem(exc)
+        line = yamlsafe.line_for(yamlsafe.line_map(node), loc) or 1
+        raise SandboxError(f"{file}:{line} ({yamlsafe.field_name(loc)}): {msg}") from exc
 
 
 def excluded(rel: PurePosixPath, patterns: list[str]) -> bool:

@@ -70,11 +70,13 @@ def test_plain_yaml_still_loads_with_its_lines() -> None:
 
 
 def test_recipe_and_manifest_loaders_refuse_aliases(tmp_path: Path) -> None:
-    with pytest.raises(SandboxError, match=r"recipe.yml:1: not valid YAML: YAML anchors"):
+    # the same words as a spec's (one loader): refused, not "invalid YAML"
+    with pytest.raises(SandboxError, match=r"recipe.yml:1: YAML anchors \(&a\) are not allowed"):
         parse_recipe(alias_bomb())
     (tmp_path / "manifest.yml").write_text(alias_bomb().replace("flows:", "changes:"))
-    with pytest.raises(ManifestError, match="anchors"):
+    with pytest.raises(ManifestError, match=r"YAML anchors \(&a\) are not allowed") as info:
         load_manifest(tmp_path)
+    assert info.value.line == 1
 
 
 # --- caps --------------------------------------------------------------------------------------
