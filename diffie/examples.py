@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from diffie import yamlsafe
+from diffie import gitrun, yamlsafe
 from diffie.errors import ConfigError, DiffieError, SourceError
 from diffie.verdict import CHANGE_KINDS, ERROR_KINDS, FindingKind, Status
 
@@ -168,15 +168,7 @@ def load_manifest(changes_dir: Path) -> list[ChangeCase]:
 # --- git repositories of base + change --------------------------------------------------------
 
 def _git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
-    env = {**os.environ, **_GIT_ENV}
-    try:
-        done = subprocess.run(["git", *args], cwd=repo, env=env, input=stdin,
-                              capture_output=True, check=False, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SourceError(f"git {args[0]} could not run: {exc}") from exc
-    if done.returncode != 0:
-        err = done.stderr.decode("utf-8", "replace").strip()
-        raise SourceError(f"git {' '.join(args[:2])} failed ({done.returncode}): {err}")
+    done = gitrun.run(args, cwd=repo, env=_GIT_ENV, input=stdin, timeout=120)
     return done.stdout.decode("utf-8", "replace")
 
 

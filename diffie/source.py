@@ -9,13 +9,13 @@ reused across runs. Every failure is a :class:`SourceError` saying what was wron
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
+from diffie import gitrun
 from diffie.errors import SourceError
 
 _URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*://|git@)", re.IGNORECASE)
@@ -27,19 +27,8 @@ def is_url(repo: str) -> bool:
     return bool(_URL_RE.match(repo))
 
 
-def _git(args: list[str], *, cwd: Path | None = None, timeout: float = GIT_TIMEOUT_S,
-         extra_config: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    config: list[str] = []
-    for item in extra_config or []:
-        config += ["-c", item]
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
-    try:
-        return subprocess.run(["git", *config, *args], cwd=cwd, env=env, capture_output=True,
-                              timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        raise SourceError("git is not installed (needed to check out the change)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise SourceError(f"git {args[0]} took longer than {timeout:.0f} s") from exc
+def _git(args: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return gitrun.run(args, cwd=cwd, check=False, timeout=GIT_TIMEOUT_S)
 
 
 def _check_rev(rev: str) -> None:
@@ -81,32 +70,23 @@ def read_file(repo: Path, rev: str, path: str) -> str | None:
     return proc.stdout.decode("utf-8", errors="replace")
 
 
-def fetch(url: str, revs: list[str], cache_dir: Path, *,
-          extra_config: list[str] | None = None) -> Path:
-    """A bare repository in ``cache_dir`` holding ``revs`` of ``url`` (fetched once, reused).
-
-    ``extra_config`` carries git ``-c`` settings (for example an authorization header); it is
-    never included in error messages.
-    """
+def fetch(url: str, revs: list[str], cache_dir: Path) -> Path:
+    """A bare repository in ``cache_dir`` holding ``revs`` of ``url`` (fetched once, reused;
+    one fetch at a time per repository)."""
     key = hashlib.sha256(url.encode()).hexdigest()[:20]
-    bare = cache_dir / f"{key}.git"
-    if not (bare / "HEAD").exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        proc = _git(["init", "--bare", "--quiet", str(bare)])
-        if proc.returncode != 0:
-            raise SourceError(f"cannot create the repository cache at {bare}")
-    missing = []
-    for rev in revs:
-        _check_rev(rev)
-        if _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=bare).returncode:
-            missing.append(rev)
-    if missing:
-        proc = _git(["fetch", "--quiet", "--no-tags", url, *missing], cwd=bare,
-                    extra_config=extra_config)
-        if proc.returncode != 0:
-            tail = proc.stderr.decode(errors="replace").strip()[-500:]
-            raise SourceError(f"cannot fetch {', '.join(missing)} from {_redact(url)}: {tail}")
-    return bare
+    with gitrun.locked_bare(cache_dir / f"{key}.git") as bare:
+        missing = []
+        for rev in revs:
+            _check_rev(rev)
+            if _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                    cwd=bare).returncode:
+                missing.append(rev)
+        if missing:
+            proc = _git(["fetch", "--quiet", "--no-tags", url, *missing], cwd=bare)
+            if proc.returncode != 0:
+                raise SourceError(f"cannot fetch {', '.join(missing)} from {_redact(url)}: "
+                                  f"{gitrun.stderr_tail(proc, limit=500)}")
+        return bare
 
 
 def _redact(url: str) -> str:
@@ -122,17 +102,12 @@ def checkout(repo: Path, rev: str, dest: Path) -> str:
     tar_path = dest.parent / f".{dest.name}.tar"
     try:
         with open(tar_path, "wb") as fh:
-            proc = subprocess.run(["git", "archive", "--format=tar", sha], cwd=repo, stdout=fh,
-                                  stderr=subprocess.PIPE, timeout=GIT_TIMEOUT_S, check=False)
-        if proc.returncode != 0:
-            raise SourceError(f"git archive {rev} failed: "
-                              f"{proc.stderr.decode(errors='replace').strip()[-500:]}")
+            gitrun.run(["archive", "--format=tar", sha], cwd=repo, stdout=fh,
+                       timeout=GIT_TIMEOUT_S)
         with tarfile.open(tar_path) as tar:
             tar.extractall(dest, filter="data")
     except (OSError, tarfile.TarError) as exc:
         raise SourceError(f"cannot check out {rev} into {dest}: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise SourceError(f"git archive {rev} took longer than {GIT_TIMEOUT_S} s") from exc
     finally:
         tar_path.unlink(missing_ok=True)
     return sha

@@ -11,7 +11,7 @@ Who calls what:
   the end (retry on ``GitHubUnavailable``).
 """
 
-from diffie.github.auth import AppAuth, redact
+from diffie.github.auth import AppAuth
 from diffie.github.checks import CONCLUSIONS, conclusion_for, report_url
 from diffie.github.client import GitHubClient
 from diffie.github.comments import MARKER, upsert_comment
@@ -31,6 +31,7 @@ from diffie.github.events import (
 )
 from diffie.github.publish import PublishResult, publish, publish_cancelled
 from diffie.github.source import SourceCache
+from diffie.redact import redact
 
 __all__ = [
     "CHECK_NAME", "CONCLUSIONS", "MARKER", "Action", "ActionKind", "AppAuth", "CheckRunEvent",

@@ -9,7 +9,6 @@ hands one out until 5 minutes before its ``expires_at`` and drops it on a 401 (s
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -109,24 +108,3 @@ class AppAuth:
         return f"AppAuth(app_id={self.app_id!r})"
 
 
-# -- redaction -------------------------------------------------------------------------------
-
-_TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"gh[pousr]_[A-Za-z0-9_]{16,}"), "***"),                 # GitHub tokens
-    (re.compile(r"github_pat_[A-Za-z0-9_]{20,}"), "***"),
-    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"), "***"),   # JWTs
-    (re.compile(r"(?i)(authorization:\s*(?:basic|bearer|token)\s+)\S+"), r"\1***"),
-    (re.compile(r"(?i)(x-access-token:)[^@\s/]+"), r"\1***"),
-    (re.compile(r"(://)[^/@\s:]+:[^/@\s]+@"), r"\1***@"),                 # user:secret@ in URLs
-)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with the given secrets and anything shaped like a GitHub token, a JWT, an
-    Authorization header or URL credentials replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    for pat, repl in _TOKEN_PATTERNS:
-        text = pat.sub(repl, text)
-    return text

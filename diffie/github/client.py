@@ -31,7 +31,8 @@ import httpx
 
 from diffie.config import Settings
 from diffie.errors import GitHubError, GitHubUnavailable
-from diffie.github.auth import AppAuth, InstallationToken, parse_expires_at, redact
+from diffie.github.auth import AppAuth, InstallationToken, parse_expires_at
+from diffie.redact import redact
 
 log = logging.getLogger(__name__)
 

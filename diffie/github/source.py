@@ -12,10 +12,7 @@ repository's ``refs/pull/<n>/head``, which GitHub keeps for every pull request).
 
 from __future__ import annotations
 
-import base64
-import fcntl
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -25,21 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from diffie import gitrun
 from diffie.config import Settings
 from diffie.errors import SourceError
-from diffie.github.auth import redact
+from diffie.redact import redact
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}$")
-
-
-# inherited variables that could redirect git, or make it print the Authorization header
-_STRIPPED_ENV = ("GIT_TRACE", "GIT_CURL_VERBOSE", "GIT_REDACT", "GIT_DIR", "GIT_WORK_TREE",
-                 "GIT_INDEX_FILE", "GIT_CONFIG", "GIT_ASKPASS", "GIT_NAMESPACE", "GIT_OBJECT_",
-                 "GIT_ALTERNATE_", "GIT_COMMON_DIR", "GIT_SSL_NO_VERIFY", "GCM_")
 
 
 def _check_name(value: str) -> str:
@@ -57,9 +49,8 @@ def _check_rev(rev: str) -> str:
 class SourceCache:
     """Bare repositories keyed by ``owner/repo`` under ``root``."""
 
-    def __init__(self, root: Path, *, git: str = "git", timeout_s: float = 900.0) -> None:
+    def __init__(self, root: Path, *, timeout_s: float = 900.0) -> None:
         self.root = Path(root)
-        self.git = git
         self.timeout_s = timeout_s
 
     @classmethod
@@ -71,59 +62,18 @@ class SourceCache:
 
     # -- git plumbing ---------------------------------------------------------------------
 
-    def _env(self, token: str | None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV)}
-        config = [("credential.helper", ""),          # no stored credentials, no prompts
-                  ("http.followRedirects", "false"),  # the token goes to this host only
-                  ("protocol.version", "2"),
-                  ("gc.autoDetach", "false")]
-        if token:
-            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-            config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
-        env.update({"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never",
-                    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_COUNT": str(len(config))})
-        for i, (key, value) in enumerate(config):
-            env[f"GIT_CONFIG_KEY_{i}"] = key
-            env[f"GIT_CONFIG_VALUE_{i}"] = value
-        return env
-
     def _run(self, args: Sequence[str], *, git_dir: Path, token: str | None = None,
              extra_env: dict[str, str] | None = None, check: bool = True) -> \
-            subprocess.CompletedProcess[str]:
-        argv = [self.git, f"--git-dir={git_dir}", *args]
-        env = self._env(token)
-        env.update(extra_env or {})
-        secrets = [token] if token else []
-        if token:
-            secrets.append(base64.b64encode(f"x-access-token:{token}".encode()).decode())
-        try:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                  timeout=self.timeout_s, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise SourceError(f"git {args[0]} timed out after {self.timeout_s:.0f}s") from None
-        except OSError as exc:
-            raise SourceError(f"cannot run git: {exc.strerror}") from None
-        if check and proc.returncode != 0:
-            tail = redact(proc.stderr.strip()[-1500:], *secrets)
-            name = next((a for a in args if not a.startswith("-")), "")
-            raise SourceError(f"git {name} failed (exit {proc.returncode}): {tail}")
-        return proc
+            subprocess.CompletedProcess[bytes]:
+        return gitrun.run(args, git_dir=git_dir, token=token, env=extra_env, check=check,
+                          timeout=self.timeout_s)
 
     @contextmanager
     def _locked(self, owner: str, repo: str) -> Iterator[Path]:
         """The bare repository, created if needed, under an exclusive lock (several workers
         share the cache)."""
-        path = self.repo_dir(owner, repo)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if not (path / "HEAD").exists():
-                    path.mkdir(parents=True, exist_ok=True)
-                    self._run(["init", "--bare", "--quiet"], git_dir=path)
-                yield path
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with gitrun.locked_bare(self.repo_dir(owner, repo)) as path:
+            yield path
 
     def has_commit(self, git_dir: Path, sha: str) -> bool:
         proc = self._run(["cat-file", "-e", f"{_check_rev(sha)}^{{commit}}"], git_dir=git_dir,
@@ -221,4 +171,4 @@ class SourceCache:
         _check_rev(rev)
         proc = self._run(["ls-tree", "-r", "--name-only", "-z", rev],
                          git_dir=self.repo_dir(owner, repo))
-        return [p for p in proc.stdout.split("\0") if p]
+        return [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p]

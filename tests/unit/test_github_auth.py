@@ -7,7 +7,8 @@ import pytest
 
 from diffie.config import Settings
 from diffie.errors import ConfigError
-from diffie.github.auth import AppAuth, InstallationToken, parse_expires_at, redact
+from diffie.github.auth import AppAuth, InstallationToken, parse_expires_at
+from diffie.redact import redact
 from tests.github_standin import make_rsa_key
 
 PRIVATE, PUBLIC = make_rsa_key()

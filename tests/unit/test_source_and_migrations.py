@@ -69,6 +69,20 @@ def test_local_source_and_url_fetch(tmp_path: Path, repo: tuple[Path, list[str]]
         fetch(f"file://{path}", ["0" * 40], tmp_path / "cache")
 
 
+def test_git_ignores_an_inherited_git_dir_and_fetches_hold_the_cache_lock(
+        tmp_path: Path, repo: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One git runner for every repository: an inherited GIT_DIR (a git hook's environment)
+    cannot point Diffie at another repository, and a fetch holds the cache's lock."""
+    path, shas = repo
+    other, other_shas = make_repo(tmp_path / "other", [{"x.txt": "other\n"}])
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    assert resolve_rev(path, "main") == shas[1]
+    assert read_file(path, shas[0], ".diffie.yml") == "flows: []\n"
+    bare = fetch(f"file://{path}", [shas[1]], tmp_path / "cache")
+    assert (bare.parent / (bare.name + ".lock")).exists()
+    assert resolve_rev(bare, shas[1]) == shas[1] != other_shas[0]
+
+
 def test_migrations_create_exactly_the_models(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     upgrade(engine)
