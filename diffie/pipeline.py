@@ -72,11 +72,6 @@ class Sides:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-def report_url(settings: Settings, run_id: str) -> str:
-    """The report's public URL, signed (diffie.links): the one the check run links to."""
-    return links.report_url(settings, run_id)
-
-
 def run_clock() -> datetime:
     """One fixed instant per run: the guest clock and the browser clock of every side."""
     return datetime.now(UTC).replace(microsecond=0)
@@ -322,7 +317,7 @@ def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, ou
     viewports = len({vp for f in sides.spec.flows for vp, _ in sides.spec.flow_viewports(f)})
     verdict = judge(change.run_id, findings, flaky=flaky, flows=len(sides.spec.flows),
                     viewports=viewports, duration_s=round(duration_s, 2),
-                    report_url=report_url(settings, change.run_id), coverage=coverage,
+                    report_url=links.report_url(settings, change.run_id), coverage=coverage,
                     not_verified=not_verified,
                     fail_on_not_verified=sides.spec.fail_on_not_verified)
     captures = {"base": sides.base, "head": sides.head or [], "head2": sides.head2 or []}
@@ -353,7 +348,7 @@ def publish_error(settings: Settings, change: ChangeInput, reason: str, *,
                   out: ArtifactDir | None = None, findings: list[Finding] | None = None) -> Verdict:
     """An ``error`` verdict with its report (best effort: the verdict matters most)."""
     verdict = error_verdict(change.run_id, reason, findings)
-    verdict.report_url = report_url(settings, change.run_id)
+    verdict.report_url = links.report_url(settings, change.run_id)
     out = out or ArtifactDir(settings.artifacts_dir / change.run_id).ensure()
     try:
         write_outputs(verdict, {}, out, title=change.title or _title(change),

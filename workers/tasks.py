@@ -21,14 +21,14 @@ from collections.abc import Callable
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from diffie import runs
+from diffie import links, runs
 from diffie.app_context import VERIFY_TASK, AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
 from diffie.control import RunCancelled, RunControl
 from diffie.deps import JobDeps
 from diffie.errors import DiffieError
-from diffie.pipeline import publish_error, report_url, run_change
+from diffie.pipeline import publish_error, run_change
 from diffie.publishing import PUBLISH_TASK, deliver
 from diffie.runs import ChangeInput
 from diffie.verdict import Verdict, error_verdict, internal_error_reason
@@ -102,7 +102,7 @@ class Heartbeat(threading.Thread):
 
     def _expire(self) -> None:
         verdict = error_verdict(self.run_id, self.reason)
-        verdict.report_url = report_url(self.ctx.settings, self.run_id)
+        verdict.report_url = links.report_url(self.ctx.settings, self.run_id)
         try:
             ended = runs.record_error(self.ctx.db, self.run_id, self.worker, self.reason, verdict)
         except Exception:
@@ -180,10 +180,7 @@ def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change
         # stays in the run record (run.reason), the verdict says where to look
         public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) \
             else internal_error_reason(run_id)
-        if change is None:
-            verdict = error_verdict(run_id, public)
-        else:
-            verdict = publish_error(settings, change, public)
+        verdict = _error_verdict(ctx, run_id, change, public)
         runs.record_error(ctx.db, run_id, worker, reason, verdict,
                           ArtifactDir(settings.artifacts_dir / run_id))
         result = "error"
@@ -197,11 +194,20 @@ def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change
     return result
 
 
+def _error_verdict(ctx: AppContext, run_id: str, change: ChangeInput | None,
+                   reason: str) -> Verdict:
+    """The ``error`` verdict of a run that could not finish: with its report when the change
+    was read (:func:`diffie.pipeline.publish_error`), else the verdict alone."""
+    if change is None:
+        return error_verdict(run_id, reason)
+    return publish_error(ctx.settings, change, reason)
+
+
 def _timed_out(ctx: AppContext, beat: Heartbeat, change: ChangeInput | None) -> str:
     """The watchdog ended the run ``error`` (time limit); now that the pipeline has stopped,
     write the error report over whatever it left and list the run's artifacts."""
     if change is not None:
-        verdict = publish_error(ctx.settings, change, beat.reason)
+        verdict = _error_verdict(ctx, beat.run_id, change, beat.reason)
         runs.record_outputs(ctx.db, beat.run_id, beat.worker, verdict,
                             ArtifactDir(ctx.settings.artifacts_dir / beat.run_id))
     log.info("run %s stopped at its time limit", beat.run_id)

@@ -12,7 +12,7 @@ Who calls what:
 """
 
 from diffie.github.auth import AppAuth
-from diffie.github.checks import CONCLUSIONS, conclusion_for, report_url
+from diffie.github.checks import CONCLUSIONS, conclusion_for
 from diffie.github.client import GitHubClient
 from diffie.github.comments import MARKER, upsert_comment
 from diffie.github.events import (
@@ -37,6 +37,6 @@ __all__ = [
     "CHECK_NAME", "CONCLUSIONS", "MARKER", "Action", "ActionKind", "AppAuth", "CheckRunEvent",
     "CheckSuiteEvent", "GitHubClient", "OtherEvent", "PayloadError", "PingEvent",
     "PublishResult", "PullRequestEvent", "SourceCache", "conclusion_for", "decide",
-    "parse_event", "publish", "publish_cancelled", "redact", "report_url",
+    "parse_event", "publish", "publish_cancelled", "redact",
     "upsert_comment", "verify_signature",
 ]

@@ -88,12 +88,6 @@ class Target:
         return f"/repos/{seg(self.owner)}/{seg(self.repo)}"
 
 
-def report_url(settings: Settings, run_id: str, stored: str | None = None) -> str:
-    """The public URL of a run's HTML report: signed afresh at each publish (diffie.links),
-    unless the verdict's ``stored`` report URL points elsewhere (a plugin's own host)."""
-    return links.fresh_report_url(settings, run_id, stored)
-
-
 def artifact_url(settings: Settings, run_id: str, name: str) -> str:
     """The public, signed URL of one artifact (GitHub fetches check-run images by it)."""
     return links.artifact_url(settings, run_id, name)
@@ -140,7 +134,7 @@ def ensure_check_run(client: GitHubClient, run: Run, settings: Settings, *,
     found = find_check_run(client, target, waiting=waiting)
     if found is None:
         body = {"name": CHECK_NAME, "head_sha": target.head_sha, "status": "queued",
-                "external_id": target.run_id, "details_url": report_url(settings, run.id),
+                "external_id": target.run_id, "details_url": links.fresh_report_url(settings, run.id, None),
                 "output": {"title": "Queued", "summary": "Waiting for a worker to verify "
                            "this change in a fresh VM."}}
         body.update(initial or {})
@@ -182,7 +176,7 @@ def await_authorization(client: GitHubClient, run: Run, settings: Settings, *,
     """A waiting run's check run: completed ``action_required`` with "Authorize run"."""
     body: dict[str, Any] = {
         "status": "completed", "conclusion": "action_required", "completed_at": _now(),
-        "details_url": report_url(settings, run.id),
+        "details_url": links.fresh_report_url(settings, run.id, None),
         "output": {"title": WAITING_TITLE, "summary": waiting_summary(reason)},
         "actions": [AUTHORIZE_ACTION]}
     existing = run.check_run_id
@@ -231,7 +225,7 @@ def mark_in_progress(client: GitHubClient, run: Run, settings: Settings) -> int:
     """Worker: when it starts verifying the run."""
     _patch(client, run, settings, {
         "status": "in_progress", "started_at": _now(),
-        "details_url": report_url(settings, run.id),
+        "details_url": links.fresh_report_url(settings, run.id, None),
         "output": {"title": "Verifying", "summary": "Restoring a VM snapshot, deploying base "
                    "and head, and driving the browser through the flows."}})
     assert run.check_run_id is not None
@@ -378,7 +372,7 @@ def complete(client: GitHubClient, run: Run, verdict: Verdict, settings: Setting
     annotations (50 per request; annotations already on the check run are not re-sent).
     Returns the conclusion."""
     conclusion = conclusion_for(verdict.status, approved=approved)
-    url = report_url(settings, run.id, verdict.report_url)
+    url = links.fresh_report_url(settings, run.id, verdict.report_url)
     output: dict[str, Any] = {
         "title": title_for(verdict, approved=approved),
         "summary": verdict_summary(verdict, report_url=url, approved=approved,

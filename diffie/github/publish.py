@@ -13,6 +13,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from diffie import links
 from diffie.config import Settings
 from diffie.github import checks
 from diffie.github.client import GitHubClient
@@ -41,7 +42,7 @@ def publish(run: Run, verdict: Verdict, settings: Settings, client: GitHubClient
     later) or GitHubError (a request GitHub refuses: do not retry)."""
     target = checks.Target.of(run)
     approved = bool(run.approved or verdict.approved)
-    url = checks.report_url(settings, run.id, verdict.report_url)
+    url = links.fresh_report_url(settings, run.id, verdict.report_url)
     conclusion = checks.complete(client, run, verdict, settings, approved=approved,
                                  repo_files=repo_files)
     comment_id: int | None = None

@@ -32,12 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from diffie.config import Settings
 from diffie.errors import SandboxError
 from diffie.sandbox import confine, provision
 from diffie.sandbox import domain as dx
+from diffie.sandbox.deploy import wait_ready
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
 from diffie.sandbox.libvirt import Hypervisor, domain_active, qemu_img_overlay, wait_for_console
 from diffie.sandbox.recipe import BUILDER_VERSION, LoadedRecipe, load_recipe
@@ -178,21 +177,6 @@ def _build_disk(loaded: LoadedRecipe, out: Path, progress: Progress) -> dict[str
     return timings
 
 
-def _http_ready(url: str, timeout_s: float) -> float:
-    start = time.monotonic()
-    last = ""
-    while time.monotonic() - start < timeout_s:
-        try:
-            resp = httpx.get(url, timeout=5)
-            if resp.status_code < 400:
-                return time.monotonic() - start
-            last = f"HTTP {resp.status_code}"
-        except httpx.HTTPError as exc:
-            last = str(exc) or type(exc).__name__
-        time.sleep(0.25)
-    raise SandboxError(f"{url} not ready after {timeout_s:.0f} s ({last})")
-
-
 BOOT_FILES = ("vmlinuz", "initrd.img")
 
 
@@ -250,7 +234,7 @@ def cold_boot(hv: Hypervisor, loaded: LoadedRecipe, out: Path, ident: dx.Identit
         hv.agent(dom).wait(120)
         if r.ready.http is not None:
             port = dict((g, h) for h, g in forwards)[r.ready.http.port]
-            _http_ready(f"http://127.0.0.1:{port}{r.ready.http.path}", 120)
+            wait_ready(f"http://127.0.0.1:{port}{r.ready.http.path}", 120, poll_s=0.25)
     except BaseException:
         _collect_journal(hv, dom, out / "logs" / f"journal-{console.stem}.log")
         hv.destroy(ident.name)

@@ -15,7 +15,6 @@ from diffie.github.checks import (
     batches,
     conclusion_for,
     images_for,
-    report_url,
     resolve_path,
     title_for,
 )
@@ -60,14 +59,14 @@ def test_approve_action_fits_githubs_limits() -> None:
 
 
 def test_report_url_uses_the_public_url_and_is_signed() -> None:
-    url = report_url(SETTINGS, "abc")
+    url = links.fresh_report_url(SETTINGS, "abc", None)
     prefix = "https://diffie.example.com/v1/runs/abc/signed/"
     assert url.startswith(prefix) and url.endswith("/report/")
     expires, sig = url[len(prefix):].split("/")[:2]
     assert abs(int(expires) - time.time() - 3600) < 60
     links.check(SETTINGS, "abc", "report/", int(expires), sig)
     # a report URL of another host (a plugin's) is kept as it is
-    assert report_url(SETTINGS, "abc", "https://reports.example/abc") == \
+    assert links.fresh_report_url(SETTINGS, "abc", "https://reports.example/abc") == \
         "https://reports.example/abc"
 
 
