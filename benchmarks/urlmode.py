@@ -20,7 +20,7 @@ from diffie import runs
 from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.examples import CHANGES_DIR, SHOP_DIR, ShopServer, load_manifest, materialize_repo
-from diffie.models import Run
+from diffie.models import FINISHED, Run
 from diffie.source import checkout
 from workers.embedded import EmbeddedWorker
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     run = s.get(Run, run_id)
                     assert run is not None
                     status, verdict = run.status, run.verdict or {}
-                if status in runs.FINISHED:
+                if status in FINISHED:
                     break
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started

@@ -25,6 +25,7 @@ from diffie.bench import add_parser as add_bench_parser
 from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError
+from diffie.models import FINISHED
 from diffie.report.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
 from workers.embedded import EmbeddedWorkers
@@ -121,7 +122,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             print(json.dumps(snap, indent=2, default=str))
             return 0
         print(f"run {snap['id']} ({snap['mode']}): {snap['status']} — {snap['phase']}")
-        if snap["status"] in runs.FINISHED:
+        if snap["status"] in FINISHED:
             print_result(snap, as_json=False)
         return 0
     finally:

@@ -50,8 +50,8 @@ class Publisher(Protocol):
 def retry_delay(exc: Unavailable, attempt: int) -> float:
     """The destination's own ``retry_after`` when it gave one, else exponential backoff."""
     if exc.retry_after is not None and exc.retry_after > 0:
-        return min(MAX_RETRY_DELAY_S, exc.retry_after)
-    return min(MAX_RETRY_DELAY_S, FIRST_RETRY_DELAY_S * 2 ** attempt)
+        return min(MAX_RETRY_DELAY_S, float(exc.retry_after))
+    return min(MAX_RETRY_DELAY_S, FIRST_RETRY_DELAY_S * 2.0 ** attempt)
 
 
 def deliver(ctx: AppContext, target: str, run_id: str, kind: str, *, attempt: int,

@@ -173,7 +173,7 @@ def heartbeat(db: Database, run_id: str, worker: str, phase: str | None = None) 
     with db.session() as s:
         result = s.execute(_mine(run_id, worker).values(**values)
                            .execution_options(synchronize_session=False))
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _replace_rows(s: Session, run_id: str, verdict: Verdict, out: ArtifactDir | None) -> None:
@@ -239,7 +239,7 @@ def release(db: Database, run_id: str, worker: str, phase: str = "interrupted") 
         result = s.execute(_mine(run_id, worker).values(
             status="queued", phase=phase[:PHASE_LEN], heartbeat_at=utcnow())
             .execution_options(synchronize_session=False))
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def requeue_stale(db: Database, *, stale_after_s: float) -> list[str]:

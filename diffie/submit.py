@@ -14,7 +14,7 @@ from diffie import links, runs, source
 from diffie.app_context import AppContext
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, SourceError, SpecError
-from diffie.models import Run
+from diffie.models import FINISHED, Run
 from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.url_mode import strict_origin
@@ -112,7 +112,7 @@ def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float, say: Say) -> dic
         if line != last and (offset == 0 or snap["status"] != "running"):
             say(f"run {run_id[:8]} {line}")
         last = line
-        if snap["status"] in runs.FINISHED:
+        if snap["status"] in FINISHED:
             return snap
         if time.monotonic() > deadline:
             raise DiffieError(f"run {run_id} did not finish within {timeout_s:.0f} s "

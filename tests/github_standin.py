@@ -45,6 +45,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
+from diffie.config import Settings
+
 # git's smart HTTP lives in its own module; re-exported here so tests need one import
 from tests.git_smart_http import GitRequest, GitSmartHTTP, commit_files, git, publish_bare
 
@@ -672,10 +674,8 @@ class _APIHandler(BaseHTTPRequestHandler):
 # -- helpers for tests ---------------------------------------------------------------------------
 
 def app_settings(tmp_path: Path, standin: GitHubStandIn, private_pem: bytes,
-                 **overrides: Any) -> Any:
+                 **overrides: Any) -> Settings:
     """Settings of a Diffie whose GitHub is ``standin`` (app id, key file, API URL)."""
-    from diffie.config import Settings
-
     key = tmp_path / "github-app.pem"
     key.write_bytes(private_pem)
     values: dict[str, Any] = {"github_app_id": standin.app_id, "github_private_key_path": key,

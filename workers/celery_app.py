@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from diffie.app_context import AppContext
 from diffie.config import Settings

@@ -231,7 +231,8 @@ def register_tasks(app: Celery, settings: Settings,
         ctx = worker_context(settings, build)
 
         def retry(delay: float) -> Exception:
-            return self.retry(countdown=delay)
+            again: Exception = self.retry(countdown=delay)
+            return again
 
         return deliver(ctx, target, run_id, kind, attempt=self.request.retries or 0,
                        retry=retry)

@@ -97,7 +97,7 @@ def _to_byte(v: float) -> int:
 
 def _pixel_u32(rgb: tuple[float, float, float]) -> np.uint32:
     raw = np.array([_to_byte(rgb[0]), _to_byte(rgb[1]), _to_byte(rgb[2]), 255], dtype=np.uint8)
-    return raw.view(np.uint32)[0]
+    return np.uint32(raw.view(np.uint32)[0])
 
 
 _GRAY_MUL = np.array([1, 1, 1, 0], dtype=np.uint8).view(np.uint32)[0]
@@ -297,7 +297,7 @@ def _many_siblings_in_both(img32: U32, other32: U32, pos: I64, w: int, h: int) -
     base = border - invalid  # invalid neighbours point at the pixel itself: always equal
     many = base + (img32[nidx] == img32[pos]).sum(axis=0) > 2
     many &= base + (other32[nidx] == other32[pos]).sum(axis=0) > 2
-    return many
+    return np.asarray(many, dtype=bool)
 
 
 def _brightness_key8(v: U32) -> F64:

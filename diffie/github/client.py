@@ -285,7 +285,7 @@ class GitHubClient:
         self._sleep(self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
+        base = min(self.max_backoff_s, self.backoff_s * (2.0 ** attempt))
         return base * random.uniform(0.75, 1.0)
 
     def _retry_after(self, resp: httpx.Response) -> float | None:
@@ -317,7 +317,7 @@ class GitHubClient:
             with self._limit_lock:     # GitHub: wait exponentially longer while they go on
                 strikes = self._secondary_strikes
                 self._secondary_strikes += 1
-            return SECONDARY_RATE_LIMIT_WAIT_S * 2 ** min(strikes, 6)
+            return SECONDARY_RATE_LIMIT_WAIT_S * 2.0 ** min(strikes, 6)
         return None
 
     @staticmethod

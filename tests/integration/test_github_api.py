@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -31,9 +32,11 @@ def client(tmp_path, standin: GitHubStandIn) -> Iterator[GitHubClient]:
         yield c
 
 
-def create_check_run(client: GitHubClient) -> dict:
-    return client.post("/repos/octo/shop/check-runs", installation_id=7,
-                       json={"name": "Diffie", "head_sha": SHA, "status": "queued"})
+def create_check_run(client: GitHubClient) -> dict[str, Any]:
+    created: dict[str, Any] = client.post("/repos/octo/shop/check-runs", installation_id=7,
+                                          json={"name": "Diffie", "head_sha": SHA,
+                                                "status": "queued"})
+    return created
 
 
 def test_installation_token_exchange_and_headers(client: GitHubClient,

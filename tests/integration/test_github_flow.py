@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,11 +165,11 @@ class World:
         run.status = "done"
         return verdict
 
-    def check_run(self, run: Run) -> dict:
+    def check_run(self, run: Run) -> dict[str, Any]:
         assert run.check_run_id is not None
         return self.standin.check_runs[run.check_run_id]
 
-    def our_comments(self) -> list[dict]:
+    def our_comments(self) -> list[dict[str, Any]]:
         return [c for c in self.standin.comments_on(OWNER, REPO, 2)
                 if c["body"].startswith(MARKER)]
 

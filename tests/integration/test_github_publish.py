@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def make_run(run_id: str, head: str = HEAD1, number: int = 7) -> Run:
     return Run(id=run_id, change=change, status="queued", approved=False, published=False)
 
 
-def cr_of(standin: GitHubStandIn, run: Run) -> dict:
+def cr_of(standin: GitHubStandIn, run: Run) -> dict[str, Any]:
     assert run.check_run_id is not None
     return standin.check_runs[run.check_run_id]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PAGE, REPO_ROOT, Site, free_port, wait_until
+from tests.conftest import PAGE, Site, free_port, wait_until
+from tests.paths import REPO_ROOT
 
 SPEC = """\
 viewports:

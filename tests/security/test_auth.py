@@ -36,6 +36,7 @@ from diffie import links, runs
 from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.composition import build_context
+from diffie.models import Run
 from diffie.verdict import judge
 from tests.conftest import (
     PAGE,
@@ -203,7 +204,7 @@ def test_read_token_cannot_submit_and_submit_token_cannot_read(
     assert refused.status_code == 403
     assert refused.json()["detail"] == "this token lacks the 'submit' scope (it has: read)"
     with ctx.db.session() as s:
-        assert s.query(runs.Run).count() == 1            # nothing was submitted
+        assert s.query(Run).count() == 1            # nothing was submitted
     accepted = httpx.post(f"{url}/v1/runs", json=body, headers=bearer(SUBMIT))
     assert accepted.status_code == 202, accepted.text
     for path in (f"/v1/runs/{run_id}", "/v1/runs", f"/v1/runs/{run_id}/report/",
@@ -306,7 +307,7 @@ def test_url_mode_to_other_loopback_ports_is_refused_with_no_oracle(
             assert resp.status_code == 422, trick
         assert not_http.connections == 0                         # never even touched
         with ctx.db.session() as s:
-            assert s.query(runs.Run).count() == 0
+            assert s.query(Run).count() == 0
         ok = httpx.post(f"{url}/v1/runs", json={"base_url": site.url, "head_url": site.url,
                                                 "spec": SPEC})
         assert ok.status_code == 202, ok.text

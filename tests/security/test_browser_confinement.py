@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ def _settings(tmp: Path) -> Settings:
 
 
 def _run_attacks(tmp: Path, app: AttackApp, *, route_fence: bool = True, proxy_fence: bool = True,
-                 attacks: tuple = ATTACKS) -> tuple[list[Capture], Path]:
+                 attacks: tuple[Any, ...] = ATTACKS) -> tuple[list[Capture], Path]:
     spec = parse_spec(attack_spec(attacks))
     out = tmp / "artifacts"
     with BrowserRunner(_settings(tmp), route_fence=route_fence, proxy_fence=proxy_fence) as runner:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PAGE, REPO_ROOT, Site
+from tests.conftest import PAGE, Site
+from tests.paths import REPO_ROOT
 from tests.security.attacks import ATTACKS, AttackApp, CanaryServer, attack_spec, leaks
 
 pytestmark = pytest.mark.integration

@@ -65,8 +65,10 @@ def test_element_cleaning_bounds_and_rejects_bad_entries():
     assert ok is not None
     assert len(ok["selector"]) == elements.MAX_SELECTOR and len(ok["text"]) == elements.MAX_ELEMENT_TEXT
     assert (ok["x"], ok["y"], ok["width"], ok["height"]) == (2, 2, 10, 20)
-    assert elements._clean_element({"selector": "p", "text": None, "x": 0, "y": 0, "width": 1,
-                                    "height": 1})["text"] == ""
+    blank = elements._clean_element({"selector": "p", "text": None, "x": 0, "y": 0, "width": 1,
+                                     "height": 1})
+    assert blank is not None and blank["text"] == ""
+    bad: object
     for bad in ([], "x", {"selector": "", "x": 0, "y": 0, "width": 1, "height": 1},
                 {"selector": "p", "x": float("nan"), "y": 0, "width": 1, "height": 1},
                 {"selector": "p", "x": True, "y": 0, "width": 1, "height": 1},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
@@ -30,7 +31,7 @@ def png(out: ArtifactDir, name: str, rects: list[tuple[tuple[int, int, int, int]
     return name
 
 
-def elements(out: ArtifactDir, name: str, items: list[dict]) -> str:
+def elements(out: ArtifactDir, name: str, items: list[dict[str, Any]]) -> str:
     out.path(name).write_text(json.dumps(items))
     return name
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ JS_OPTIONS = {
 }
 
 
-def _rows(table: str) -> list[tuple[str, str, str, dict, int]]:
+def _rows(table: str) -> list[tuple[str, str, str, dict[str, Any], int]]:
     path = FIXTURES / table
     if not path.exists():
         pytest.fail(f"pixelmatch fixtures not found at {FIXTURES} (vendored in "
@@ -46,18 +47,18 @@ def _load(name: str) -> np.ndarray:
         return np.asarray(im.convert("RGBA"))
 
 
-def _options(js: dict) -> dict:
+def _options(js: dict[str, Any]) -> dict[str, Any]:
     opts = {}
     for key, value in js.items():
         opts[JS_OPTIONS[key]] = tuple(value) if isinstance(value, list) else value
     return opts
 
 
-def _ids(rows: list) -> list[str]:
+def _ids(rows: list[Any]) -> list[str]:
     return [f"{a}-{b}-{Path(d).name}" for a, b, d, _, _ in rows]
 
 
-def _run_fixture(a: str, b: str, diff: str, js: dict, expected: int, checkerboard: bool) -> None:
+def _run_fixture(a: str, b: str, diff: str, js: dict[str, Any], expected: int, checkerboard: bool) -> None:
     img1, img2, want = _load(a), _load(b), _load(diff)
     out = np.zeros_like(img1)  # upstream's test starts from a zero-filled output
     opts = _options(js)
@@ -77,12 +78,13 @@ def test_fixture_tables_are_complete() -> None:
 
 
 @pytest.mark.parametrize(("a", "b", "diff", "js", "expected"), V7_ROWS, ids=_ids(V7_ROWS))
-def test_pixelmatch_7_2_0_fixtures(a: str, b: str, diff: str, js: dict, expected: int) -> None:
+def test_pixelmatch_7_2_0_fixtures(a: str, b: str, diff: str, js: dict[str, Any], expected: int) -> None:
     _run_fixture(a, b, diff, js, expected, checkerboard=True)
 
 
 @pytest.mark.parametrize(("a", "b", "diff", "js", "expected"), V5_ROWS, ids=_ids(V5_ROWS))
-def test_pixelmatch_5_3_0_fixtures_in_legacy_mode(a: str, b: str, diff: str, js: dict, expected: int) -> None:
+def test_pixelmatch_5_3_0_fixtures_in_legacy_mode(a: str, b: str, diff: str, js: dict[str, Any],
+                                                  expected: int) -> None:
     _run_fixture(a, b, diff, js, expected, checkerboard=False)
 
 

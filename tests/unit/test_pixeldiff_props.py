@@ -120,7 +120,8 @@ def _has_many_siblings(img32: list[bytes], x1: int, y1: int, width: int, height:
     return False
 
 
-def _antialiased(img: bytes, x1: int, y1: int, width: int, height: int, a32: list, b32: list) -> bool:
+def _antialiased(img: bytes, x1: int, y1: int, width: int, height: int, a32: list[bytes],
+                 b32: list[bytes]) -> bool:
     x0, y0 = max(x1 - 1, 0), max(y1 - 1, 0)
     x2, y2 = min(x1 + 1, width - 1), min(y1 + 1, height - 1)
     pos = y1 * width + x1

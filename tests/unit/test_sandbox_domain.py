@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from diffie.sandbox import domain as dx
 
@@ -11,7 +12,7 @@ Q = "{" + dx.QEMU_NS + "}"
 
 
 def _params(**kw: object) -> dx.DomainParams:
-    values: dict = dict(
+    values: dict[str, Any] = dict(
         ident=dx.identity("shop-0123456789abcdef", 0), domain_type="qemu", memory_mib=1024,
         vcpus=2, kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"),
         cmdline="root=/dev/vda console=ttyS0", disk=Path("/img/slots/qemu-0.qcow2"),
