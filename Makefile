@@ -14,7 +14,7 @@ lint:
 	.venv/bin/ruff check diffie workers benchmarks tests examples reports
 
 typecheck:
-	.venv/bin/mypy diffie workers benchmarks tests
+	.venv/bin/mypy diffie workers benchmarks tests examples/__init__.py examples/corpus.py
 
 test-unit:
 	$(PY) -m pytest -q tests/unit

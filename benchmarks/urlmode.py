@@ -4,7 +4,7 @@ base and head), through the whole path: submit → queue (embedded broker) → w
     python -m benchmarks.urlmode [--change ID] [--no-noise-floor]
 
 Base and head are the unpatched shop (or ``--change``'s patch as head), each served on the
-host by :class:`diffie.examples.ShopServer` against its own PostgreSQL database. The last line
+host by :class:`examples.corpus.ShopServer` against its own PostgreSQL database. The last line
 is machine-readable: ``urlmode: verify_s=<s>``.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 from diffie import runs
 from diffie.composition import build_context
 from diffie.config import Settings
-from diffie.examples import CHANGES_DIR, SHOP_DIR, ShopServer, load_manifest, materialize_repo
 from diffie.models import FINISHED, Run
 from diffie.source import checkout
+from examples.corpus import CHANGES_DIR, SHOP_DIR, ShopServer, load_manifest, materialize_repo
 from workers.embedded import EmbeddedWorker
 
 

@@ -32,7 +32,6 @@ from diffie.composition import job_deps
 from diffie.config import Settings
 from diffie.control import Lines
 from diffie.db import Database
-from diffie.examples import CHANGES_DIR, SHOP_DIR, load_manifest, materialize_repo
 from diffie.models import Base
 from diffie.pipeline import run_change
 from diffie.runs import ChangeInput
@@ -44,6 +43,7 @@ from diffie.sandbox.libvirt import Hypervisor, LibvirtSandbox, qemu_img_overlay
 from diffie.sandbox.recipe import load_recipe
 from diffie.sandbox.slots import Holder
 from diffie.sandbox.store import ImageInfo, leases_dir
+from examples.corpus import CHANGES_DIR, SHOP_DIR, load_manifest, materialize_repo
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "shop"

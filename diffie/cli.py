@@ -17,11 +17,11 @@ from typing import Any
 
 import uvicorn
 
+from benchmarks.corpus import add_parser as add_bench_parser
 from diffie import runs, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
-from diffie.bench import add_parser as add_bench_parser
 from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError

@@ -11,7 +11,7 @@ echo "[demo] building (or reusing) the shop VM image" >&2
 .venv/bin/diffie image build shop
 repo="$DIFFIE_DATA_DIR/demo/$change"
 echo "[demo] materialising example change '$change' as a git repository in $repo" >&2
-read -r base head < <(.venv/bin/python -m diffie.examples materialize "$change" "$repo")
+read -r base head < <(.venv/bin/python -m examples.corpus materialize "$change" "$repo")
 echo "[demo] verifying $base..$head in VMs" >&2
 set +e
 .venv/bin/diffie verify --repo "$repo" --base "$base" --head "$head" --wait

@@ -31,9 +31,9 @@ import httpx
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.config import Settings
-from diffie.examples import CHANGES_DIR, SHOP_DIR, materialize_repo
 from diffie.github.comments import MARKER
 from diffie.models import Run
+from examples.corpus import CHANGES_DIR, SHOP_DIR, materialize_repo
 from tests.conftest import LiveServer, wait_until
 from tests.github_standin import GitHubStandIn, GitSmartHTTP, git, make_rsa_key, publish_bare
 from tests.paths import FIXTURES as _SHARED

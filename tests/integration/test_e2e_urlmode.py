@@ -21,8 +21,8 @@ import pytest
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.composition import build_context
-from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, ShopServer, load_manifest, materialize_repo
 from diffie.source import checkout
+from examples.corpus import CHANGES_DIR, SHOP_DIR, ChangeCase, ShopServer, load_manifest, materialize_repo
 from tests.conftest import (
     LiveServer,
     create_pg_database,

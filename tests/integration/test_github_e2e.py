@@ -20,8 +20,8 @@ import pytest
 
 from diffie.app_context import AppContext
 from diffie.composition import with_deps
-from diffie.examples import ShopServer
 from diffie.sandbox.base import ExecResult
+from examples.corpus import ShopServer
 from tests.conftest import make_settings, wait_until
 from tests.github_e2e import OWNER, PR_NUMBER, REPO, Hub, github_hub, main_flow
 

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from diffie.examples import (
+from examples.corpus import (
     CHANGES_DIR,
     SHOP_DIR,
     ChangeCase,

@@ -26,11 +26,11 @@ import pytest
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.config import Settings
-from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
 from diffie.sandbox import domain as dx
 from diffie.sandbox.libvirt import Hypervisor
 from diffie.sandbox.slots import Holder
 from diffie.sandbox.store import ImageInfo, leases_dir
+from examples.corpus import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
 from tests.conftest import (
     LiveServer,
     finished,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from diffie import bench
-from diffie.bench import FoundItem, RunResult, plan, render_table, score_run, summarise
+from benchmarks import corpus as bench
+from benchmarks.corpus import FoundItem, RunResult, plan, render_table, score_run, summarise
 from diffie.cli import main, parser
-from diffie.examples import CHANGES_DIR, ChangeCase, load_manifest
+from examples.corpus import CHANGES_DIR, ChangeCase, load_manifest
 
 
 def case(id: str, category: str = "regression", expected: str = "fail",

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from diffie.errors import SourceError
-from diffie.examples import (
+from diffie.spec import load_spec
+from diffie.verdict import CHANGE_KINDS, ERROR_KINDS
+from examples.corpus import (
     CHANGES_DIR,
     SHOP_DIR,
     ChangeCase,
@@ -17,8 +19,6 @@ from diffie.examples import (
     load_manifest,
     materialize_repo,
 )
-from diffie.spec import load_spec
-from diffie.verdict import CHANGE_KINDS, ERROR_KINDS
 
 # Issue 5's list, each with the change(s) that cover it.
 REQUIRED = {

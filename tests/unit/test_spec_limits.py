@@ -10,10 +10,10 @@ import pytest
 from diffie import yamlsafe
 from diffie.config import Settings
 from diffie.errors import SandboxError, SpecError
-from diffie.examples import ManifestError, load_manifest
 from diffie.sandbox.recipe import parse_recipe
 from diffie.spec import load_spec, parse_spec, ready_path_problem
 from diffie.spec_limits import SpecLimits
+from examples.corpus import ManifestError, load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -44,7 +44,7 @@ from diffie import submit
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.errors import DiffieError
-from diffie.examples import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
+from examples.corpus import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
 from workers.embedded import EmbeddedWorker
 
 Outcome = Literal["caught", "wrong_kind", "missed", "pass", "false_finding", "error"]

@@ -35,8 +35,7 @@ from diffie import gitrun, yamlsafe
 from diffie.errors import ConfigError, DiffieError, SourceError
 from diffie.verdict import CHANGE_KINDS, ERROR_KINDS, FindingKind, Status
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHOP_DIR = REPO_ROOT / "examples" / "shop"
+SHOP_DIR = Path(__file__).resolve().parent / "shop"
 CHANGES_DIR = SHOP_DIR / "changes"
 DEFAULT_PG_CONNINFO = "host=127.0.0.1 port=5432 user=postgres"
 
@@ -388,13 +387,13 @@ class ShopServer:
 
 
 
-# --- command line: `python -m diffie.examples materialize CHANGE_ID DEST` ------------------------
+# --- command line: `python -m examples.corpus materialize CHANGE_ID DEST` ------------------------
 
 def main(argv: list[str] | None = None) -> int:
     """Materialise one corpus change as a git repository; prints ``BASE_REV HEAD_REV``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m diffie.examples")
+    parser = argparse.ArgumentParser(prog="python -m examples.corpus")
     sub = parser.add_subparsers(dest="command", required=True)
     mat = sub.add_parser("materialize", help="make a git repo: base commit, then the change")
     mat.add_argument("change", help="a change id from the manifest (e.g. layout-shift-banner)")
