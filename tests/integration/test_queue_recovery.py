@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from diffie import runs
@@ -59,24 +60,35 @@ def test_a_run_whose_broker_message_was_lost_is_requeued_and_runs(
 
 
 def test_a_run_whose_claim_hit_a_database_error_is_requeued_and_runs(
-        qctx: AppContext, api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_claim = runs.claim
+        qctx: AppContext, api: httpx.Client) -> None:
     failures: list[str] = []
 
-    def flaky_claim(db: Any, run_id: str, worker: str, **kw: Any) -> runs.ClaimOutcome:
-        if not failures:
-            failures.append(run_id)
-            raise OperationalError("UPDATE runs ...", {}, Exception("database is locked"))
-        return real_claim(db, run_id, worker, **kw)
+    # the database itself fails the first claim (an engine event, as a lock timeout would):
+    # the claim's UPDATE of a queued run to running
+    def fail_first_claim(conn: Any, cursor: Any, statement: str, parameters: Any,
+                         context: Any, executemany: bool) -> None:
+        text = " ".join(statement.split()).lower()
+        if not failures and text.startswith("update runs set status=") and "attempts" in text:
+            failures.append(text)
+            raise OperationalError(statement, parameters, Exception("database is locked"))
 
-    monkeypatch.setattr(runs, "claim", flaky_claim)
+    event.listen(qctx.db.engine, "before_cursor_execute", fail_first_claim)
+    try:
+        run_id, run = _submit_unreachable_and_wait(qctx, api)
+    finally:
+        event.remove(qctx.db.engine, "before_cursor_execute", fail_first_claim)
+    assert len(failures) == 1
+    # it ran (its base is unreachable on purpose: a quick, browser-free verdict)
+    assert run["status"] == "error" and "is unreachable" in run["reason"]
+    assert run["attempts"] == 2
+
+
+def _submit_unreachable_and_wait(qctx: AppContext,
+                                 api: httpx.Client) -> tuple[str, dict[str, Any]]:
     with EmbeddedWorker(qctx.celery):
         resp = api.post("/v1/runs", json={"base_url": "http://127.0.0.1:9",
                                           "head_url": "http://127.0.0.1:9", "spec": SPEC})
         assert resp.status_code == 202, resp.text
         run_id = resp.json()["id"]
         run = finished(api, run_id, timeout=90)
-    assert failures == [run_id]
-    # it ran (its base is unreachable on purpose: a quick, browser-free verdict)
-    assert run["status"] == "error" and "is unreachable" in run["reason"]
-    assert run["attempts"] == 2
+    return run_id, run

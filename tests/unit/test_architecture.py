@@ -40,3 +40,40 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     missing = [f"{prefix}{name}".upper() for name in Settings.model_fields
                if f"{prefix}{name}".upper() not in readme]
     assert missing == []
+
+
+def _project_modules(tree: ast.Module) -> set[str]:
+    """Names a test module binds to Diffie's own modules (``from diffie import runs``,
+    ``import workers.tasks as tasks``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.split(".")[0] in ("diffie", "workers"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if (ROOT / (full.replace(".", "/") + ".py")).exists() or \
+                        (ROOT / full.replace(".", "/")).is_dir():
+                    names.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in ("diffie", "workers"):
+                    names.add(alias.asname or alias.name.split(".")[0])
+    return names
+
+
+def test_no_test_monkeypatches_diffies_own_modules() -> None:
+    """Tests replace parts through the composition root (``with_deps``, shipped fakes, engine
+    events), never by patching an attribute of a Diffie module."""
+    patched = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = _project_modules(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr == "setattr" and node.args:
+                target = node.args[0]
+                if isinstance(target, ast.Name) and target.id in modules or \
+                        isinstance(target, ast.Constant) and str(target.value).startswith(
+                            ("diffie.", "workers.")):
+                    patched.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert patched == []
