@@ -222,11 +222,12 @@ def worker_process(settings: Settings, log: Path, **overrides: Any) -> subproces
     """``celery -A workers.main worker --pool solo`` in a session of its own (kill it and
     its browsers with ``os.killpg``), configured by ``settings`` and ``overrides``."""
     env = dict(os.environ, **settings_env(settings, **overrides))
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--pool", "solo",
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    with open(log, "ab") as out:           # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--pool", "solo",
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:

@@ -92,10 +92,10 @@ def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
     env = diffie_env(tmp_path / "data")
     env["DIFFIE_API_TOKENS"] = "tok1,tok2"
     env["DIFFIE_URL_MODE_ORIGINS"] = site.url
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "diffie.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "diffie.cli", "serve", "--host",
+                                 "127.0.0.1", "--port", str(port)], cwd=REPO_ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         def up() -> bool:
@@ -123,4 +123,3 @@ def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()

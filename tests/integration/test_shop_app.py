@@ -114,9 +114,9 @@ def test_health_is_503_without_a_database_while_pages_still_serve(tmp_path):
     env = {**os.environ, "SHOP_DATABASE_URL": "host=127.0.0.1 port=5432 user=postgres "
            "dbname=shop_does_not_exist connect_timeout=2", "SHOP_PORT": str(port),
            "SHOP_HOST": "127.0.0.1", "PYTHONDONTWRITEBYTECODE": "1"}
-    log = open(tmp_path / "log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=SHOP_DIR, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=SHOP_DIR, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -133,7 +133,6 @@ def test_health_is_503_without_a_database_while_pages_still_serve(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        log.close()
     assert proc.returncode == 0, "SIGTERM ends the server cleanly"
 
 
