@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffie import runs
+from diffie import run_store
 from diffie.composition import build_context
 from diffie.config import Settings
+from diffie.git_source import checkout
 from diffie.models import FINISHED, Run
-from diffie.source import checkout
 from examples.corpus import CHANGES_DIR, SHOP_DIR, ShopServer, load_manifest, materialize_repo
 from workers.embedded import EmbeddedWorker
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         with ShopServer(base_dir) as base, ShopServer(head_dir) as head, \
                 EmbeddedWorker(ctx.celery) as _worker:
             started = time.perf_counter()
-            run_id = runs.submit_url(ctx.db, base_url=base.url, head_url=head.url,
+            run_id = run_store.submit_url(ctx.db, base_url=base.url, head_url=head.url,
                                      spec_text=spec_text, title="benchmark")
             ctx.enqueue(run_id)
             while True:

@@ -34,7 +34,7 @@ from diffie.control import Lines
 from diffie.db import Database
 from diffie.models import Base
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox import confine
 from diffie.sandbox import domain as dx
 from diffie.sandbox.host import choose_domain_type, ensure_daemons

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.deps import JobDeps, SourceProvider
-from diffie.events import EventBus
+from diffie.lifecycle import EventBus
 from diffie.publishing import PUBLISH_TASK, Publisher
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from benchmarks.corpus import add_parser as add_bench_parser
-from diffie import runs, submit
+from diffie import run_store, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
@@ -26,7 +26,7 @@ from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError
 from diffie.models import FINISHED
-from diffie.report.schema import schema_text, write_schema
+from diffie.render.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
 from workers.embedded import EmbeddedWorkers
 
@@ -66,7 +66,7 @@ def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
 def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> int:
     ctx.enqueue(run_id)
     err(f"queued run {run_id}")
-    live = runs.live_workers(ctx.db, within_s=3 * ctx.settings.heartbeat_s + 5)
+    live = run_store.live_workers(ctx.db, within_s=3 * ctx.settings.heartbeat_s + 5)
     embedded = None
     if not live:
         err("no worker is running: starting one in this process")

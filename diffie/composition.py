@@ -24,12 +24,12 @@ from diffie.browser import BrowserRunner
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.deps import FlowRunner, JobDeps, NoSandbox, SourceProvider
+from diffie.git_source import LocalSource
 from diffie.github import plugin as github
 from diffie.migrations import upgrade
 from diffie.sandbox.base import Sandbox
 from diffie.sandbox.deploy import deploy
 from diffie.sandbox.libvirt import LibvirtSandbox
-from diffie.source import LocalSource
 from workers import tasks
 from workers.celery_app import make_celery
 

@@ -19,7 +19,7 @@ from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
 from diffie.config import Settings
 from diffie.errors import RunError
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine, Sandbox
 from diffie.spec import Flow, SandboxSpec, Spec, Viewport
 

@@ -43,7 +43,7 @@ from diffie.capture import Capture, RequestIssue, Screenshot, Side, StepResult
 from diffie.config import Settings
 from diffie.deps import FlowHooks, FlowRunner, JobDeps, SourceProvider
 from diffie.errors import DeployError, SandboxError
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox.base import ExecResult, Machine
 from diffie.spec import Flow, SandboxSpec, Spec, Viewport
 

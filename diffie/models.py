@@ -1,4 +1,4 @@
-"""Tables: Change, Run, Finding, Artifact, Delivery, PullHead, Slot. Alembic migrations mirror
+"""Tables: Change, Run, FindingRow, Artifact, Delivery, PullHead, Slot. Alembic migrations mirror
 these."""
 
 from __future__ import annotations
@@ -105,13 +105,15 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     change: Mapped[Change] = relationship(back_populates="runs")
-    findings: Mapped[list[Finding]] = relationship(back_populates="run",
+    findings: Mapped[list[FindingRow]] = relationship(back_populates="run",
                                                    cascade="all, delete-orphan")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="run",
                                                      cascade="all, delete-orphan")
 
 
-class Finding(Base):
+class FindingRow(Base):
+    """One finding of a run, as stored (the verdict's own is :class:`diffie.verdict.Finding`)."""
+
     __tablename__ = "findings"
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

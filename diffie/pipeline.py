@@ -40,10 +40,10 @@ from diffie.config import Settings
 from diffie.control import FlowDone, ProgressLog, RunCancelled, RunControl
 from diffie.deps import FlowRunner, JobDeps
 from diffie.errors import DeployError, DiffieError, RunError, SandboxError
-from diffie.report.ctrf import render_ctrf
-from diffie.report.html import render_report
-from diffie.report.junit import render_junit
-from diffie.runs import ChangeInput
+from diffie.render.ctrf import render_ctrf
+from diffie.render.html import render_report
+from diffie.render.junit import render_junit
+from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine
 from diffie.sandbox.deploy import check_tree_size, ready_url
 from diffie.sandbox.journal import service_units

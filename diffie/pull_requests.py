@@ -3,7 +3,7 @@ authorise; and the newest head of each pull request (stale deliveries start noth
 
 The webhook router (:mod:`diffie.api.webhooks`) calls these inside the transaction that records
 the delivery, so a replayed delivery changes nothing. Decisions come from
-:func:`diffie.github.events.decide`; this module only applies them.
+:func:`diffie.github.webhook_events.decide`; this module only applies them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from diffie.github.events import Action, PullRequestEvent
 from diffie.github.trust import AUTHORIZING_ROLES
+from diffie.github.webhook_events import Action, PullRequestEvent
 from diffie.models import Change, PullHead, Run, utcnow
-from diffie.runs import as_utc, create_run
+from diffie.run_store import as_utc, create_run
 
 ACTIVE = ("waiting", "queued", "running")
 

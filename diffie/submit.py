@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffie import links, runs, source
+from diffie import git_source, links, run_store
 from diffie.app_context import AppContext
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, SourceError, SpecError
@@ -36,7 +36,7 @@ def submit_url(ctx: AppContext, *, base_url: str, head_url: str, spec_path: str,
     except OSError as exc:
         raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
     parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings))
-    return runs.submit_url(ctx.db, base_url=base_url, head_url=head_url, spec_text=text,
+    return run_store.submit_url(ctx.db, base_url=base_url, head_url=head_url, spec_text=text,
                            title=title)
 
 
@@ -48,16 +48,16 @@ def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: s
     naming the wrong field, or :class:`SpecError` (file, line, field). (A repository URL is
     fetched and checked by the worker.)"""
     try:
-        path = source.local_repo(repo)
+        path = git_source.local_repo(repo)
     except SourceError as exc:
         raise InputError("repo", str(exc)) from None
     for name, rev in (("base", base), ("head", head)):
         try:
-            source.resolve_rev(path, rev)
+            git_source.resolve_rev(path, rev)
         except SourceError as exc:
             raise InputError(name, str(exc)) from None
     try:
-        text = source.read_file(path, head, spec_path)
+        text = git_source.read_file(path, head, spec_path)
     except SourceError as exc:
         raise InputError("spec_path", str(exc)) from None
     if text is None:
@@ -76,7 +76,7 @@ def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str,
     """Record a repo-mode run of a local repository (checked first); returns its id."""
     path, _ = check_local_repo_change(ctx.settings, repo=repo, base=base, head=head,
                                       spec_path=spec_path)
-    return runs.submit_repo(ctx.db, repo=str(path), base=base, head=head,
+    return run_store.submit_repo(ctx.db, repo=str(path), base=base, head=head,
                             spec_path=spec_path, title=title)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from diffie import publishing, runs
+from diffie import publishing, run_store
 from diffie.app_context import VERIFY_TASK
 from diffie.sandbox.reaper import reap
 from workers.tasks import worker_context
@@ -32,10 +32,10 @@ def recover_stale(app: Any, ctx: Any) -> list[str]:
     """Requeue runs whose worker went silent, and runs no worker ever took (their broker
     message was lost, their claim hit a database error); returns the ids put on the queue."""
     settings = ctx.settings
-    ids = runs.requeue_stale(ctx.db, stale_after_s=settings.stale_after_s)
+    ids = run_store.requeue_stale(ctx.db, stale_after_s=settings.stale_after_s)
     for run_id in ids:
         log.warning("run %s: its worker stopped heartbeating; queued again", run_id)
-    lost, gave_up = runs.requeue_lost(ctx.db, queued_after_s=settings.queued_stale_after_s,
+    lost, gave_up = run_store.requeue_lost(ctx.db, queued_after_s=settings.queued_stale_after_s,
                                       max_attempts=settings.max_attempts)
     for run_id in lost:
         log.warning("run %s: queued for over %g s without a worker taking it; queued again",
@@ -94,7 +94,7 @@ class Supervisor(bootsteps.StartStopStep):
             at_start = True
             while True:
                 try:
-                    runs.worker_beat(ctx.db, self.name, hostname=socket.gethostname(),
+                    run_store.worker_beat(ctx.db, self.name, hostname=socket.gethostname(),
                                      pid=os.getpid(), embedded=embedded)
                     recover_stale(worker.app, ctx)
                     publishing.sweep(ctx, self.name, at_start=at_start,
@@ -119,7 +119,7 @@ class Supervisor(bootsteps.StartStopStep):
             self._thread = None
         try:
             ctx = worker_context(worker.app.diffie_settings, worker.app.diffie_build)
-            runs.worker_gone(ctx.db, self.name)
+            run_store.worker_gone(ctx.db, self.name)
         except Exception:
             log.exception("could not remove worker %s from the workers table", self.name)
 

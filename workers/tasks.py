@@ -21,7 +21,7 @@ from collections.abc import Callable
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from diffie import links, runs
+from diffie import links, run_store
 from diffie.app_context import VERIFY_TASK, AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
@@ -30,7 +30,7 @@ from diffie.deps import JobDeps
 from diffie.errors import DiffieError
 from diffie.pipeline import publish_error, run_change
 from diffie.publishing import PUBLISH_TASK, deliver
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.verdict import Verdict, error_verdict, internal_error_reason
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Heartbeat(threading.Thread):
                 self._expire()
                 return
             try:
-                if not runs.heartbeat(self.ctx.db, self.run_id, self.worker):
+                if not run_store.heartbeat(self.ctx.db, self.run_id, self.worker):
                     self.lost.set()
                     return
             except Exception:
@@ -104,7 +104,7 @@ class Heartbeat(threading.Thread):
         verdict = error_verdict(self.run_id, self.reason)
         verdict.report_url = links.report_url(self.ctx.settings, self.run_id)
         try:
-            ended = runs.record_error(self.ctx.db, self.run_id, self.worker, self.reason, verdict)
+            ended = run_store.record_error(self.ctx.db, self.run_id, self.worker, self.reason, verdict)
         except Exception:
             log.exception("run %s: could not record that it timed out", self.run_id)
             return             # Celery's own limit (prefork), or the stale-run recovery, follows
@@ -117,7 +117,7 @@ class Heartbeat(threading.Thread):
     # --- RunControl (diffie.control): the job's phases are heartbeats and stop points ----
 
     def phase(self, name: str) -> None:
-        if self.lost.is_set() or not runs.heartbeat(self.ctx.db, self.run_id, self.worker, name):
+        if self.lost.is_set() or not run_store.heartbeat(self.ctx.db, self.run_id, self.worker, name):
             self.lost.set()
             raise RunCancelled(f"run {self.run_id} was cancelled or taken over")
 
@@ -145,7 +145,7 @@ def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change
     """Claim, verify (``job``: the pipeline) and record one run. Returns what happened (for
     logs and tests)."""
     settings = ctx.settings
-    outcome = runs.claim(ctx.db, run_id, worker, stale_after_s=settings.stale_after_s,
+    outcome = run_store.claim(ctx.db, run_id, worker, stale_after_s=settings.stale_after_s,
                          max_attempts=settings.max_attempts)
     if outcome == "gave_up":
         ctx.events.finished(run_id)
@@ -157,10 +157,10 @@ def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change
     beat.start()
     change = None
     try:
-        change = runs.change_input(ctx.db, run_id)
+        change = run_store.change_input(ctx.db, run_id)
         verdict = job(change, ctx.deps, beat)
         out = ArtifactDir(settings.artifacts_dir / run_id)
-        if not runs.record_verdict(ctx.db, run_id, worker, verdict, out):
+        if not run_store.record_verdict(ctx.db, run_id, worker, verdict, out):
             if beat.timed_out.is_set():
                 return _timed_out(ctx, beat, change)
             log.warning("run %s: finished, but it is no longer ours (cancelled?)", run_id)
@@ -181,12 +181,12 @@ def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change
         public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) \
             else internal_error_reason(run_id)
         verdict = _error_verdict(ctx, run_id, change, public)
-        runs.record_error(ctx.db, run_id, worker, reason, verdict,
+        run_store.record_error(ctx.db, run_id, worker, reason, verdict,
                           ArtifactDir(settings.artifacts_dir / run_id))
         result = "error"
     except BaseException:
         # Worker shutdown (SystemExit, KeyboardInterrupt): give the run back to the queue.
-        runs.release(ctx.db, run_id, worker)
+        run_store.release(ctx.db, run_id, worker)
         raise
     finally:
         beat.stop()
@@ -208,7 +208,7 @@ def _timed_out(ctx: AppContext, beat: Heartbeat, change: ChangeInput | None) -> 
     write the error report over whatever it left and list the run's artifacts."""
     if change is not None:
         verdict = _error_verdict(ctx, beat.run_id, change, beat.reason)
-        runs.record_outputs(ctx.db, beat.run_id, beat.worker, verdict,
+        run_store.record_outputs(ctx.db, beat.run_id, beat.worker, verdict,
                             ArtifactDir(ctx.settings.artifacts_dir / beat.run_id))
     log.info("run %s stopped at its time limit", beat.run_id)
     return "error"

@@ -12,16 +12,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from diffie import links as run_links
-from diffie import runs as run_store
+from diffie import run_store
 from diffie.api.auth import require_read, require_submit
 from diffie.api.deps import Ctx, invalid
 from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOut, RunRequest
 from diffie.app_context import AppContext
 from diffie.config import Settings
 from diffie.errors import InputError, SpecError
+from diffie.git_source import is_url
 from diffie.models import RUN_STATUSES, Run
-from diffie.runs import as_utc
-from diffie.source import is_url
+from diffie.run_store import as_utc
 from diffie.spec import parse_spec
 from diffie.spec_limits import SpecLimits, data_excess
 from diffie.submit import check_local_repo_change
@@ -245,7 +245,7 @@ def list_runs(request: Request, ctx: Ctx,
 @router.get("/schema/verdict.json", summary="The verdict's JSON Schema", tags=["schema"],
             dependencies=[Depends(require_read)])
 def verdict_schema_json() -> JSONResponse:
-    from diffie.report.schema import verdict_schema
+    from diffie.render.schema import verdict_schema
 
     schema: dict[str, Any] = verdict_schema()
     return JSONResponse(schema)

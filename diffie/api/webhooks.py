@@ -3,7 +3,7 @@
 1. ``X-Hub-Signature-256`` must be the HMAC-SHA256 of the raw body under the webhook secret
    (constant-time compare); otherwise 401 and nothing is recorded.
 2. ``ping`` is answered (200). Other events are parsed and decided by
-   :mod:`diffie.github.events`; the decision is applied in one transaction together with the
+   :mod:`diffie.github.webhook_events`; the decision is applied in one transaction together with the
    Delivery row, whose (hook id, delivery id) is unique and so is the SHA-256 of its signed
    body: a replayed delivery answers ``duplicate`` and records nothing new, whatever its
    (unsigned) ``X-GitHub-Delivery``.
@@ -34,7 +34,7 @@ from diffie import pull_requests
 from diffie.api.deps import Ctx, invalid
 from diffie.app_context import AppContext
 from diffie.errors import GitHubError, GitHubUnavailable
-from diffie.github.events import (
+from diffie.github.webhook_events import (
     Action,
     ActionKind,
     PayloadError,

@@ -15,7 +15,9 @@ from diffie.github.auth import AppAuth
 from diffie.github.checks import CONCLUSIONS, conclusion_for
 from diffie.github.client import GitHubClient
 from diffie.github.comments import MARKER, upsert_comment
-from diffie.github.events import (
+from diffie.github.publish import PublishResult, publish, publish_cancelled
+from diffie.github.repo_cache import SourceCache
+from diffie.github.webhook_events import (
     CHECK_NAME,
     Action,
     ActionKind,
@@ -29,8 +31,6 @@ from diffie.github.events import (
     parse_event,
     verify_signature,
 )
-from diffie.github.publish import PublishResult, publish, publish_cancelled
-from diffie.github.source import SourceCache
 from diffie.redact import redact
 
 __all__ = [

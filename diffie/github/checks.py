@@ -22,8 +22,8 @@ from diffie import links
 from diffie.config import Settings
 from diffie.errors import GitHubError, GitHubUnavailable
 from diffie.github.client import GitHubClient, seg
-from diffie.github.events import APPROVE_IDENTIFIER, AUTHORIZE_IDENTIFIER, CHECK_NAME
 from diffie.github.summary import CHECK_SUMMARY_LIMIT, status_label, verdict_summary
+from diffie.github.webhook_events import APPROVE_IDENTIFIER, AUTHORIZE_IDENTIFIER, CHECK_NAME
 from diffie.models import Run
 from diffie.text import clip, clip_bytes
 from diffie.verdict import CHANGE_KINDS, Finding, Verdict

@@ -39,7 +39,7 @@ from diffie.errors import Busy, GitHubError, SourceError
 from diffie.github import checks, trust
 from diffie.github.client import GitHubClient
 from diffie.github.publish import publish, publish_cancelled
-from diffie.github.source import SourceCache
+from diffie.github.repo_cache import SourceCache
 from diffie.models import FINISHED, Change, Run, utcnow
 from diffie.verdict import Verdict
 

@@ -1,6 +1,6 @@
 """Markdown for GitHub: the check run's summary and the PR comment's body.
 
-Uses ``diffie.report.markdown.verdict_markdown(verdict, *, report_url, limit)`` when the report
+Uses ``diffie.render.markdown.verdict_markdown(verdict, *, report_url, limit)`` when the report
 package offers it, else a small table of its own. Text from the app under test is made inert
 (:func:`diffie.gfm.inert`: no tables broken by ``|``, no HTML, no links, no @-mentions, no
 issue references) and everything respects GitHub's limits. An internal error's text (an
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from diffie.gfm import inert
-from diffie.report.markdown import verdict_markdown
+from diffie.render.markdown import verdict_markdown
 from diffie.verdict import Verdict, internal_error_reason
 
 CHECK_SUMMARY_LIMIT = 65_535     # check run output.summary (and output.text)
@@ -46,7 +46,7 @@ def status_label(verdict: Verdict, *, approved: bool = False) -> str:
 def verdict_summary(verdict: Verdict, *, report_url: str, limit: int = CHECK_SUMMARY_LIMIT,
                     approved: bool = False, max_rows: int | None = None) -> str:
     """A Markdown summary of the verdict (headline, counts, findings table, report link),
-    never longer than ``limit`` characters (:func:`diffie.report.markdown.verdict_markdown`)."""
+    never longer than ``limit`` characters (:func:`diffie.render.markdown.verdict_markdown`)."""
     if approved and not verdict.approved:
         verdict = verdict.model_copy(update={"approved": True})
     verdict = public_verdict(verdict)

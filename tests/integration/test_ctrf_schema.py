@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from diffie.capture import Capture, StepResult
-from diffie.report.ctrf import render_ctrf
+from diffie.render.ctrf import render_ctrf
 from diffie.verdict import Finding, Flaky, Verdict, error_verdict, judge
 from tests.paths import FIXTURES as SHARED_FIXTURES
 

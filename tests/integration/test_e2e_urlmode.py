@@ -21,7 +21,7 @@ import pytest
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.composition import build_context
-from diffie.source import checkout
+from diffie.git_source import checkout
 from examples.corpus import CHANGES_DIR, SHOP_DIR, ChangeCase, ShopServer, load_manifest, materialize_repo
 from tests.conftest import (
     LiveServer,

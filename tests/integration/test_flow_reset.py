@@ -21,7 +21,7 @@ import pytest
 from diffie.composition import job_deps
 from diffie.control import Quiet
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox.base import ExecResult
 from tests.conftest import make_repo, make_settings
 

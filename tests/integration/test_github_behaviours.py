@@ -14,8 +14,8 @@ from diffie.errors import GitHubError, GitHubUnavailable
 from diffie.github import checks
 from diffie.github.client import GitHubClient
 from diffie.github.comments import MARKER, upsert_comment
-from diffie.github.events import CheckRunEvent, decide
 from diffie.github.publish import publish
+from diffie.github.webhook_events import CheckRunEvent, decide
 from diffie.models import Change, Run
 from diffie.verdict import Finding, judge
 from tests.github_standin import GitHubStandIn, app_settings, make_rsa_key

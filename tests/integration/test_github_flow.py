@@ -19,7 +19,9 @@ from diffie.config import Settings
 from diffie.github import checks
 from diffie.github.client import GitHubClient
 from diffie.github.comments import MARKER
-from diffie.github.events import (
+from diffie.github.publish import publish, publish_cancelled
+from diffie.github.repo_cache import SourceCache
+from diffie.github.webhook_events import (
     Action,
     ActionKind,
     PullRequestEvent,
@@ -27,8 +29,6 @@ from diffie.github.events import (
     parse_event,
     verify_signature,
 )
-from diffie.github.publish import publish, publish_cancelled
-from diffie.github.source import SourceCache
 from diffie.models import Change, Run
 from diffie.verdict import Finding, Verdict, judge
 from tests.github_standin import (

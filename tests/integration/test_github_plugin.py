@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from diffie import publishing, pull_requests, runs
+from diffie import publishing, pull_requests, run_store
 from diffie.app_context import AppContext
 from diffie.composition import job_deps, queue_app
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.github.comments import MARKER
-from diffie.github.events import Action, ActionKind, PullRequestEvent, decide, parse_event
 from diffie.github.plugin import GitHubPublisher, GitHubSource, install
+from diffie.github.webhook_events import Action, ActionKind, PullRequestEvent, decide, parse_event
 from diffie.migrations import upgrade
 from diffie.models import Lease, Run
 from diffie.verdict import Finding, judge
@@ -108,9 +108,9 @@ def row(env: Env, run_id: str) -> Run:
 
 def finish(env: Env, run_id: str, findings: list[Finding]) -> None:
     """What the worker does: claim, verify (here: a given verdict), record, emit finished."""
-    assert runs.claim(env.ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
+    assert run_store.claim(env.ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
     env.ctx.events.started(run_id)
-    assert runs.record_verdict(env.ctx.db, run_id, "w1", judge(run_id, findings), None)
+    assert run_store.record_verdict(env.ctx.db, run_id, "w1", judge(run_id, findings), None)
     env.ctx.events.finished(run_id)
 
 
@@ -160,7 +160,7 @@ def test_superseded_run_is_cancelled_on_github(env: Env) -> None:
 
 def test_source_provider_fetches_with_the_installation_token(env: Env, tmp_path: Path) -> None:
     run_id = record_pr(env)
-    change = runs.change_input(env.ctx.db, run_id)
+    change = run_store.change_input(env.ctx.db, run_id)
     source = env.ctx.sources["github"]
     shas = source.materialise(change, tmp_path / "b", tmp_path / "h")
     assert shas == (env.base, env.head)

@@ -12,7 +12,7 @@ import pytest
 
 from diffie.errors import SourceError
 from diffie.github.client import GitHubClient
-from diffie.github.source import SourceCache
+from diffie.github.repo_cache import SourceCache
 from tests.github_standin import (
     GitHubStandIn,
     GitSmartHTTP,

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from diffie import runs
+from diffie import run_store
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from tests.conftest import PAGE, LiveServer, Site, finished, make_settings
@@ -50,7 +50,7 @@ def test_a_run_whose_broker_message_was_lost_is_requeued_and_runs(
     with Site({"/": PAGE % ""}) as site:
         # recorded, but its message never reached the broker (the API died in between, the
         # broker dropped it): only the recovery can get it going
-        run_id = runs.submit_url(qctx.db, base_url=site.url, head_url=site.url, spec_text=SPEC)
+        run_id = run_store.submit_url(qctx.db, base_url=site.url, head_url=site.url, spec_text=SPEC)
         with EmbeddedWorker(qctx.celery):
             run = finished(api, run_id, timeout=120)
     assert run["status"] == "done", run["reason"]

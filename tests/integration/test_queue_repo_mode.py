@@ -17,7 +17,7 @@ from diffie.composition import build_context, job_deps, with_deps
 from diffie.control import Quiet
 from diffie.fakes import DEPLOY_FAILS, FakeSandbox, static_deploy
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from tests.conftest import (
     PAGE,
     LiveServer,

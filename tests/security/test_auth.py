@@ -32,7 +32,7 @@ import httpx
 import pytest
 import yaml
 
-from diffie import links, runs
+from diffie import links, run_store
 from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.composition import build_context
@@ -112,15 +112,15 @@ def guarded(tmp_path: Path, live_api: Callable[[AppContext], LiveServer]) \
     ctx = build_context(make_settings(tmp_path / "data", api_tokens=[
         f"read:{READ}", f"submit:{SUBMIT}", BOTH], public_url="http://public.invalid"))
     ctx.enqueue_fn = lambda run_id: None
-    run_id = runs.submit_url(ctx.db, base_url="http://127.0.0.1:1", head_url="http://127.0.0.1:1",
+    run_id = run_store.submit_url(ctx.db, base_url="http://127.0.0.1:1", head_url="http://127.0.0.1:1",
                              spec_text=SPEC)
-    assert runs.claim(ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
+    assert run_store.claim(ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
     out = ArtifactDir(ctx.settings.artifacts_dir / run_id).ensure()
     verdict = judge(run_id, [], report_url=links.report_url(ctx.settings, run_id))
     out.path("index.html").write_text('<!doctype html><title>report</title><img src="shot.png">')
     out.path("shot.png").write_bytes(PNG)
     out.path("verdict.json").write_text(verdict.model_dump_json())
-    assert runs.record_verdict(ctx.db, run_id, "w1", verdict, out)
+    assert run_store.record_verdict(ctx.db, run_id, "w1", verdict, out)
     server = live_api(ctx)
     yield ctx, server.url, run_id
     ctx.close()
@@ -162,7 +162,7 @@ def _parts(link: str, run_id: str) -> tuple[str, str, str]:
 def test_tampered_retargeted_and_expired_links_are_refused(
         guarded: tuple[AppContext, str, str]) -> None:
     ctx, url, run_id = guarded
-    other = runs.submit_url(ctx.db, base_url="http://127.0.0.1:1", head_url="http://127.0.0.1:1",
+    other = run_store.submit_url(ctx.db, base_url="http://127.0.0.1:1", head_url="http://127.0.0.1:1",
                             spec_text=SPEC)
     expires, sig, _ = _parts(links.report_url(ctx.settings, run_id, base=url), run_id)
     art_exp, art_sig, _ = _parts(links.artifact_url(ctx.settings, run_id, "shot.png", base=url),

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from diffie import publishing, runs
+from diffie import publishing, run_store
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.composition import build_context, with_deps
@@ -42,7 +42,7 @@ from diffie.github.comments import MARKER
 from diffie.github.plugin import GitHubPublisher
 from diffie.models import Run
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine
 from diffie.spec import SandboxSpec, Spec
 from diffie.verdict import Finding, Verdict, judge
@@ -283,8 +283,8 @@ def test_waiting_runs_are_superseded_never_requeued_and_rerun_waits_again(world:
     head1 = world.push({"app.txt": "v2"}, owner="forker")
     run1 = world.open_fork_pr(head1)
     # the stale-run and lost-run recoveries leave a waiting run alone, however old
-    assert runs.requeue_stale(world.ctx.db, stale_after_s=0) == []
-    assert runs.requeue_lost(world.ctx.db, queued_after_s=0, max_attempts=3) == ([], [])
+    assert run_store.requeue_stale(world.ctx.db, stale_after_s=0) == []
+    assert run_store.requeue_lost(world.ctx.db, queued_after_s=0, max_attempts=3) == ([], [])
     assert world.row(run1).status == "waiting"
     # "Re-run" on its check run is no way around the maintainer
     check_id = world.row(run1).check_run_id or 0

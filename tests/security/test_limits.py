@@ -30,10 +30,10 @@ from diffie.config import Settings
 from diffie.control import Quiet
 from diffie.errors import DeployError, ImageError
 from diffie.fakes import FakeSandbox, fake_deps
+from diffie.git_source import LocalSource
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox.deploy import deploy
-from diffie.source import LocalSource
 from diffie.spec import SandboxSpec, parse_spec
 from tests.conftest import PAGE, LiveServer, Site, finished, make_settings, wait_until
 from tests.unit.test_compare_limits import png_header_only, small_png

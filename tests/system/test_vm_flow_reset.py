@@ -19,7 +19,7 @@ import pytest
 from diffie.composition import job_deps
 from diffie.control import Lines, Quiet
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.sandbox.libvirt import LibvirtSandbox
 from examples.corpus import CHANGES_DIR, SHOP_DIR, materialize_repo
 from tests.conftest import git

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from diffie import runs
+from diffie import run_store
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
-from diffie.report.schema import SCHEMA_PATH
+from diffie.render.schema import SCHEMA_PATH
 from diffie.verdict import Finding, judge
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -26,9 +26,9 @@ def client(ctx: AppContext) -> Iterator[TestClient]:
 
 @pytest.fixture
 def done_run(ctx: AppContext) -> str:
-    run_id = runs.submit_url(ctx.db, base_url="http://b", head_url="http://h",
+    run_id = run_store.submit_url(ctx.db, base_url="http://b", head_url="http://h",
                              spec_text="flows: []")
-    assert runs.claim(ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
+    assert run_store.claim(ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
     out = ArtifactDir(ctx.settings.artifacts_dir / run_id).ensure()
     verdict = judge(run_id, [Finding(kind="page_error", flow="home", viewport="desktop", step=1,
                                      message="TypeError: boom", evidence=["head-home.png"])])
@@ -38,7 +38,7 @@ def done_run(ctx: AppContext) -> str:
     out.path("verdict.json").write_text(verdict.model_dump_json())
     out.path("head-home-desktop-trace.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
     out.path("junit.xml").write_text("<testsuites/>")
-    assert runs.record_verdict(ctx.db, run_id, "w1", verdict, out)
+    assert run_store.record_verdict(ctx.db, run_id, "w1", verdict, out)
     return run_id
 
 
@@ -91,7 +91,7 @@ def test_unsafe_or_unknown_names_are_404(client: TestClient, done_run: str, name
 
 
 def test_report_of_a_queued_run_is_404(client: TestClient, ctx: AppContext) -> None:
-    run_id = runs.submit_url(ctx.db, base_url="http://b", head_url="http://h", spec_text="x")
+    run_id = run_store.submit_url(ctx.db, base_url="http://b", head_url="http://h", spec_text="x")
     resp = client.get(f"/v1/runs/{run_id}/report")
     assert resp.status_code == 404 and "queued" in resp.json()["detail"]
     assert client.get("/v1/runs/nope/report").status_code == 404

@@ -17,7 +17,7 @@ def test_only_the_composition_root_names_the_real_implementations() -> None:
     """The job, the app context and the workers name no browser, VM or Celery wiring of their
     own: they get them from diffie.composition (tests replace them with diffie.fakes)."""
     edges, _ = graph()
-    real = {"diffie.browser", "diffie.browser.runner", "diffie.sandbox.libvirt", "diffie.source"}
+    real = {"diffie.browser", "diffie.browser.runner", "diffie.sandbox.libvirt", "diffie.git_source"}
     for module in ("diffie.pipeline", "diffie.app_context", "diffie.deps", "workers.tasks",
                    "workers.celery_app", "workers.supervisor"):
         assert not edges[module] & real, (module, edges[module] & real)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from diffie.config import Settings
-from diffie.github.events import (
+from diffie.github.webhook_events import (
     ActionKind,
     CheckRunEvent,
     CheckSuiteEvent,

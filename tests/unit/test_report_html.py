@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, ConsoleEntry, PageError, RequestIssue, Screenshot, StepResult
 from diffie.compare.findings import compare_runs
-from diffie.report.html import render_report
+from diffie.render.html import render_report
 from diffie.verdict import Verdict, error_verdict, judge
 
 XSS = "<script>alert(1)</script>"

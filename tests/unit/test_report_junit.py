@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from diffie.capture import Capture
-from diffie.report.junit import render_junit
+from diffie.render.junit import render_junit
 from diffie.verdict import Finding, error_verdict, judge
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffie.report.markdown import size, verdict_markdown
+from diffie.render.markdown import size, verdict_markdown
 from diffie.verdict import Finding, Flaky, error_verdict, judge
 
 

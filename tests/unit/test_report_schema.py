@@ -6,13 +6,13 @@ import json
 
 import jsonschema
 
-from diffie.report.schema import SCHEMA_PATH, schema_text, verdict_schema, write_schema
+from diffie.render.schema import SCHEMA_PATH, schema_text, verdict_schema, write_schema
 from diffie.verdict import Finding, Flaky, Region, error_verdict, judge
 
 
 def test_committed_schema_equals_generated():
     assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), (
-        "regenerate: python -c 'from diffie.report.schema import write_schema; write_schema()'")
+        "regenerate: python -c 'from diffie.render.schema import write_schema; write_schema()'")
 
 
 def test_verdicts_validate(tmp_path):

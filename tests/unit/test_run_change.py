@@ -14,7 +14,7 @@ from diffie.control import Lines, RunCancelled
 from diffie.deps import JobDeps
 from diffie.fakes import DEPLOY_FAILS, FakeSandbox, FilesSource, fake_deps
 from diffie.pipeline import run_change
-from diffie.runs import ChangeInput
+from diffie.run_store import ChangeInput
 from diffie.verdict import Verdict
 from tests.conftest import make_settings
 

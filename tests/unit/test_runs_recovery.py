@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from diffie import runs
+from diffie import run_store
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.control import RunControl
@@ -28,7 +28,7 @@ from workers.supervisor import recover_stale
 
 
 def new_run(ctx: AppContext) -> str:
-    return runs.submit_url(ctx.db, base_url="http://b", head_url="http://h",
+    return run_store.submit_url(ctx.db, base_url="http://b", head_url="http://h",
                            spec_text="flows:\n  - name: a\n    steps:\n      - goto: /\n")
 
 
@@ -53,15 +53,15 @@ def test_a_queued_run_older_than_the_setting_is_requeued_within_max_attempts(
     young, lost = new_run(ctx), new_run(ctx)
     age(ctx, lost, 120, created=True)
     kw: dict[str, Any] = {"queued_after_s": 60, "max_attempts": 2}
-    assert runs.requeue_lost(ctx.db, **kw) == ([lost], [])
+    assert run_store.requeue_lost(ctx.db, **kw) == ([lost], [])
     r = row(ctx, lost)
     assert (r.status, r.attempts, r.phase) == ("queued", 1, "requeued: never taken")
     assert row(ctx, young).attempts == 0
-    assert runs.requeue_lost(ctx.db, **kw) == ([], [])        # just requeued: not yet stale
+    assert run_store.requeue_lost(ctx.db, **kw) == ([], [])        # just requeued: not yet stale
     age(ctx, lost, 120)
-    assert runs.requeue_lost(ctx.db, **kw) == ([lost], [])
+    assert run_store.requeue_lost(ctx.db, **kw) == ([lost], [])
     age(ctx, lost, 120)
-    assert runs.requeue_lost(ctx.db, **kw) == ([], [lost])    # used up its attempts
+    assert run_store.requeue_lost(ctx.db, **kw) == ([], [lost])    # used up its attempts
     r = row(ctx, lost)
     assert r.status == "error" and r.verdict is not None and r.verdict["status"] == "error"
     assert "DIFFIE_QUEUED_STALE_AFTER_S" in (r.reason or "") and "3 times" in (r.reason or "")
@@ -71,21 +71,21 @@ def test_a_queued_run_older_than_the_setting_is_requeued_within_max_attempts(
 def test_a_requeued_run_is_then_claimed_normally(ctx: AppContext) -> None:
     run_id = new_run(ctx)
     age(ctx, run_id, 120, created=True)
-    runs.requeue_lost(ctx.db, queued_after_s=60, max_attempts=3)
-    assert runs.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3) == "claimed"
+    run_store.requeue_lost(ctx.db, queued_after_s=60, max_attempts=3)
+    assert run_store.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3) == "claimed"
     assert row(ctx, run_id).attempts == 2
-    assert runs.requeue_lost(ctx.db, queued_after_s=60, max_attempts=3) == ([], [])  # running
+    assert run_store.requeue_lost(ctx.db, queued_after_s=60, max_attempts=3) == ([], [])  # running
 
 
 def test_runs_given_back_to_the_queue_are_not_at_once_taken_for_lost(ctx: AppContext) -> None:
     released, stale = new_run(ctx), new_run(ctx)
     for run_id in (released, stale):
         age(ctx, run_id, 3600, created=True)
-        runs.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3)
-    runs.release(ctx.db, released, "w")
+        run_store.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3)
+    run_store.release(ctx.db, released, "w")
     age(ctx, stale, 120)
-    assert runs.requeue_stale(ctx.db, stale_after_s=30) == [stale]
-    assert runs.requeue_lost(ctx.db, queued_after_s=60, max_attempts=3) == ([], [])
+    assert run_store.requeue_stale(ctx.db, stale_after_s=30) == [stale]
+    assert run_store.requeue_lost(ctx.db, queued_after_s=60, max_attempts=3) == ([], [])
 
 
 class FakeApp:
@@ -130,7 +130,7 @@ def test_a_run_past_the_time_limit_ends_error_at_the_limit(tmp_path: Any,
         seen: dict[str, Any] = {}
         release = threading.Event()
 
-        def pipeline(change: runs.ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
+        def pipeline(change: run_store.ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
             fresh_out(deps.settings, run_id).path("partial.png").write_bytes(b"x")
             t0 = time.monotonic()
             while not release.wait(0.05):            # a step that takes long

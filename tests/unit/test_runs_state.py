@@ -11,20 +11,19 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from diffie import runs
+from diffie import run_store
 from diffie.app_context import AppContext
 from diffie.control import RunControl
 from diffie.deps import JobDeps
 from diffie.errors import SpecError
-from diffie.models import Artifact, Finding, Run, utcnow
+from diffie.models import Artifact, FindingRow, Run, utcnow
 from diffie.pipeline import fresh_out
-from diffie.verdict import Finding as VFinding
-from diffie.verdict import Verdict, judge
+from diffie.verdict import Finding, Verdict, judge
 from workers import tasks
 
 
 def new_run(ctx: AppContext) -> str:
-    return runs.submit_url(ctx.db, base_url="http://b", head_url="http://h",
+    return run_store.submit_url(ctx.db, base_url="http://b", head_url="http://h",
                            spec_text="flows:\n  - name: a\n    steps:\n      - goto: /\n")
 
 
@@ -44,70 +43,70 @@ def age_heartbeat(ctx: AppContext, run_id: str, seconds: float) -> None:
 def test_claim_is_exclusive_until_the_heartbeat_goes_stale(ctx: AppContext) -> None:
     run_id = new_run(ctx)
     kw: dict[str, Any] = {"stale_after_s": 30, "max_attempts": 3}
-    assert runs.claim(ctx.db, run_id, "w1", **kw) == "claimed"
+    assert run_store.claim(ctx.db, run_id, "w1", **kw) == "claimed"
     r = row(ctx, run_id)
     assert (r.status, r.attempts, r.worker) == ("running", 1, "w1")
     assert r.started_at is not None and r.heartbeat_at is not None
-    assert runs.claim(ctx.db, run_id, "w2", **kw) == "busy"
-    assert runs.heartbeat(ctx.db, run_id, "w1", "browse head 1/2")
-    assert not runs.heartbeat(ctx.db, run_id, "w2")            # not w2's run
+    assert run_store.claim(ctx.db, run_id, "w2", **kw) == "busy"
+    assert run_store.heartbeat(ctx.db, run_id, "w1", "browse head 1/2")
+    assert not run_store.heartbeat(ctx.db, run_id, "w2")            # not w2's run
     assert row(ctx, run_id).phase == "browse head 1/2"
     age_heartbeat(ctx, run_id, 60)
-    assert runs.claim(ctx.db, run_id, "w2", **kw) == "claimed"  # w1 died: taken over
+    assert run_store.claim(ctx.db, run_id, "w2", **kw) == "claimed"  # w1 died: taken over
     assert (row(ctx, run_id).worker, row(ctx, run_id).attempts) == ("w2", 2)
-    assert not runs.heartbeat(ctx.db, run_id, "w1")             # w1 notices it lost the run
-    assert runs.claim(ctx.db, "nope", "w1", **kw) == "missing"
+    assert not run_store.heartbeat(ctx.db, run_id, "w1")             # w1 notices it lost the run
+    assert run_store.claim(ctx.db, "nope", "w1", **kw) == "missing"
 
 
 def test_attempts_are_bounded(ctx: AppContext) -> None:
     run_id = new_run(ctx)
     for attempt in range(1, 3):
-        assert runs.claim(ctx.db, run_id, f"w{attempt}", stale_after_s=30,
+        assert run_store.claim(ctx.db, run_id, f"w{attempt}", stale_after_s=30,
                           max_attempts=2) == "claimed"
         age_heartbeat(ctx, run_id, 60)
-    assert runs.claim(ctx.db, run_id, "w3", stale_after_s=30, max_attempts=2) == "gave_up"
+    assert run_store.claim(ctx.db, run_id, "w3", stale_after_s=30, max_attempts=2) == "gave_up"
     r = row(ctx, run_id)
     assert r.status == "error" and "gave up after 2 attempts" in (r.reason or "")
     assert r.verdict is not None and r.verdict["status"] == "error"
-    assert runs.claim(ctx.db, run_id, "w4", stale_after_s=30, max_attempts=2) == "finished"
+    assert run_store.claim(ctx.db, run_id, "w4", stale_after_s=30, max_attempts=2) == "finished"
 
 
 def test_requeue_stale_puts_dead_workers_runs_back(ctx: AppContext) -> None:
     alive, dead = new_run(ctx), new_run(ctx)
     for run_id in (alive, dead):
-        runs.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3)
+        run_store.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3)
     age_heartbeat(ctx, dead, 120)
-    assert runs.requeue_stale(ctx.db, stale_after_s=30) == [dead]
+    assert run_store.requeue_stale(ctx.db, stale_after_s=30) == [dead]
     assert (row(ctx, dead).status, row(ctx, alive).status) == ("queued", "running")
-    assert runs.requeue_stale(ctx.db, stale_after_s=30) == []
+    assert run_store.requeue_stale(ctx.db, stale_after_s=30) == []
 
 
 def test_record_verdict_stores_findings_and_artifacts_once(ctx: AppContext) -> None:
     run_id = new_run(ctx)
-    runs.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3)
+    run_store.claim(ctx.db, run_id, "w", stale_after_s=30, max_attempts=3)
     out = fresh_out(ctx.settings, run_id)
     out.path("index.html").write_text("<html></html>")
-    verdict = judge(run_id, [VFinding(kind="console_error", flow="a", viewport="desktop",
+    verdict = judge(run_id, [Finding(kind="console_error", flow="a", viewport="desktop",
                                       step=0, message="boom")])
     for _ in range(2):                     # a retried recording replaces, never duplicates
         with ctx.db.session() as s:
             s.execute(update(Run).where(Run.id == run_id).values(status="running"))
-        assert runs.record_verdict(ctx.db, run_id, "w", verdict, out)
+        assert run_store.record_verdict(ctx.db, run_id, "w", verdict, out)
     with ctx.db.session() as s:
-        assert [f.kind for f in s.scalars(select(Finding))] == ["console_error"]
+        assert [f.kind for f in s.scalars(select(FindingRow))] == ["console_error"]
         art = s.scalars(select(Artifact)).one()
         assert (art.name, art.media_type, art.size) == ("index.html",
                                                        "text/html; charset=utf-8", 13)
     r = row(ctx, run_id)
     assert (r.status, r.verdict_status, r.phase) == ("done", "fail", "done")
-    assert not runs.record_verdict(ctx.db, run_id, "w", verdict, out)   # already finished
+    assert not run_store.record_verdict(ctx.db, run_id, "w", verdict, out)   # already finished
 
 
 def test_live_workers(ctx: AppContext) -> None:
-    runs.worker_beat(ctx.db, "w1", hostname="h", pid=1, embedded=True)
-    assert runs.live_workers(ctx.db, within_s=30) == ["w1"]
-    runs.worker_gone(ctx.db, "w1")
-    assert runs.live_workers(ctx.db, within_s=30) == []
+    run_store.worker_beat(ctx.db, "w1", hostname="h", pid=1, embedded=True)
+    assert run_store.live_workers(ctx.db, within_s=30) == ["w1"]
+    run_store.worker_gone(ctx.db, "w1")
+    assert run_store.live_workers(ctx.db, within_s=30) == []
 
 
 # --- execute_run: the task body -----------------------------------------------------------------
@@ -117,7 +116,7 @@ def test_execute_run_records_the_verdict(ctx: AppContext,
     run_id = new_run(ctx)
     phases: list[str] = []
 
-    def pipeline(change: runs.ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
+    def pipeline(change: run_store.ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
         assert change.run_id == run_id and change.mode == "url"
         control.phase("browse base 1/1")
         phases.append(row(ctx, run_id).phase)

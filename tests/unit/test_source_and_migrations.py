@@ -1,4 +1,4 @@
-"""diffie.source (git export of a revision) and the Alembic migrations (match the models)."""
+"""diffie.git_source (git export of a revision) and the Alembic migrations (match the models)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from alembic.runtime.migration import MigrationContext
 
 from diffie.db import make_engine
 from diffie.errors import SourceError
+from diffie.git_source import LocalSource, checkout, fetch, local_repo, read_file, resolve_rev
 from diffie.migrations import current_revision, upgrade
 from diffie.models import Base
-from diffie.runs import ChangeInput
-from diffie.source import LocalSource, checkout, fetch, local_repo, read_file, resolve_rev
+from diffie.run_store import ChangeInput
 from tests.conftest import make_repo
 
 

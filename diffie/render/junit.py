@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from diffie.capture import Capture
-from diffie.report.cases import Case, cases, clean, finding_text
+from diffie.render.cases import Case, cases, clean, finding_text
 from diffie.verdict import Verdict
 
 MAX_BODY = 20_000          # characters of a failure / system-out body

@@ -3,7 +3,7 @@
 
 Regenerate after changing the verdict model::
 
-    python -c "from diffie.report.schema import write_schema; write_schema()"
+    python -c "from diffie.render.schema import write_schema; write_schema()"
 """
 
 from __future__ import annotations

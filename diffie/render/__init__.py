@@ -4,11 +4,11 @@ JUnit XML (:mod:`.junit`), CTRF JSON (:mod:`.ctrf`) and the verdict's JSON Schem
 
 from __future__ import annotations
 
-from diffie.report.ctrf import render_ctrf
-from diffie.report.html import render_report
-from diffie.report.junit import render_junit
-from diffie.report.markdown import verdict_markdown
-from diffie.report.schema import verdict_schema, write_schema
+from diffie.render.ctrf import render_ctrf
+from diffie.render.html import render_report
+from diffie.render.junit import render_junit
+from diffie.render.markdown import verdict_markdown
+from diffie.render.schema import verdict_schema, write_schema
 
 __all__ = ["render_ctrf", "render_junit", "render_report", "verdict_markdown", "verdict_schema",
            "write_schema"]

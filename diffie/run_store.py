@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from diffie.artifacts import ArtifactDir
 from diffie.db import Database
-from diffie.models import FINISHED, Artifact, Change, Finding, Run, WorkerBeat, utcnow
+from diffie.models import FINISHED, Artifact, Change, FindingRow, Run, WorkerBeat, utcnow
 from diffie.verdict import Verdict
 
 PHASE_LEN = 32
@@ -177,10 +177,10 @@ def heartbeat(db: Database, run_id: str, worker: str, phase: str | None = None) 
 
 
 def _replace_rows(s: Session, run_id: str, verdict: Verdict, out: ArtifactDir | None) -> None:
-    s.execute(delete(Finding).where(Finding.run_id == run_id))
+    s.execute(delete(FindingRow).where(FindingRow.run_id == run_id))
     s.execute(delete(Artifact).where(Artifact.run_id == run_id))
     for f in verdict.findings:
-        s.add(Finding(run_id=run_id, finding_id=f.id, kind=f.kind, flow=f.flow,
+        s.add(FindingRow(run_id=run_id, finding_id=f.id, kind=f.kind, flow=f.flow,
                       viewport=f.viewport, step=f.step, message=f.message,
                       data=f.model_dump(mode="json")))
     if out is not None:

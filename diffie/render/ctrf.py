@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 from diffie.capture import Capture
-from diffie.report.cases import Case, cases, clean, finding_text
+from diffie.render.cases import Case, cases, clean, finding_text
 from diffie.verdict import Finding, Verdict
 
 SPEC_VERSION = "1.0.0"
