@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from diffie import publishing, pull_requests, run_store
+from diffie import publishing, run_store
 from diffie.app_context import AppContext
 from diffie.composition import job_deps, queue_app
 from diffie.config import Settings
 from diffie.db import Database
+from diffie.github import pull_requests
 from diffie.github.comments import MARKER
 from diffie.github.plugin import GitHubPublisher, GitHubSource, install
 from diffie.github.webhook_events import Action, ActionKind, PullRequestEvent, decide, parse_event
