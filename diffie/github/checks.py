@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from diffie import links
 from diffie.config import Settings
 from diffie.errors import GitHubError, GitHubUnavailable
-from diffie.github.client import GitHubClient, seg
+from diffie.github.client import GitHubClient, object_id, seg
 from diffie.github.summary import CHECK_SUMMARY_LIMIT, status_label, verdict_summary
 from diffie.github.webhook_events import APPROVE_IDENTIFIER, AUTHORIZE_IDENTIFIER, CHECK_NAME
 from diffie.models import Run
@@ -151,7 +151,7 @@ def ensure_check_run(client: GitHubClient, run: Run, settings: Settings, *,
             else:
                 created = found
         found = created
-    run.check_run_id = int(found["id"])
+    run.check_run_id = object_id(found, "check run")
     return run.check_run_id
 
 

@@ -344,6 +344,15 @@ class GitHubClient:
         return redact(msg[:1000], secret)
 
 
+def object_id(data: Any, what: str) -> int:
+    """The ``id`` of an object GitHub answered with; a GitHubError (not a KeyError) when the
+    answer has none (a proxy's empty 200, an unfollowed redirect's body)."""
+    try:
+        return int(data["id"])
+    except (KeyError, TypeError, ValueError):
+        raise GitHubError(f"GitHub answered without the {what}'s id") from None
+
+
 def _json(resp: httpx.Response) -> Any:
     if resp.status_code == 204 or not resp.content:
         return None

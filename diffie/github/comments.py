@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from diffie.errors import GitHubError, GitHubUnavailable
-from diffie.github.client import GitHubClient, seg
+from diffie.github.client import GitHubClient, object_id, seg
 from diffie.github.summary import COMMENT_LIMIT
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,6 @@ def upsert_comment(client: GitHubClient, *, installation_id: int, owner: str, re
                         exc)
             client.pause(attempt)
             continue
-        return int(created["id"])
+        return object_id(created, "comment")
     raise last or GitHubUnavailable(f"GitHub: could not create or update the comment on "
                                     f"{owner}/{repo}#{number}", path=f"{repo_path}/issues")
