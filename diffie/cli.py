@@ -172,11 +172,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_queues(settings: Settings, takes: str) -> list[str]:
+    """The queues a ``diffie worker --takes all|runs|publish`` consumes."""
+    runs_q, publish_q = settings.queue_name, settings.publish_queue
+    return {"all": [runs_q, publish_q], "runs": [runs_q], "publish": [publish_q]}[takes]
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     ctx = build_context()
     app = ctx.celery
     worker = app.Worker(pool_cls=args.pool, concurrency=args.concurrency,
-                        loglevel=args.loglevel.upper(), queues=[ctx.settings.queue_name],
+                        loglevel=args.loglevel.upper(),
+                        queues=worker_queues(ctx.settings, args.takes),
                         without_gossip=True, without_mingle=True)
     worker.start()
     return int(getattr(worker, "exitcode", 0) or 0)
@@ -212,7 +219,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("worker", help="a Celery worker taking runs from the queue")
+    s = sub.add_parser("worker", help="a Celery worker taking runs (and GitHub publish jobs) "
+                       "from the queue")
+    s.add_argument("--takes", default="all", choices=["all", "runs", "publish"],
+                   help="runs, publish jobs (GitHub check runs and comments), or both")
     s.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     s.add_argument("--concurrency", type=int, default=1)
     s.add_argument("--loglevel", default="info")
