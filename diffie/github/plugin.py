@@ -145,6 +145,10 @@ class GitHubPublisher:
         self.cache = cache
         self.send = send
 
+    def close(self) -> None:
+        """The process is done with GitHub (``AppContext.close``): its connections go."""
+        self.client.close()
+
     # RunListener
     def waiting(self, run_id: str) -> None:
         self._queue(run_id, "waiting")
