@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from benchmarks.corpus import add_parser as add_bench_parser
-from diffie import run_store, submit
+from diffie import cli_tools, run_store, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
@@ -262,6 +262,9 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--slots", type=int, default=None,
                        help="memory snapshots to make, one per VM slot (default DIFFIE_VM_SLOTS)")
     build.set_defaults(func=cmd_image_build)
+    cli_tools.add_image_parsers(image_sub)
+    cli_tools.add_shell_parser(sub)
+    cli_tools.add_parsers(sub)
 
     add_bench_parser(sub)
 

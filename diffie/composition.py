@@ -13,6 +13,7 @@ browser never import this module, and tests replace any part by building their o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
@@ -29,7 +30,9 @@ from diffie.github import plugin as github
 from diffie.migrations import upgrade
 from diffie.sandbox.base import Sandbox
 from diffie.sandbox.deploy import deploy
+from diffie.sandbox.images import build_recipe
 from diffie.sandbox.libvirt import LibvirtSandbox
+from diffie.sandbox.recipe import LoadedRecipe
 from workers import tasks
 from workers.celery_app import make_celery
 
@@ -48,8 +51,12 @@ def job_deps(settings: Settings, db: Database | None, *,
     def browser() -> AbstractContextManager[FlowRunner]:
         return BrowserRunner(settings)
 
+    def build_image(loaded: LoadedRecipe, progress: Callable[[str], None]) -> str:
+        return build_recipe(settings, loaded, progress=progress).key
+
     return JobDeps(settings=settings, browser=browser, sandbox=sandbox, deploy=deploy,
-                   sources=all_sources)
+                   sources=all_sources,
+                   build_image=build_image if isinstance(sandbox, LibvirtSandbox) else None)
 
 
 def build_context(settings: Settings | None = None, *, migrate: bool = True) -> AppContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,12 +15,32 @@ from diffie.sandbox.confine import default_image_cache_dir
 from diffie.url_mode import parse_allowed
 
 
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/diffie`` (``~/.local/share/diffie``): the same store whatever the
+    current directory, so ``diffie runs show ID`` finds a run from anywhere."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "diffie"
+
+
+def default_vm_images_dir() -> Path:
+    """The operator's image recipes: ``vm_images/`` of the Diffie checkout this package runs
+    from (the bundled ``shop`` recipe) when there is one, else ``$XDG_CONFIG_HOME/diffie/
+    vm_images`` (``~/.config/diffie/vm_images``). Never relative to the current directory."""
+    checkout = Path(__file__).resolve().parent.parent / "vm_images"
+    if checkout.is_dir():
+        return checkout
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "diffie" / "vm_images"
+
+
 class Settings(BaseSettings):
     """Diffie's configuration. Nothing reads the environment at import time: call ``Settings()``."""
 
     model_config = SettingsConfigDict(env_prefix="DIFFIE_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("./.diffie-data"), description="Database, artifacts, images.")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="Database, broker, run folders. Default "
+                           "$XDG_DATA_HOME/diffie (~/.local/share/diffie).")
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir.")
     broker_url: str = Field(default="", description="Celery broker; default embedded SQLite broker.")
     api_tokens: Annotated[list[str], NoDecode] = Field(
@@ -61,12 +82,18 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins (scheme://host[:port]) every "
         "run's browser may reach besides the app under test; empty = only the app.")
     # VM sandbox
-    vm_images_dir: Path = Field(default=Path("vm_images"), description="Recipes (vm_images/<name>).")
+    vm_images_dir: Path = Field(
+        default_factory=default_vm_images_dir,
+        description="The operator's image recipes (<dir>/<name>/recipe.yml). Default: vm_images/ "
+        "of the Diffie checkout, else $XDG_CONFIG_HOME/diffie/vm_images.")
     image_cache_dir: Path = Field(
         default_factory=default_image_cache_dir,
         description="Built golden images (content-addressed, kept across checkouts) and the "
         "per-lease overlays; QEMU's unprivileged user must be able to traverse it. Default "
         "/var/lib/diffie/images as root, else ~/.cache/diffie/images.")
+    image_keep_s: float = Field(
+        default=7 * 86400, ge=0, description="A built image no run leased for this long is "
+        "deleted when another image is built (while referenced, it stays).")
     vm_domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     libvirt_uri: str = "qemu:///system"
     vm_slots: int = 2

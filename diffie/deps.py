@@ -19,6 +19,7 @@ from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
 from diffie.config import Settings
 from diffie.errors import RunError
+from diffie.run_images import ImageBuilder
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine, Sandbox
 from diffie.spec import Flow, SandboxSpec, Spec, Viewport
@@ -87,6 +88,9 @@ class JobDeps:
     # Change mode ("repo", "github", ...) -> where its base and head come from.
     # The GitHub App registers "github" at start-up (the dict is shared with the AppContext).
     sources: dict[str, SourceProvider] = field(default_factory=dict)
+    # Builds a repository's own image recipe (sandbox.recipe) on demand; None: this worker
+    # cannot (a run that needs one ends error saying so).
+    build_image: ImageBuilder | None = None
 
     def source_for(self, mode: str) -> SourceProvider:
         try:

@@ -45,6 +45,7 @@ from diffie.deps import FlowHooks, FlowRunner, JobDeps, SourceProvider
 from diffie.errors import DeployError, SandboxError
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import ExecResult, Machine
+from diffie.sandbox.recipe import LoadedRecipe
 from diffie.spec import Flow, SandboxSpec, Spec, Viewport
 
 DEPLOY_FAILS = "DEPLOY_FAILS"
@@ -232,8 +233,21 @@ class FilesSource:
         return digest.hexdigest()
 
 
+class FakeImageBuilder:
+    """Builds nothing: records each repository recipe a run asked for and answers its key."""
+
+    def __init__(self) -> None:
+        self.built: list[LoadedRecipe] = []
+
+    def __call__(self, loaded: LoadedRecipe, progress: Callable[[str], None]) -> str:
+        self.built.append(loaded)
+        progress(f"image {loaded.key}: built (fake)")
+        return loaded.key
+
+
 def fake_deps(settings: Settings, *, sandbox: FakeSandbox | None = None,
-              sources: dict[str, SourceProvider] | None = None) -> JobDeps:
+              sources: dict[str, SourceProvider] | None = None,
+              build_image: FakeImageBuilder | None = None) -> JobDeps:
     """Job deps of fakes only: :class:`FakeSandbox`, :func:`static_deploy`, :class:`PageBrowser`;
     ``sources`` (default: none; the composition root's ``LocalSource`` reads real git)."""
 
@@ -241,4 +255,5 @@ def fake_deps(settings: Settings, *, sandbox: FakeSandbox | None = None,
         return PageBrowser()
 
     return JobDeps(settings=settings, browser=browser, sandbox=sandbox or FakeSandbox(),
-                   deploy=static_deploy, sources=dict(sources or {}))
+                   deploy=static_deploy, sources=dict(sources or {}),
+                   build_image=build_image or FakeImageBuilder())

@@ -2,8 +2,9 @@
 
     URL mode:   browse base URL ─> browse head URL (─> head again: the noise floor)
     repo mode:  check out base and head ─> read head's .diffie.yml (an untrusted pull request:
-                its flows, with the base's sandbox — diffie.spec_trust) ─> may the
-                repository use the image? (its recipe's allowed_repositories)
+                its flows, with the base's sandbox — diffie.spec_trust) ─> each side's
+                image: the operator's (may the repository use it?) or the repository's
+                own recipe, built on demand (diffie.run_images)
                 ─> VM 1: restore, set clock, deploy base, checkpoint, browse
                 ─> VM 2: restore, set clock, deploy head, checkpoint, browse (─> head again)
                 (each flow × viewport from the checkpoint: diffie.server_state)
@@ -39,17 +40,16 @@ from diffie.compare.findings import compare_runs
 from diffie.config import Settings
 from diffie.control import FlowDone, ProgressLog, RunCancelled, RunControl
 from diffie.deps import FlowRunner, JobDeps
-from diffie.errors import DeployError, DiffieError, RunError, SandboxError
+from diffie.errors import DeployError, DiffieError, RunError
 from diffie.render.ctrf import render_ctrf
 from diffie.render.html import render_report
 from diffie.render.junit import render_junit
+from diffie.run_images import side_images
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine
 from diffie.sandbox.deploy import check_tree_size, ready_url
-from diffie.sandbox.journal import service_units
-from diffie.sandbox.recipe import check_image_allowed, load_recipe
 from diffie.server_state import ServerState
-from diffie.spec import SandboxSpec, Spec, parse_spec
+from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.spec_trust import run_spec
 from diffie.url_mode import strict_origin
@@ -233,16 +233,19 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
         if spec.sandbox is None:
             raise RunError(f"{change.spec_path} has no 'sandbox' section: repo mode deploys the "
                            "change in a VM and needs the image, deploy commands and app port")
-        if change.repository:
-            check_image_allowed(settings.vm_images_dir, spec.sandbox.image, change.repository)
+        say.phase("image")
+        base_image, head_image = side_images(settings, deps.build_image, spec.sandbox, change,
+                                             base_tree, head_tree, say)
         meta = {"mode": change.mode, "repo": change.repo, "base": base_sha, "head": head_sha,
-                "image": spec.sandbox.image, "clock": clock.isoformat()}
-        units = app_units(settings, spec.sandbox)
+                "image": head_image.label, "clock": clock.isoformat()}
+        if base_image != head_image:
+            meta["base_image"] = base_image.label
         with deps.browser() as browser:
             say.phase("deploy base")
             try:
-                with deps.sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
-                    state = ServerState(vm, clock, units=units, say=say, label="base: ")
+                with deps.sandbox.lease(base_image.lease, run_id=change.run_id) as vm:
+                    state = ServerState(vm, clock, units=base_image.units(spec.sandbox), say=say,
+                                        label="base: ")
                     url = _deploy(deps, vm, base_tree, spec, state, say, "base")
                     base = _browse(browser, spec, url, "base", out, clock, say, state)
             except DeployError as exc:
@@ -250,8 +253,9 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
                                f"compare against: {_deploy_text(exc)}") from exc
             say.phase("deploy head")
             try:
-                with deps.sandbox.lease(spec.sandbox.image, run_id=change.run_id) as vm:
-                    state = ServerState(vm, clock, units=units, say=say, label="head: ")
+                with deps.sandbox.lease(head_image.lease, run_id=change.run_id) as vm:
+                    state = ServerState(vm, clock, units=head_image.units(spec.sandbox), say=say,
+                                        label="head: ")
                     url = _deploy(deps, vm, head_tree, spec, state, say, "head")
                     head = _browse(browser, spec, url, "head", out, clock, say, state)
                     # the noise floor: head again, each flow from head's deployed state too
@@ -261,16 +265,6 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
                 say(f"head failed to deploy: {exc}")
                 return Sides(spec, base, None, findings=[_deploy_finding(exc)], meta=meta)
         return Sides(spec, base, head, head2, meta=meta)
-
-
-def app_units(settings: Settings, sandbox: SandboxSpec) -> list[str]:
-    """The systemd units whose journal is the app's log: the image's enabled services and
-    those the deploy commands start (see :func:`diffie.sandbox.journal.service_units`)."""
-    try:
-        enabled = load_recipe(settings.vm_images_dir, sandbox.image).recipe.enable
-    except SandboxError:
-        enabled = []          # the lease says why the image is unusable
-    return service_units(sandbox.deploy, enabled)
 
 
 def _deploy(deps: JobDeps, vm: Machine, tree: Path, spec: Spec, state: ServerState,

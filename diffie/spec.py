@@ -132,7 +132,10 @@ class Flow(_Strict):
 
 
 class SandboxSpec(_Strict):
-    image: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    # the operator's named image (vm_images/<name>) ...
+    image: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    # ... or the repository's own recipe, a path in the tree (built on demand, per revision)
+    recipe: str | None = Field(default=None, max_length=300)
     source_dir: str = "/srv/app"
     deploy: list[str] = Field(default_factory=list)
     port: int = Field(default=8000, gt=0, lt=65536)
@@ -147,6 +150,33 @@ class SandboxSpec(_Strict):
         if problem:
             raise ValueError(problem)
         return value
+
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_in_tree(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = value.split("/")
+        if value.startswith("/") or ".." in parts or "\\" in value or not value.strip():
+            raise ValueError(f"recipe must be a relative path inside the repository, such as "
+                             f".diffie/image.yml (got {value[:80]!r})")
+        if any(ord(c) < 0x20 for c in value):
+            raise ValueError("recipe must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_image(self) -> SandboxSpec:
+        if (self.image is None) == (self.recipe is None):
+            raise ValueError("name either 'image' (an operator's image in vm_images/) or "
+                             "'recipe' (a recipe in this repository, e.g. .diffie/image.yml), "
+                             "not both and not neither")
+        return self
+
+    @property
+    def image_label(self) -> str:
+        """What the run's metadata and messages call the image."""
+        return self.image or f"recipe {self.recipe}"
 
 
 def ready_path_problem(path: str) -> str | None:

@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 change=${1:-layout-shift-banner}
-export DIFFIE_DATA_DIR=${DIFFIE_DATA_DIR:-$PWD/.diffie-data}
 scripts/bootstrap.sh
+# The run store Diffie uses from any directory (DIFFIE_DATA_DIR, default ~/.local/share/diffie),
+# so `diffie runs show ID` finds the demo's run afterwards.
+data_dir=$(.venv/bin/diffie status --field data_dir)
 echo "[demo] building (or reusing) the shop VM image" >&2
 .venv/bin/diffie image build shop
-repo="$DIFFIE_DATA_DIR/demo/$change"
+repo="$data_dir/demo/$change"
 echo "[demo] materialising example change '$change' as a git repository in $repo" >&2
 read -r base head < <(.venv/bin/python -m examples.corpus materialize "$change" "$repo")
 echo "[demo] verifying $base..$head in VMs" >&2

@@ -41,7 +41,15 @@ from diffie.sandbox.host import choose_domain_type, ensure_daemons
 from diffie.sandbox.libvirt import Hypervisor, domain_active, qemu_img_overlay, wait_for_console
 from diffie.sandbox.recipe import BUILDER_VERSION, LoadedRecipe, load_recipe
 from diffie.sandbox.slots import Holder, host_lock, try_host_lock
-from diffie.sandbox.store import ImageInfo, image_dir, read_image, read_meta, slot_key, write_meta
+from diffie.sandbox.store import (
+    ImageInfo,
+    image_dir,
+    last_used,
+    read_image,
+    read_meta,
+    slot_key,
+    write_meta,
+)
 
 Progress = Callable[[str], None]
 # init_on_free=1: freed pages are zeroed, and zero pages cost nothing in the saved memory image
@@ -339,19 +347,24 @@ def _collect_journal(hv: Hypervisor, dom: Any, path: Path) -> None:
         pass
 
 
-def prune_old_images(settings: Settings, name: str, keep: str, progress: Progress) -> list[str]:
-    """Delete other builds of recipe ``name`` (older recipe versions) that no domain uses."""
+def prune_unused(settings: Settings, keep: str, progress: Progress) -> list[str]:
+    """Delete built images that no run leased for ``DIFFIE_IMAGE_KEEP_S`` and no domain uses
+    (never ``keep``). A new build of a recipe does not drop the one before it: a pull request
+    still under review (or a base branch) may reference it."""
     root = settings.image_cache_dir.expanduser().resolve()
     try:
         with Hypervisor(settings.libvirt_uri) as hv:
             in_use = {d.name for d in hv.diffie_domains()}
     except SandboxError:
         return []
+    cutoff = time.time() - settings.image_keep_s
     removed = []
-    for old in root.glob(f"{name}-*"):
+    for old in sorted(root.glob("*-*")):
         if old.name == keep or not old.is_dir():
             continue
-        if not re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", old.name):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*-[0-9a-f]{16}", old.name):
+            continue
+        if last_used(old) > cutoff:
             continue
         if any(d.startswith(f"{dx.PREFIX}{old.name}-s") for d in in_use):
             continue
@@ -359,18 +372,27 @@ def prune_old_images(settings: Settings, name: str, keep: str, progress: Progres
         (root / f".{old.name}.lock").unlink(missing_ok=True)
         removed.append(old.name)
     if removed:
-        progress(f"pruned older builds: {', '.join(removed)}")
+        progress(f"pruned images unused for {settings.image_keep_s / 86400:g} days: "
+                 f"{', '.join(removed)}")
     return removed
 
 
 def build_image(settings: Settings, name: str, *, progress: Progress = print_progress,
                 slots: int | None = None, force: bool = False) -> ImageInfo:
-    """Build (or reuse) image ``name`` with snapshots for slots ``0..slots-1``.
+    """Build (or reuse) the operator's image ``name`` (``vm_images/<name>``) with snapshots
+    for slots ``0..slots-1``.
 
     ``slots`` defaults to ``settings.vm_slots``; ``force`` rebuilds from scratch. Raises
     :class:`SandboxError` with the failing step and the tail of its log.
     """
-    loaded = load_recipe(settings.vm_images_dir, name)
+    return build_recipe(settings, load_recipe(settings.vm_images_dir, name), progress=progress,
+                        slots=slots, force=force)
+
+
+def build_recipe(settings: Settings, loaded: LoadedRecipe, *, progress: Progress = print_progress,
+                 slots: int | None = None, force: bool = False) -> ImageInfo:
+    """Build (or reuse) the image of a loaded recipe (an operator's or a repository's)."""
+    name = loaded.name
     out = image_dir(settings, loaded)
     count = settings.vm_slots if slots is None else slots
     if count < 1:
@@ -387,6 +409,7 @@ def build_image(settings: Settings, name: str, *, progress: Progress = print_pro
             timings = _build_disk(loaded, out, progress)
             meta = {"name": name, "key": loaded.key, "digest": loaded.digest,
                     "builder_version": BUILDER_VERSION, "recipe_dir": str(loaded.dir),
+                    "origin": loaded.origin, "source": loaded.source,
                     "suite": loaded.recipe.suite, "packages": loaded.recipe.all_packages(),
                     "ports": loaded.recipe.ports, "vm": loaded.recipe.vm.model_dump(),
                     "kernel_args": f"{KERNEL_ARGS} {loaded.recipe.kernel_args}".strip(),
@@ -418,7 +441,7 @@ def build_image(settings: Settings, name: str, *, progress: Progress = print_pro
         if not missing:
             progress(f"snapshots cached for slot(s) 0..{count - 1} ({dtype})")
         else:
-            prune_old_images(settings, name, loaded.key, progress)
+            prune_unused(settings, loaded.key, progress)
     info = read_image(out, name)
     assert info is not None
     return info

@@ -31,7 +31,7 @@ from diffie.sandbox import domain as dx
 from diffie.sandbox.base import ExecResult
 from diffie.sandbox.guest import GuestAgent
 from diffie.sandbox.host import choose_domain_type
-from diffie.sandbox.store import find_image, leases_dir
+from diffie.sandbox.store import find_image, leases_dir, mark_used
 
 PORTS_PER_SLOT = 10
 _LABELS: dict[tuple[str, str], tuple[int, int] | None] = {}
@@ -336,6 +336,7 @@ class LibvirtSandbox:
     def lease(self, image: str, *, run_id: str = "", wait_s: float = 900.0) -> Iterator[LibvirtMachine]:
         t0 = time.monotonic()
         info = find_image(self.settings, image)
+        mark_used(info)
         dtype = self.domain_type
         lease = slots.acquire(self.db, self.settings.vm_slots, run_id=run_id, wait_s=wait_s)
         timings = {"slot_s": time.monotonic() - t0}

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from diffie.errors import SandboxError
-from diffie.sandbox.recipe import LoadedRecipe, iter_source_files
+from diffie.sandbox.recipe import LoadedRecipe, file_mode, iter_source_files
 
 READY_MARKER = "DIFFIE-READY"
 NOT_READY_MARKER = "DIFFIE-NOT-READY"
@@ -32,13 +32,46 @@ CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
               "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 
 
-def _inside(tree: Path, guest_path: str) -> Path:
-    return tree / guest_path.lstrip("/")
+def _inside(tree: Path, guest_path: str, *, resolve_last: bool = False) -> Path:
+    """``guest_path`` in the image tree, resolved as the guest would (chroot semantics): a
+    symlink in the tree, absolute or relative, never leads out of ``tree`` (a repository's
+    recipe may have put it there). The last component is resolved only with ``resolve_last``
+    (otherwise it is what gets written or replaced)."""
+    root = tree.resolve()
+    parts = [p for p in guest_path.split("/") if p not in ("", ".")]
+    if resolve_last:
+        parts.append(".")
+    current = root
+    hops = 0
+    todo = list(parts[:-1])
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        candidate = current / part
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise SandboxError(f"{guest_path}: too many symlinks in the image tree")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            todo[:0] = [p for p in target.split("/") if p not in ("", ".")]
+            continue
+        current = candidate
+    if not parts or parts[-1] == ".":
+        return current
+    if parts[-1] == "..":
+        raise SandboxError(f"{guest_path}: not a file path")
+    return current / parts[-1]
 
 
 def _write(tree: Path, guest_path: str, text: str, mode: int = 0o644) -> None:
     path = _inside(tree, guest_path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()                 # write the file itself, never where a link points
     path.write_text(text)
     path.chmod(mode)
 
@@ -48,20 +81,27 @@ def copy_files(loaded: LoadedRecipe, tree: Path) -> None:
         src = (loaded.dir / copy.src).resolve()
         dest = _inside(tree, copy.dest)
         if src.is_dir():
-            if dest.exists():
+            if dest.is_symlink() or dest.is_file():
+                dest.unlink()
+            elif dest.exists():
                 shutil.rmtree(dest)
             dest.mkdir(parents=True)
             for rel, path in iter_source_files(src, copy.exclude):
                 target = dest / str(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target, follow_symlinks=False)
+                if not target.is_symlink():
+                    target.chmod(file_mode(path))
+            for sub, _dirs, _files in os.walk(dest):
+                os.chmod(sub, 0o755)
         else:
             if copy.dest.endswith("/"):
-                dest = dest / src.name
+                dest = _inside(tree, copy.dest + src.name)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_symlink():
+                dest.unlink()
             shutil.copy2(src, dest)
-            if copy.mode:
-                dest.chmod(int(copy.mode, 8))
+            dest.chmod(int(copy.mode, 8) if copy.mode else file_mode(src))
 
 
 def _script(commands: list[str]) -> str:
@@ -164,20 +204,20 @@ def run_in_chroot(tree: Path, command: str, log: Path, timeout_s: float = 1800) 
 
 
 def clean_tree(tree: Path) -> None:
-    for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        d = tree / sub
+    for sub in ("/var/cache/apt/archives", "/var/lib/apt/lists"):
+        d = _inside(tree, sub, resolve_last=True)
         if d.is_dir():
             for entry in d.iterdir():
-                if entry.is_file() and entry.name not in ("lock",):
+                if entry.is_file() and not entry.is_symlink() and entry.name not in ("lock",):
                     entry.unlink()
-    machine_id = tree / "etc/machine-id"
-    machine_id.write_text("")    # systemd makes one at boot (same for every slot: fine)
+    _write(tree, "/etc/machine-id", "")   # systemd makes one at boot (same for every slot: fine)
 
 
 def kernel_files(tree: Path) -> tuple[Path, Path]:
-    boot = tree / "boot"
-    kernels = sorted(boot.glob("vmlinuz-*"))
-    initrds = sorted(boot.glob("initrd.img-*"))
+    boot = _inside(tree, "/boot", resolve_last=True)
+    # regular files only: a symlink could name a file of the build host
+    kernels = sorted(p for p in boot.glob("vmlinuz-*") if p.is_file() and not p.is_symlink())
+    initrds = sorted(p for p in boot.glob("initrd.img-*") if p.is_file() and not p.is_symlink())
     if not kernels or not initrds:
         raise SandboxError(f"the image has no kernel/initrd in {boot} (is linux-image-amd64 installed?)")
     return kernels[-1], initrds[-1]

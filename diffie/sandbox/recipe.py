@@ -28,7 +28,7 @@ from diffie import yamlsafe
 from diffie.errors import SandboxError
 
 # Bumped whenever the builder's output for one recipe changes (invalidates every image).
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 # Packages every guest needs for Diffie to drive it; added to the recipe's own.
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv", "udev", "linux-image-amd64", "qemu-guest-agent", "ifupdown", "iproute2",
@@ -155,6 +155,10 @@ class LoadedRecipe:
     dir: Path
     recipe: Recipe
     digest: str               # sha256 hex of everything the image is built from
+    # where it came from: "operator" (vm_images/<name>) or "repository" (a change's tree,
+    # untrusted: see load_repository_recipe)
+    origin: str = "operator"
+    source: str = ""          # the repository recipe's path in its tree, for people
 
     @property
     def key(self) -> str:
@@ -200,10 +204,17 @@ def iter_source_files(src: Path, exclude: list[str]) -> list[tuple[PurePosixPath
     return found
 
 
+def file_mode(path: Path) -> int:
+    """The mode a copied file gets in the image: 0755 if anyone may execute it, else 0644 (the
+    only mode bit git keeps; a checkout's umask never makes another image)."""
+    return 0o755 if os.lstat(path).st_mode & 0o111 else 0o644
+
+
 def _hash_tree(h: Any, label: str, src: Path, exclude: list[str],
                replace: dict[Path, bytes] | None = None) -> None:
     for rel, path in iter_source_files(src, exclude):
-        h.update(f"{label}/{rel}\0{os.lstat(path).st_mode & 0o7777:o}\0".encode())
+        kind = "l" if path.is_symlink() else f"{file_mode(path):o}"
+        h.update(f"{label}/{rel}\0{kind}\0".encode())
         if replace and path in replace:
             h.update(replace[path])
         elif path.is_symlink():
@@ -281,14 +292,77 @@ def _read(images_dir: Path, name: str) -> tuple[Path, str, Recipe]:
 def load_recipe(images_dir: Path, name: str) -> LoadedRecipe:
     """Read and validate ``<images_dir>/<name>/recipe.yml`` and hash its inputs."""
     path, text, recipe = _read(images_dir, name)
+    return LoadedRecipe(name=name, dir=path.parent, recipe=recipe,
+                        digest=_digest(path, text, recipe, hash_dir=True))
+
+
+def _digest(path: Path, text: str, recipe: Recipe, *, hash_dir: bool,
+            root: Path | None = None, shown: str = "") -> str:
+    """sha256 of what the image is built from: the recipe's content (policy lines left out),
+    the recipe directory (``hash_dir``: an operator recipe's own files), each copied file's
+    bytes and executable bit. ``root``: every ``files[].src`` must resolve inside it."""
     rdir = path.parent
+    where = shown or str(path)
     h = hashlib.sha256(f"diffie-image/{BUILDER_VERSION}\0".encode())
-    _hash_tree(h, "recipe", rdir, list(DEFAULT_EXCLUDES),
-               replace={path: content_text(text).encode("utf-8")})
+    if hash_dir:
+        _hash_tree(h, "recipe", rdir, list(DEFAULT_EXCLUDES),
+                   replace={path: content_text(text).encode("utf-8")})
+    else:
+        h.update(b"recipe\0" + content_text(text).encode("utf-8") + b"\0")
     for i, copy in enumerate(recipe.files):
         src = (rdir / copy.src).resolve()
+        if root is not None and not src.is_relative_to(root):
+            raise SandboxError(f"{where} (files[{i}].src): {copy.src!r} leaves the repository; "
+                               "a repository's recipe copies only files of its own tree")
         if not src.exists():
-            raise SandboxError(f"{path}: files[{i}].src {copy.src!r} does not exist ({src})")
-        if not src.is_relative_to(rdir):
+            raise SandboxError(f"{where} (files[{i}].src): {copy.src!r} does not exist")
+        if not hash_dir or not src.is_relative_to(rdir):
             _hash_tree(h, f"files{i}", src, copy.exclude)
-    return LoadedRecipe(name=name, dir=rdir, recipe=recipe, digest=h.hexdigest())
+    return h.hexdigest()
+
+
+# Fields a recipe from a change's tree may not use: they act on the build host, not the guest.
+HOST_FIELDS = {
+    "run": "runs commands as root on the build host (chroot); put them in 'seed', which runs in "
+           "the guest at first boot",
+    "mirror": "makes the build host download from an address the change picks; the operator's "
+              "mirror is used",
+    "allowed_repositories": "is the operator's policy for named images; a repository's own "
+                            "recipe is for that repository",
+}
+
+
+def repository_image_name(label: str) -> str:
+    """An image name for a repository's recipe (``acme/shop`` -> ``acme-shop``): what
+    ``diffie image list`` shows; the content hash, not the name, identifies the image."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", label.lower()).strip("-_")[:40].strip("-_")
+    return slug if NAME_RE.match(slug) else "repo"
+
+
+def load_repository_recipe(tree: Path, rel: str, *, name: str) -> LoadedRecipe:
+    """Read the recipe a change brings (``sandbox.recipe``: ``rel`` inside the checked-out
+    ``tree``). It is untrusted: it may not use the fields that act on the build host
+    (:data:`HOST_FIELDS`), and it copies only files inside ``tree``. Errors name ``rel``, the
+    line and the field."""
+    root = tree.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise SandboxError(f"sandbox.recipe {rel!r} leaves the repository (a symlink?)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SandboxError(f"{rel}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SandboxError(f"{rel}: the recipe named by sandbox.recipe is not in this revision "
+                           f"({exc.strerror})") from None
+    recipe = parse_recipe(text, file=rel)
+    node = yamlsafe.compose(text)
+    lines = yamlsafe.line_map(node) if node is not None else {}
+    for field, why in HOST_FIELDS.items():
+        if field in recipe.model_fields_set:
+            line = yamlsafe.line_for(lines, (field,)) or 1
+            raise SandboxError(f"{rel}:{line} ({field}): a repository's recipe may not use "
+                               f"'{field}': it {why}")
+    digest = _digest(path, text, recipe, hash_dir=False, root=root, shown=rel)
+    return LoadedRecipe(name=name, dir=path.parent, recipe=recipe, digest=digest,
+                        origin="repository", source=rel)

@@ -8,6 +8,7 @@
     slots/<type>-<i>.qcow2    slot i's disk after its cold boot (backing file of every overlay)
     slots/<type>-<i>.save     slot i's memory image (restored per lease)
     logs/                     build log and cold-boot serial consoles
+    last-used                 touched by every lease (unused images are pruned by its age)
 ``<image_cache_dir>/.leases/<slot>-<pid>.<start>.<nonce>/``: one lease's overlay and serial log
 
 QEMU runs unprivileged (``confine.py``): every file it opens lives under the cache, whose
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,8 +122,20 @@ def read_image(directory: Path, name: str) -> ImageInfo | None:
     return ImageInfo(name=name, key=directory.name, dir=directory, meta=meta)
 
 
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*-[0-9a-f]{16}$")
+
+
 def find_image(settings: Settings, name: str) -> ImageInfo:
-    """The built image of recipe ``name`` as it is now; SandboxError if not built yet."""
+    """The built image of the operator's recipe ``name`` as it is now, or the built image
+    whose key (``<name>-<16 hex>``, content-addressed) is ``name``; SandboxError if not built."""
+    if KEY_RE.match(name):
+        directory = settings.image_cache_dir.expanduser().resolve() / name
+        meta = read_meta(directory)
+        info = read_image(directory, str(meta.get("name", name)) if meta else name)
+        if info is None or not info.snapshots():
+            raise SandboxError(f"image {name} is not built (or was pruned); the run that "
+                               "needs it builds it again")
+        return info
     loaded = load_recipe(settings.vm_images_dir, name)
     info = read_image(image_dir(settings, loaded), name)
     if info is None or not info.snapshots():
@@ -135,3 +149,20 @@ def leases_dir(settings: Settings) -> Path:
     to the images they are backed by and reachable by QEMU's unprivileged user (the data dir
     may not be, e.g. under /root or a 0700 temporary directory)."""
     return settings.image_cache_dir.expanduser().resolve() / LEASES
+
+
+USED_MARK = "last-used"
+
+
+def mark_used(info: ImageInfo) -> None:
+    """Record that a run leased ``info`` now (what :func:`prune_unused` keeps by)."""
+    try:
+        (info.dir / USED_MARK).touch()
+    except OSError:
+        pass
+
+
+def last_used(directory: Path) -> float:
+    """When the image in ``directory`` was last leased (or built)."""
+    stamps = [directory / USED_MARK, directory / "meta.json"]
+    return max((p.stat().st_mtime for p in stamps if p.exists()), default=0.0)

@@ -61,7 +61,7 @@ def test_the_clock_is_set_at_restore_and_on_demand(sandbox: LibvirtSandbox) -> N
 
 def test_put_tree_and_deploy_per_the_shop_spec(sandbox: LibvirtSandbox, tmp_path: Path) -> None:
     spec = load_spec(SHOP / ".diffie.yml").sandbox
-    assert spec is not None
+    assert spec is not None and spec.image is not None
     source = _shop_copy(tmp_path / "shop")
     (source / "static" / "deployed.txt").write_text("deployed by the system test\n")
     with sandbox.lease(spec.image, run_id="sys-deploy") as machine:

@@ -69,7 +69,7 @@ def test_the_same_app_on_both_sides_passes(tmp_path: Path) -> None:
     assert events.count("lease") == 2 and events.count("destroy") == 2
     assert events.count("checkpoint") == 2
     assert [line for line in lines if line.startswith("phase: ")] == [
-        "phase: checkout", "phase: deploy base", "phase: browse base 0/3",
+        "phase: checkout", "phase: image", "phase: deploy base", "phase: browse base 0/3",
         "phase: browse base 1/3", "phase: browse base 2/3", "phase: browse base 3/3",
         "phase: deploy head", "phase: browse head 0/3", "phase: browse head 1/3",
         "phase: browse head 2/3", "phase: browse head 3/3", "phase: compare", "phase: report"]

@@ -94,5 +94,5 @@ def test_files_outside_the_recipe_dir_are_hashed(tmp_path: Path) -> None:
 
 def test_missing_source_is_reported(tmp_path: Path) -> None:
     images = _recipe_dir(tmp_path, MINIMAL.replace("src: app", "src: missing"))
-    with pytest.raises(SandboxError, match=r"files\[0\].src 'missing' does not exist"):
+    with pytest.raises(SandboxError, match=r"\(files\[0\].src\): 'missing' does not exist"):
         load_recipe(images, "demo")
