@@ -14,7 +14,7 @@ lint:
 	.venv/bin/ruff check diffie workers benchmarks tests examples reports
 
 typecheck:
-	.venv/bin/mypy diffie workers benchmarks tests examples/__init__.py examples/corpus.py
+	.venv/bin/mypy diffie workers benchmarks tests examples/__init__.py examples/corpus.py examples/repo_recipe.py
 
 test-unit:
 	$(PY) -m pytest -q tests/unit
@@ -36,5 +36,6 @@ bench: setup services
 	$(PY) -m benchmarks.pixeldiff
 	$(PY) -m benchmarks.urlmode
 	$(PY) -m benchmarks.vm
+	$(PY) -m benchmarks.deps
 	$(PY) -m benchmarks.security
 	$(PY) -m benchmarks.architecture

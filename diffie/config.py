@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     image_keep_s: float = Field(
         default=7 * 86400, ge=0, description="A built image no run leased for this long is "
         "deleted when another image is built (while referenced, it stays).")
+    package_registries: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["pypi", "npm"], description="Package registries a guest may "
+        "install from at deploy time, through the host's caching proxy (comma-separated: "
+        "pypi, npm; empty = none).")
+    package_index_ttl_s: float = Field(
+        default=300, ge=0, description="How long the package proxy serves a cached index page "
+        "(files are cached for good).")
     vm_domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     libvirt_uri: str = "qemu:///system"
     vm_slots: int = 2
@@ -140,6 +147,17 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("package_registries", mode="before")
+    @classmethod
+    def _registries(cls, value: object) -> object:
+        from diffie.sandbox.package_proxy import parse_registries
+
+        if isinstance(value, str):
+            return parse_registries(value)
+        if isinstance(value, list):
+            return parse_registries(",".join(str(v) for v in value))
         return value
 
     @field_validator("github_require_approval_by", mode="before")

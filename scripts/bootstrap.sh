@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 # chromium: the browser; libvirt-dev + pkg-config + gcc: to build libvirt-python;
 # cmark-gfm: GitHub's Markdown renderer, to test that PR comments link nothing (tests/unit/test_gfm.py).
 pkgs=(chromium fonts-dejavu-core fonts-liberation git ca-certificates curl python3-venv
-      libvirt-dev pkg-config gcc python3-dev cmark-gfm)
+      libvirt-dev pkg-config gcc python3-dev cmark-gfm socat)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

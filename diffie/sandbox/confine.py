@@ -39,6 +39,7 @@ QEMU_USER = "libvirt-qemu"
 QEMU_GROUP = "libvirt-qemu"
 SYSTEM_CACHE = Path("/var/lib/diffie/images")
 LEASES = ".leases"
+PACKAGES = ".packages"          # the package proxy's cache (package_proxy.py)
 DIR_MODE = 0o711      # traversable by QEMU, not listable
 FILE_MODE = 0o600     # readable by QEMU only while libvirt has chowned it
 GOLDEN_MODE = 0o640   # golden disks, root:<QEMU's group>: read-only for QEMU

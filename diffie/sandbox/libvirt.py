@@ -31,6 +31,14 @@ from diffie.sandbox import domain as dx
 from diffie.sandbox.base import ExecResult
 from diffie.sandbox.guest import GuestAgent
 from diffie.sandbox.host import choose_domain_type
+from diffie.sandbox.package_proxy import (
+    GUEST_TUNNEL,
+    STOP_RELAY,
+    PackageProxy,
+    Tunnel,
+    relay_command,
+    shared_proxy,
+)
 from diffie.sandbox.store import find_image, leases_dir, mark_used
 
 PORTS_PER_SLOT = 10
@@ -246,6 +254,11 @@ class LibvirtMachine:
                  forwards: dict[int, int], spare_ports: list[int], console_log: Path,
                  slot: int) -> None:
         self.name = name
+        # every command's environment: the package installers pointed at the proxy while
+        # the package tunnel is open (open_packages)
+        self.env: dict[str, str] = {}
+        self._tunnel: Tunnel | None = None
+        self._tunnel_port: int | None = None
         self.slot = slot
         self.console_log = console_log
         self._dom = dom
@@ -258,7 +271,7 @@ class LibvirtMachine:
 
     def exec(self, argv: Sequence[str], *, timeout: float = 120.0,
              env: dict[str, str] | None = None, cwd: str | None = None) -> ExecResult:
-        return self.agent.exec(argv, timeout=timeout, env=env, cwd=cwd)
+        return self.agent.exec(argv, timeout=timeout, env={**self.env, **(env or {})}, cwd=cwd)
 
     def put_tree(self, src: Path, dest: str) -> None:
         self.agent.put_tree(src, dest)
@@ -266,10 +279,45 @@ class LibvirtMachine:
     def set_clock(self, instant: datetime) -> None:
         self.agent.set_time(instant)
 
+    def open_packages(self, proxy: PackageProxy) -> None:
+        """Let the deploy commands install from the allowed registries (package_proxy.py):
+        a forward of a spare host port into the guest relay, the relay, the host's pool."""
+        if not self._spare:
+            raise SandboxError("no host port left for the package tunnel")
+        host_port = self._spare.pop()
+        out = Hypervisor.hmp(self._dom, f"hostfwd_add {dx.NETDEV_ID} "
+                                        f"tcp:127.0.0.1:{host_port}-:{GUEST_TUNNEL}")
+        if out.strip():
+            raise SandboxError(f"hostfwd_add for the package tunnel failed: {out.strip()[:300]}")
+        self._tunnel_port = host_port
+        res = self.exec(relay_command(), timeout=30)
+        if not res.ok:
+            raise SandboxError(f"the package relay did not start in the guest (is socat in "
+                               f"the image?): {res.tail(500)}")
+        self._tunnel = Tunnel(proxy, host_port).start()
+        self.env = proxy.guest_env()
+
+    def close_packages(self, *, in_guest: bool = True) -> None:
+        """Close the way out before anything is checkpointed (flows never have one);
+        ``in_guest=False``: the host's half only (the VM is about to be destroyed)."""
+        if self._tunnel is None:
+            return
+        self._tunnel.close()
+        self._tunnel = None
+        self.env = {}
+        if not in_guest:
+            return
+        self.exec(STOP_RELAY, timeout=30)
+        if self._tunnel_port is not None:
+            Hypervisor.hmp(self._dom, f"hostfwd_remove {dx.NETDEV_ID} "
+                                      f"tcp:127.0.0.1:{self._tunnel_port}")
+            self._tunnel_port = None
+
     def checkpoint(self) -> None:
         """An internal qcow2 snapshot (memory + disk) in this lease's overlay, which the lease's
         exit deletes with it (measured under TCG: ~1 s; a memory image saved with
         ``virDomainSave`` took 2.2-2.8 s and its restores were no faster: see README)."""
+        self.close_packages()
         start = time.monotonic()
         if self._checkpoint is not None:
             Hypervisor.delete_snapshot(self._checkpoint)
@@ -378,9 +426,19 @@ class LibvirtSandbox:
             # `date` to finish; the first answer also proves the agent is up).
             machine.agent.start_set_time(datetime.now(UTC), timeout_s=120)
             timings["agent_s"] = time.monotonic() - t
+            proxy = shared_proxy(self.settings.image_cache_dir.expanduser().resolve()
+                                 / confine.PACKAGES, self.settings.package_registries,
+                                 self.settings.package_index_ttl_s)
+            if proxy is not None:
+                t = time.monotonic()
+                machine.open_packages(proxy)
+                timings["packages_s"] = time.monotonic() - t
             timings["total_s"] = time.monotonic() - t0
             machine.timings = {k: round(v, 3) for k, v in timings.items()}
-            yield machine
+            try:
+                yield machine
+            finally:
+                machine.close_packages(in_guest=False)
         except BaseException:
             self._teardown(hv, name, work, lease, quiet=True)
             raise

@@ -28,11 +28,11 @@ from diffie import yamlsafe
 from diffie.errors import SandboxError
 
 # Bumped whenever the builder's output for one recipe changes (invalidates every image).
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 # Packages every guest needs for Diffie to drive it; added to the recipe's own.
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv", "udev", "linux-image-amd64", "qemu-guest-agent", "ifupdown", "iproute2",
-    "kmod", "procps", "util-linux-extra", "netbase",
+    "kmod", "procps", "util-linux-extra", "netbase", "socat",
 )
 DEFAULT_EXCLUDES: tuple[str, ...] = (".git", "__pycache__", "*.pyc", ".venv", "node_modules",
                                      ".mypy_cache", ".pytest_cache", ".ruff_cache")

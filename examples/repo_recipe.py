@@ -1,0 +1,66 @@
+"""The sample shop as a team would keep it: its production shape in its own repository
+(``.diffie/image.yml``, not Diffie's ``vm_images/``), with a deploy that installs the
+revision's ``requirements.txt`` through Diffie's package proxy. Used by the system test of
+repository recipes and by ``python -m benchmarks.deps``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from examples.corpus import SHOP_DIR
+
+SERVICE = Path(__file__).resolve().parent.parent / "vm_images" / "shop" / "files" / "shop.service"
+
+# The shop's recipe as a repository keeps it: no build-host 'run' (the user and the
+# PostgreSQL port pin happen in the guest, in 'seed'); the image holds what seeding needs (the
+# code and the schema), the deploy copies the revision's whole tree over it.
+RECIPE = """\
+description: the shop, with its production shape in its own repository
+suite: bookworm
+packages: [postgresql, python3, python3-psycopg, python3-pip, tar]
+vm: {memory_mib: 1024, vcpus: 2, disk_mib: 3072}
+ports: [8000]
+files:
+  - {src: ../app, dest: /srv/shop/app}
+  - {src: ../db, dest: /srv/shop/db}
+  - {src: shop.service, dest: /etc/systemd/system/shop.service}
+enable: [shop.service]
+seed_after: [postgresql.service]
+seed:
+  - useradd --system --home-dir /srv/shop --no-create-home --shell /usr/sbin/nologin shop
+  - sed -i 's/^port = .*/port = 5432/' /etc/postgresql/15/main/postgresql.conf
+  - systemctl restart postgresql@15-main.service
+  - until pg_isready -q; do sleep 0.5; done
+  - runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qc "CREATE ROLE shop LOGIN"
+  - runuser -u postgres -- createdb -O shop shop
+  - >-
+    cd /srv/shop && runuser -u shop --
+    env SHOP_DATABASE_URL=postgresql:///shop?host=/var/run/postgresql python3 -m app.initdb
+ready:
+  command: >-
+    pg_isready -q && python3 -c "import urllib.request as u;
+    u.urlopen('http://127.0.0.1:8000/health', timeout=3)"
+  http: {port: 8000, path: /health}
+  timeout_s: 600
+"""
+
+
+def shop_with_its_recipe(dest: Path) -> Path:
+    shutil.copytree(SHOP_DIR, dest, ignore=shutil.ignore_patterns("changes", "__pycache__"))
+    (dest / ".diffie").mkdir()
+    (dest / ".diffie" / "image.yml").write_text(RECIPE)
+    shutil.copy(SERVICE, dest / ".diffie")
+    spec = (dest / ".diffie.yml").read_text()
+    assert "  image: shop" in spec and "  deploy:\n" in spec
+    spec = spec.replace("  image: shop", "  recipe: .diffie/image.yml")
+    spec = spec.replace("  deploy:\n", "  deploy:\n    - " + INSTALL + "\n")
+    (dest / ".diffie.yml").write_text(spec)
+    return dest
+
+
+# pip's own messages end up in the deploy_error; --break-system-packages: Debian's python3
+INSTALL = ("if [ -f requirements.txt ]; then pip3 install --break-system-packages "
+           "--root-user-action=ignore --no-cache-dir -r requirements.txt && "
+           "python3 -c 'import markdown'; fi")
+MISSING = "diffie-no-such-package-7f3a"
