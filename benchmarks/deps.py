@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(data_dir=work / "data", database_url="", vm_slots=1)
         settings.ensure_dirs()
         app = shop_with_its_recipe(work / "app")
-        loaded = load_repository_recipe(app, ".diffie/image.yml", name="bench-deps")
+        loaded = load_repository_recipe(app, ".diffie/image.yml", name="repo")
         say(f"image {loaded.key} (built once, then cached)")
         key = build_recipe(settings, loaded, progress=lambda line: say(f"image: {line}"),
                            slots=1).key

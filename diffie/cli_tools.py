@@ -21,7 +21,7 @@ from diffie.sandbox.recipe import (
     load_repository_recipe,
     repository_image_name,
 )
-from diffie.sandbox.store import last_used, read_image, read_meta
+from diffie.sandbox.store import KEY_RE, find_image, last_used, read_image, read_meta
 from diffie.spec import Spec, load_spec
 from diffie.spec_limits import SpecLimits
 
@@ -188,14 +188,17 @@ def cmd_shell(args: argparse.Namespace, out: Out = sys.stdout) -> int:
     ctx = build_context()
     try:
         settings = ctx.settings
-        loaded = load_any_recipe(settings, args.image, args.repo)
-        target = loaded.name
-        if loaded.origin == "repository":
-            target = build_recipe(settings, loaded, progress=_err).key
+        if KEY_RE.match(args.image):                 # a built image, by key (image list)
+            target, guest_ports = args.image, find_image(settings, args.image).ports
+        else:
+            loaded = load_any_recipe(settings, args.image, args.repo)
+            target, guest_ports = loaded.name, loaded.recipe.ports
+            if loaded.origin == "repository":
+                target = build_recipe(settings, loaded, progress=_err).key
         sandbox = LibvirtSandbox(settings, ctx.db)
         t = time.monotonic()
         with sandbox.lease(target, run_id="shell") as vm:
-            ports = ", ".join(f"guest {g} -> {vm.url(g)}" for g in loaded.recipe.ports)
+            ports = ", ".join(f"guest {g} -> {vm.url(g)}" for g in guest_ports)
             _err(f"VM {vm.name} restored in {time.monotonic() - t:.1f} s ({ports or 'no ports'});"
                  " commands run as root through the guest agent; 'exit' or end of input "
                  "destroys it")
@@ -264,7 +267,8 @@ def add_image_parsers(image_sub: Any) -> None:
 def add_shell_parser(sub: Any) -> None:
     s = sub.add_parser("shell", help="a restored VM of an image with a shell (thrown away on "
                        "exit)")
-    s.add_argument("image", help="an operator image name or a repository recipe path")
+    s.add_argument("image", help="an operator image name, a repository recipe path or a built "
+                   "image's key (diffie image list)")
     s.add_argument("--repo", default=None)
     s.add_argument("-c", dest="command", action="append", default=None,
                    help="run this command and exit (repeatable)")

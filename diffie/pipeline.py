@@ -47,11 +47,11 @@ from diffie.render.junit import render_junit
 from diffie.run_images import side_images
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine
-from diffie.sandbox.deploy import check_tree_size, ready_url
+from diffie.sandbox.deploy import MIGRATE_CHARS, MIGRATE_OUTPUT, check_tree_size, ready_url
 from diffie.server_state import ServerState
-from diffie.spec import Spec, parse_spec
+from diffie.spec import SandboxSpec, Spec, parse_spec
 from diffie.spec_limits import SpecLimits
-from diffie.spec_trust import run_spec
+from diffie.spec_trust import read_spec, run_spec
 from diffie.url_mode import strict_origin
 from diffie.verdict import Coverage, Finding, Flaky, NotVerified, Verdict, error_verdict, judge
 
@@ -233,9 +233,12 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
         if spec.sandbox is None:
             raise RunError(f"{change.spec_path} has no 'sandbox' section: repo mode deploys the "
                            "change in a VM and needs the image, deploy commands and app port")
+        base_sandbox = (spec.sandbox if change.untrusted_head else
+                        base_sandbox_of(base_tree, change.spec_path, settings, say)
+                        or spec.sandbox)
         say.phase("image")
-        base_image, head_image = side_images(settings, deps.build_image, spec.sandbox, change,
-                                             base_tree, head_tree, say)
+        base_image, head_image = side_images(settings, deps.build_image, base_sandbox,
+                                             spec.sandbox, change, base_tree, head_tree, say)
         meta = {"mode": change.mode, "repo": change.repo, "base": base_sha, "head": head_sha,
                 "image": head_image.label, "clock": clock.isoformat()}
         if base_image != head_image:
@@ -244,9 +247,9 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
             say.phase("deploy base")
             try:
                 with deps.sandbox.lease(base_image.lease, run_id=change.run_id) as vm:
-                    state = ServerState(vm, clock, units=base_image.units(spec.sandbox), say=say,
+                    state = ServerState(vm, clock, units=base_image.units(base_sandbox), say=say,
                                         label="base: ")
-                    url = _deploy(deps, vm, base_tree, spec, state, say, "base")
+                    url = _deploy(deps, vm, base_tree, base_sandbox, state, say, "base", meta)
                     base = _browse(browser, spec, url, "base", out, clock, say, state)
             except DeployError as exc:
                 raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
@@ -256,7 +259,7 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
                 with deps.sandbox.lease(head_image.lease, run_id=change.run_id) as vm:
                     state = ServerState(vm, clock, units=head_image.units(spec.sandbox), say=say,
                                         label="head: ")
-                    url = _deploy(deps, vm, head_tree, spec, state, say, "head")
+                    url = _deploy(deps, vm, head_tree, spec.sandbox, state, say, "head", meta)
                     head = _browse(browser, spec, url, "head", out, clock, say, state)
                     # the noise floor: head again, each flow from head's deployed state too
                     head2 = (_browse(browser, spec, url, "head2", out, clock, say, state)
@@ -267,17 +270,39 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
         return Sides(spec, base, head, head2, meta=meta)
 
 
-def _deploy(deps: JobDeps, vm: Machine, tree: Path, spec: Spec, state: ServerState,
-            say: ProgressLog, side: str) -> str:
-    """Deploy ``tree``, then checkpoint the VM: every flow × viewport starts from here."""
-    assert spec.sandbox is not None
+def base_sandbox_of(base_tree: Path, rel: str, settings: Settings,
+                    say: ProgressLog) -> SandboxSpec | None:
+    """The base revision's own sandbox section (its image, deploy commands, port), so each side
+    is deployed the way its revision says; None when the base has no usable one (the head's is
+    used for both, as before the spec had one)."""
+    try:
+        base = read_spec(base_tree, rel, limits=SpecLimits.from_settings(settings), side="base")
+    except DiffieError as exc:
+        say(f"base: its {rel} is not usable ({str(exc)[:300]}); deploying it with the head's "
+            "sandbox section")
+        return None
+    return base.sandbox if base is not None else None
+
+
+def _deploy(deps: JobDeps, vm: Machine, tree: Path, sandbox: SandboxSpec, state: ServerState,
+            say: ProgressLog, side: str, meta: dict[str, str]) -> str:
+    """Deploy ``tree``, then checkpoint the VM: every flow × viewport starts from here. The
+    migrations' output goes to ``meta`` (the report shows it)."""
     settings = deps.settings
     check_tree_size(tree, max_files=settings.max_repo_files, max_bytes=settings.max_repo_bytes)
     state.set_clock()
     say(f"{side}: guest clock set to {state.clock.isoformat()}; deploying")
-    url = deps.deploy(vm, tree, spec.sandbox, say, units=state.units)
+    migrations: list[str] = []
+
+    def progress(line: str) -> None:
+        if line.startswith(MIGRATE_OUTPUT):
+            migrations.append(line[len(MIGRATE_OUTPUT):])
+            meta[f"{side} migrations"] = "\n".join(migrations)[-MIGRATE_CHARS:]
+        say(line)
+
+    url = deps.deploy(vm, tree, sandbox, progress, units=state.units)
     say(f"{side}: deployed, app at {url}")
-    state.checkpoint(url, ready_url(url, spec.sandbox.ready_path))
+    state.checkpoint(url, ready_url(url, sandbox.ready_path))
     return url
 
 

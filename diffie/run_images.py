@@ -60,38 +60,53 @@ def operator_image(settings: Settings, sandbox: SandboxSpec, repository: str) ->
     return SideImage(sandbox.image, sandbox.image, enabled)
 
 
-def side_images(settings: Settings, build: ImageBuilder | None, sandbox: SandboxSpec,
-                change: ChangeInput, base_tree: Path, head_tree: Path,
-                say: Callable[[str], None]) -> tuple[SideImage, SideImage]:
-    """(base's image, head's image), building a repository's recipe where needed. Raises
-    RunError naming the recipe's file, line and field when it is invalid."""
-    if sandbox.image is not None:
-        image = operator_image(settings, sandbox, change.repository or "")
-        return image, image
-    assert sandbox.recipe is not None
-    if build is None:
-        raise RunError("this worker cannot build VM images, and the spec names a repository "
-                       f"recipe ({sandbox.recipe}); run the job in a worker with libvirt")
+def side_images(settings: Settings, build: ImageBuilder | None, base_sandbox: SandboxSpec,
+                head_sandbox: SandboxSpec, change: ChangeInput, base_tree: Path,
+                head_tree: Path, say: Callable[[str], None]) -> tuple[SideImage, SideImage]:
+    """(base's image, head's image), each from its side's sandbox section, building a
+    repository's recipe where needed (an untrusted head's sandbox and recipe come from the
+    base). Raises RunError naming the recipe's file, line and field when it is invalid."""
     name = repository_image_name(change.repository or Path(change.repo or "repo").name)
-    rel = sandbox.recipe
-    head = _load(head_tree if not change.untrusted_head else base_tree, rel, name,
-                 "base" if change.untrusted_head else "head")
-    if change.untrusted_head or not (base_tree / rel).exists():
-        base = head
+    head_tree_for_recipe = base_tree if change.untrusted_head else head_tree
+    head = _wanted(settings, head_sandbox, change, head_tree_for_recipe, name,
+                   "base" if change.untrusted_head else "head")
+    if (base_sandbox.recipe is not None and not change.untrusted_head
+            and not (base_tree / base_sandbox.recipe).exists()):
+        base = head                   # the pull request adds the recipe: one image for both
     else:
-        base = _load(base_tree, rel, name, "base")
+        base = _wanted(settings, base_sandbox, change, base_tree, name, "base")
     built: dict[str, SideImage] = {}
-    for side, loaded in (("base", base), ("head", head)):
-        if loaded.digest in built:
+    for side, wanted in (("base", base), ("head", head)):
+        if isinstance(wanted, SideImage):
             continue
-        say(f"{side}: image from {rel} ({loaded.key}): building it if it is not cached")
+        if wanted.digest in built:
+            continue
+        if build is None:
+            raise RunError("this worker cannot build VM images, and the spec names a "
+                           f"repository recipe ({wanted.source}); run the job in a worker with "
+                           "libvirt")
+        say(f"{side}: image from {wanted.source} ({wanted.key}): building it if it is not "
+            "cached")
         try:
-            key = build(loaded, _prefixed(say, f"{side} image: "))
+            key = build(wanted, _prefixed(say, f"{side} image: "))
         except SandboxError as exc:
-            raise RunError(f"the {side}'s VM image (from {rel}) could not be built: "
+            raise RunError(f"the {side}'s VM image (from {wanted.source}) could not be built: "
                            f"{exc}") from exc
-        built[loaded.digest] = SideImage(key, f"{rel} ({key})", tuple(loaded.recipe.enable))
-    return built[base.digest], built[head.digest]
+        built[wanted.digest] = SideImage(key, f"{wanted.source} ({key})",
+                                         tuple(wanted.recipe.enable))
+    return _done(base, built), _done(head, built)
+
+
+def _wanted(settings: Settings, sandbox: SandboxSpec, change: ChangeInput, tree: Path,
+            name: str, side: str) -> SideImage | LoadedRecipe:
+    if sandbox.image is not None:
+        return operator_image(settings, sandbox, change.repository or "")
+    assert sandbox.recipe is not None
+    return _load(tree, sandbox.recipe, name, side)
+
+
+def _done(wanted: SideImage | LoadedRecipe, built: dict[str, SideImage]) -> SideImage:
+    return wanted if isinstance(wanted, SideImage) else built[wanted.digest]
 
 
 def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:

@@ -137,6 +137,15 @@ class SandboxSpec(_Strict):
     # ... or the repository's own recipe, a path in the tree (built on demand, per revision)
     recipe: str | None = Field(default=None, max_length=300)
     source_dir: str = "/srv/app"
+    # paths under source_dir whose content in the guest (the image's, e.g. a SQLite database
+    # the seed made in instance/) survives the deploy; the revision's copy there is dropped
+    keep: list[str] = Field(default_factory=list, max_length=20)
+    # who owns the deployed tree (user or user:group in the guest); default root
+    owner: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}(:[a-z_][a-z0-9_-]{0,31})?$")
+    # in order, in source_dir: build (install dependencies, compile assets), migrate (schema
+    # changes: their output is kept per side), deploy (restart the services)
+    build: list[str] = Field(default_factory=list)
+    migrate: list[str] = Field(default_factory=list)
     deploy: list[str] = Field(default_factory=list)
     port: int = Field(default=8000, gt=0, lt=65536)
     ready_path: str = Field(default="/health", max_length=2000)
@@ -151,6 +160,23 @@ class SandboxSpec(_Strict):
             raise ValueError(problem)
         return value
 
+
+    @field_validator("keep")
+    @classmethod
+    def _kept_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parts = path.strip("/").split("/")
+            if (path.startswith("/") or not path.strip("/") or ".." in parts
+                    or any(ord(c) < 0x20 for c in path) or "\\" in path):
+                raise ValueError(f"keep takes paths relative to source_dir, such as instance "
+                                 f"(got {path[:80]!r})")
+        return value
+
+    @property
+    def commands(self) -> list[tuple[str, str]]:
+        """(stage, command) of every command a deploy runs, in order."""
+        return ([("build", c) for c in self.build] + [("migrate", c) for c in self.migrate]
+                + [("deploy", c) for c in self.deploy])
 
     @field_validator("recipe")
     @classmethod

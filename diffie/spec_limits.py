@@ -108,12 +108,20 @@ def node_excess(root: yaml.Node, limits: SpecLimits) -> Excess | None:
         return Excess(f"{len(viewports.value)} viewports, more than the limit of "
                       f"{limits.max_viewports} ({setting_name('max_viewports')})",
                       ("viewports",), "viewports")
-    deploy = _child(_child(root, "sandbox"), "deploy")
-    if isinstance(deploy, yaml.SequenceNode) and len(deploy.value) > limits.max_deploy_commands:
-        return Excess(f"{len(deploy.value)} deploy commands, more than the limit of "
-                      f"{limits.max_deploy_commands} ({setting_name('max_deploy_commands')})",
-                      ("sandbox", "deploy"), "sandbox.deploy")
+    for stage in COMMAND_STAGES:
+        node = _child(_child(root, "sandbox"), stage)
+        if isinstance(node, yaml.SequenceNode) and len(node.value) > limits.max_deploy_commands:
+            return _too_many_commands(len(node.value), stage, limits)
     return None
+
+
+COMMAND_STAGES = ("build", "migrate", "deploy")
+
+
+def _too_many_commands(count: int, stage: str, limits: SpecLimits) -> Excess:
+    return Excess(f"{count} {stage} commands, more than the limit of "
+                  f"{limits.max_deploy_commands} ({setting_name('max_deploy_commands')})",
+                  ("sandbox", stage), f"sandbox.{stage}")
 
 
 def data_excess(data: Any, limits: SpecLimits) -> Excess | None:
@@ -139,11 +147,10 @@ def data_excess(data: Any, limits: SpecLimits) -> Excess | None:
                       f"{limits.max_viewports} ({setting_name('max_viewports')})",
                       ("viewports",), "viewports")
     sandbox = data.get("sandbox")
-    deploy = sandbox.get("deploy") if isinstance(sandbox, dict) else None
-    if isinstance(deploy, list) and len(deploy) > limits.max_deploy_commands:
-        return Excess(f"{len(deploy)} deploy commands, more than the limit of "
-                      f"{limits.max_deploy_commands} ({setting_name('max_deploy_commands')})",
-                      ("sandbox", "deploy"), "sandbox.deploy")
+    for stage in COMMAND_STAGES:
+        commands = sandbox.get(stage) if isinstance(sandbox, dict) else None
+        if isinstance(commands, list) and len(commands) > limits.max_deploy_commands:
+            return _too_many_commands(len(commands), stage, limits)
     return None
 
 
@@ -192,10 +199,10 @@ def first_excess(spec: Spec, limits: SpecLimits) -> Excess | None:
                           ("flows", fi), f"flows[{fi}]")
     sandbox = spec.sandbox
     if sandbox is not None:
-        if len(sandbox.deploy) > limits.max_deploy_commands:
-            return Excess(f"{len(sandbox.deploy)} deploy commands, more than the limit of "
-                          f"{limits.max_deploy_commands} ({setting_name('max_deploy_commands')})",
-                          ("sandbox", "deploy"), "sandbox.deploy")
+        for stage in COMMAND_STAGES:
+            commands = getattr(sandbox, stage)
+            if len(commands) > limits.max_deploy_commands:
+                return _too_many_commands(len(commands), stage, limits)
         if sandbox.deploy_timeout_s > limits.max_deploy_timeout_s:
             return Excess(_over("deploy_timeout_s is", sandbox.deploy_timeout_s,
                                 "max_deploy_timeout_s", limits, " s"),

@@ -32,6 +32,7 @@ seed:
   - sed -i 's/^port = .*/port = 5432/' /etc/postgresql/15/main/postgresql.conf
   - systemctl restart postgresql@15-main.service
   - until pg_isready -q; do sleep 0.5; done
+  - mkdir -p /srv/shop/state && echo "seeded at build time" > /srv/shop/state/seeded.txt
   - runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qc "CREATE ROLE shop LOGIN"
   - runuser -u postgres -- createdb -O shop shop
   - >-
@@ -54,7 +55,7 @@ def shop_with_its_recipe(dest: Path) -> Path:
     spec = (dest / ".diffie.yml").read_text()
     assert "  image: shop" in spec and "  deploy:\n" in spec
     spec = spec.replace("  image: shop", "  recipe: .diffie/image.yml")
-    spec = spec.replace("  deploy:\n", "  deploy:\n    - " + INSTALL + "\n")
+    spec = spec.replace("  deploy:\n", DEPLOY_SEMANTICS)
     (dest / ".diffie.yml").write_text(spec)
     return dest
 
@@ -64,3 +65,16 @@ INSTALL = ("if [ -f requirements.txt ]; then pip3 install --break-system-package
            "--root-user-action=ignore --no-cache-dir -r requirements.txt && "
            "python3 -c 'import markdown'; fi")
 MISSING = "diffie-no-such-package-7f3a"
+MIGRATE = ("runuser -u shop -- env SHOP_DATABASE_URL=postgresql:///shop?host=/var/run/postgresql "
+           "python3 -m app.initdb")
+# state/ (made by the seed) survives every deploy; the tree belongs to the app's user; the
+# dependency install is the build step, the (idempotent) schema setup the migration
+DEPLOY_SEMANTICS = f"""  keep: [state]
+  owner: shop
+  build:
+    - {INSTALL}
+  migrate:
+    - {MIGRATE}
+  deploy:
+    - test -f state/seeded.txt
+"""

@@ -1,8 +1,11 @@
 """Deploy a source tree into a leased machine, per the project's ``sandbox`` spec section.
 
-``deploy(machine, source, spec)`` copies ``source`` to ``spec.source_dir`` in the guest, runs
-``spec.deploy`` commands there one by one (``/bin/sh -c`` in ``source_dir``, output captured and
-bounded), then waits until ``spec.ready_path`` answers over the forwarded port; it returns the
+``deploy(machine, source, spec)`` copies ``source`` to ``spec.source_dir`` in the guest (which
+it replaces, except the ``keep`` paths: the guest's state there survives; ``owner`` then owns
+the tree), runs the ``build``, ``migrate`` and ``deploy`` commands there one by one
+(``/bin/sh -c`` in ``source_dir``, output captured and bounded; each migration's output is also
+a progress line the run's report keeps), then waits until ``spec.ready_path`` answers over the
+forwarded port; it returns the
 app's host-reachable base URL (:func:`deploy_detailed` also returns the timings). A failing command or an app
 that never gets ready raises :class:`DeployError` with the command, its exit code and the tail
 of its output: the pipeline turns that into a ``deploy_error`` finding.
@@ -31,6 +34,44 @@ JOURNAL_LINES = 60                 # journal lines of the app's units kept in a 
 JOURNAL_LINES_IN_MESSAGE = 8       # ... and the last few in its message
 JOURNAL_CHARS_IN_MESSAGE = 1500
 BODY_CHARS = 200       # characters of a not-ready answer's body quoted in the deploy error
+
+
+MIGRATE_OUTPUT = "migrate output: "   # progress lines the run keeps in its report (pipeline)
+MIGRATE_CHARS = 1500
+
+# Around put_tree, which replaces source_dir: the spec's `keep` paths are moved aside and put
+# back (the guest's state wins over the revision's copy), and the tree is chowned to `owner`.
+# Arguments: source_dir, a scratch directory, owner (or ""), then the kept paths.
+KEEP_ASIDE = """set -e
+src=$1; stash=$2; shift 3
+rm -rf "$stash"; mkdir -p "$stash"
+for p in "$@"; do
+  if [ -e "$src/$p" ] || [ -L "$src/$p" ]; then
+    mkdir -p "$stash/$(dirname "$p")"; mv "$src/$p" "$stash/$p"
+  fi
+done"""
+PUT_BACK = """set -e
+src=$1; stash=$2; owner=$3; shift 3
+if [ -n "$owner" ]; then chown -R -h "$owner" "$src"; fi
+for p in "$@"; do
+  if [ -e "$stash/$p" ] || [ -L "$stash/$p" ]; then
+    rm -rf "$src/$p"; mkdir -p "$(dirname "$src/$p")"; mv "$stash/$p" "$src/$p"
+  fi
+done
+rm -rf "$stash"
+"""
+STASH = "/var/lib/diffie/deploy-keep"
+
+
+def _guest_step(machine: Machine, script: str, spec: SandboxSpec, what: str) -> None:
+    if not spec.keep and not (spec.owner and script is PUT_BACK):
+        return
+    res = machine.exec(["/bin/sh", "-c", script, "keep", spec.source_dir, STASH,
+                        spec.owner or "", *spec.keep], timeout=120)
+    if not res.ok:
+        raise DeployError(f"{what} failed with exit code {res.exit_code} (sandbox.keep "
+                          f"{spec.keep}, owner {spec.owner!r})", command=what,
+                          exit_code=res.exit_code, output_tail=res.tail(TAIL_CHARS))
 
 
 @dataclass
@@ -169,26 +210,33 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
     if max_files is not None or max_bytes is not None:
         check_tree_size(source, max_files=max_files or MAX_REPO_FILES,
                         max_bytes=max_bytes or MAX_REPO_BYTES)
+    _guest_step(machine, KEEP_ASIDE, spec, "keeping the state paths aside")
     try:
         machine.put_tree(source, spec.source_dir)
     except SandboxError as exc:
         raise DeployError(f"copying the source into the VM failed: {exc}",
                           command=f"put_tree {spec.source_dir}", output_tail=str(exc)[-TAIL_CHARS:]) from exc
+    _guest_step(machine, PUT_BACK, spec, "putting the state paths back")
     result.put_tree_s = time.monotonic() - t
-    say(f"source copied to {spec.source_dir} in {result.put_tree_s:.1f} s")
+    kept = f" (kept: {', '.join(spec.keep)})" if spec.keep else ""
+    owner = f", owned by {spec.owner}" if spec.owner else ""
+    say(f"source copied to {spec.source_dir} in {result.put_tree_s:.1f} s{kept}{owner}")
     deadline = time.monotonic() + spec.deploy_timeout_s
     t = time.monotonic()
-    for command in spec.deploy:
+    for stage, command in spec.commands:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise DeployError(f"deploy ran out of time ({spec.deploy_timeout_s:.0f} s) before: {command}",
+            raise DeployError(f"deploy ran out of time ({spec.deploy_timeout_s:.0f} s) before "
+                              f"the {stage} command: {command}",
                               command=command, exit_code=None, output_tail="")
         res = machine.exec(["/bin/sh", "-c", command], timeout=remaining, cwd=spec.source_dir)
         result.commands.append(res)
-        say(f"deploy: {command} → exit {res.exit_code} in {res.duration_s:.1f} s")
+        say(f"{stage}: {command} → exit {res.exit_code} in {res.duration_s:.1f} s")
+        if stage == "migrate":
+            say(f"{MIGRATE_OUTPUT}{command} → exit {res.exit_code}\n{res.tail(MIGRATE_CHARS)}")
         if not res.ok:
-            error = DeployError(f"deploy command failed with exit code {res.exit_code}: {command}",
-                                command=command, exit_code=res.exit_code,
+            error = DeployError(f"{stage} command failed with exit code {res.exit_code}: "
+                                f"{command}", command=command, exit_code=res.exit_code,
                                 output_tail=res.tail(TAIL_CHARS))
             raise with_journal(error, machine, units_in(command))
     result.commands_s = time.monotonic() - t

@@ -149,7 +149,7 @@ class PackageProxy:
                 log.debug("package proxy: " + format, *args)
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="package-proxy",
                          daemon=True).start()
@@ -262,6 +262,14 @@ class PackageProxy:
                 if escaped != route.upstream.encode():
                     body = body.replace(escaped, f"{GUEST_BASE}{route.prefix}".encode())
         return body
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An installer that hangs up mid-answer (or a relay torn down with the VM) is
+        routine: logged, not printed."""
+        log.debug("package proxy: connection from %s ended with an error", client_address,
+                  exc_info=True)
 
 
 def _is_text(ctype: str) -> bool:

@@ -73,6 +73,9 @@ def test_a_repository_brings_its_own_image(shop_image: ImageInfo, tmp_path: Path
     (key,) = set(re.findall(r"image from \.diffie/image\.yml \((repo-[0-9a-f]{16})\)", progress))
     report = (settings.data_dir / "runs" / verdict["run_id"] / "index.html").read_text()
     assert f".diffie/image.yml ({key})" in report
+    for side in ("base", "head"):          # the migration's output, per side, in the report
+        assert re.search(rf"<th>{side} migrations</th><td>[^<]*initdb: schema and seed data "
+                         "are in place", report), side
 
     bad = diffie("verify", "--repo", str(repo), "--base", base, "--head", missing, "--wait",
                  "--json", env=env, timeout=900)
@@ -91,7 +94,8 @@ def test_a_repository_brings_its_own_image(shop_image: ImageInfo, tmp_path: Path
     shell = diffie("shell", str(repo / ".diffie" / "image.yml"), "--repo", str(repo),
                    "-c", "id -un shop", "-c", "systemctl is-active shop",
                    "-c", "python3 -c 'import markdown' 2>/dev/null || echo no-markdown-in-image",
-                   env=env, timeout=300)
+                   "-c", "cat /srv/shop/state/seeded.txt", env=env, timeout=300)
     assert shell.returncode == 0, shell.stderr
-    assert shell.stdout.split() == ["shop", "active", "no-markdown-in-image"]
+    assert shell.stdout.split("\n")[:4] == ["shop", "active", "no-markdown-in-image",
+                                             "seeded at build time"]
     assert "VM destroyed" in shell.stderr
