@@ -15,6 +15,7 @@ from typing import Any
 
 from diffie.config import Settings
 from diffie.errors import InputError, SandboxError
+from diffie.run_images import repo_vm_caps
 from diffie.sandbox.recipe import (
     LoadedRecipe,
     load_recipe,
@@ -83,7 +84,8 @@ def cmd_spec_check(args: argparse.Namespace, out: Out = sys.stdout) -> int:
     if spec.sandbox is not None and spec.sandbox.recipe:
         root = Path(args.repo) if args.repo else path.resolve().parent
         loaded = load_repository_recipe(root, spec.sandbox.recipe,
-                                        name=repository_image_name(root.resolve().name))
+                                        name=repository_image_name(root.resolve().name),
+                                        max_vm=repo_vm_caps(settings))
         print(f"{spec.sandbox.recipe}: ok — {describe_recipe(settings, loaded)}", file=out)
     elif spec.sandbox is not None and spec.sandbox.image:
         loaded = load_recipe(settings.vm_images_dir, spec.sandbox.image)
@@ -114,7 +116,8 @@ def load_any_recipe(settings: Settings, what: str, repo: str | None) -> LoadedRe
                 rel = rel.resolve().relative_to(root)
             except ValueError:
                 raise InputError("repo", f"{what} is not inside the repository {root}") from None
-        return load_repository_recipe(root, rel.as_posix(), name=repository_image_name(root.name))
+        return load_repository_recipe(root, rel.as_posix(), name=repository_image_name(root.name),
+                                      max_vm=repo_vm_caps(settings))
     return load_recipe(settings.vm_images_dir, what)
 
 

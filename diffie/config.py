@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     image_keep_s: float = Field(
         default=7 * 86400, ge=0, description="A built image no run leased for this long is "
         "deleted when another image is built (while referenced, it stays).")
+    max_repo_vm_memory_mib: int = Field(
+        default=4096, ge=256, description="Largest guest memory a repository's own recipe may "
+        "ask for (operator images are not capped).")
+    max_repo_vm_vcpus: int = Field(default=4, ge=1, description="Most vCPUs a repository's "
+                                   "recipe may ask for.")
+    max_repo_vm_disk_mib: int = Field(default=16384, ge=512, description="Largest disk a "
+                                      "repository's recipe may ask for.")
     package_registries: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["pypi", "npm"], description="Package registries a guest may "
         "install from at deploy time, through the host's caching proxy (comma-separated: "

@@ -27,6 +27,7 @@ from diffie.run_store import ChangeInput
 from diffie.sandbox.journal import service_units
 from diffie.sandbox.recipe import (
     LoadedRecipe,
+    VmShape,
     check_image_allowed,
     load_recipe,
     load_repository_recipe,
@@ -102,7 +103,7 @@ def _wanted(settings: Settings, sandbox: SandboxSpec, change: ChangeInput, tree:
     if sandbox.image is not None:
         return operator_image(settings, sandbox, change.repository or "")
     assert sandbox.recipe is not None
-    return _load(tree, sandbox.recipe, name, side)
+    return _load(tree, sandbox.recipe, name, side, repo_vm_caps(settings))
 
 
 def _done(wanted: SideImage | LoadedRecipe, built: dict[str, SideImage]) -> SideImage:
@@ -113,8 +114,14 @@ def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda line: say(prefix + line)
 
 
-def _load(tree: Path, rel: str, name: str, side: str) -> LoadedRecipe:
+def repo_vm_caps(settings: Settings) -> VmShape:
+    """The biggest guest a repository's own recipe may ask for (DIFFIE_MAX_REPO_VM_*)."""
+    return VmShape(memory_mib=settings.max_repo_vm_memory_mib,
+                   vcpus=settings.max_repo_vm_vcpus, disk_mib=settings.max_repo_vm_disk_mib)
+
+
+def _load(tree: Path, rel: str, name: str, side: str, caps: VmShape) -> LoadedRecipe:
     try:
-        return load_repository_recipe(tree, rel, name=name)
+        return load_repository_recipe(tree, rel, name=name, max_vm=caps)
     except SandboxError as exc:
         raise RunError(f"{side}: {exc}") from exc

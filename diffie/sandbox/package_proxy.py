@@ -257,10 +257,8 @@ class PackageProxy:
         """Upstream URLs in an index page -> the proxy's (files then come through it too)."""
         for route in self.routes:
             body = body.replace(route.upstream.encode(), f"{GUEST_BASE}{route.prefix}".encode())
-            if route.upstream.endswith("/"):
-                escaped = json.dumps(route.upstream)[1:-1].encode()   # "https:\/\/" in JSON
-                if escaped != route.upstream.encode():
-                    body = body.replace(escaped, f"{GUEST_BASE}{route.prefix}".encode())
+            escaped = route.upstream.replace("/", "\\/").encode()   # JSON may write "https:\/\/"
+            body = body.replace(escaped, f"{GUEST_BASE}{route.prefix}".encode())
         return body
 
 

@@ -339,11 +339,12 @@ def repository_image_name(label: str) -> str:
     return slug if NAME_RE.match(slug) else "repo"
 
 
-def load_repository_recipe(tree: Path, rel: str, *, name: str) -> LoadedRecipe:
+def load_repository_recipe(tree: Path, rel: str, *, name: str,
+                           max_vm: VmShape | None = None) -> LoadedRecipe:
     """Read the recipe a change brings (``sandbox.recipe``: ``rel`` inside the checked-out
     ``tree``). It is untrusted: it may not use the fields that act on the build host
-    (:data:`HOST_FIELDS`), and it copies only files inside ``tree``. Errors name ``rel``, the
-    line and the field."""
+    (:data:`HOST_FIELDS`), it copies only files inside ``tree``, and its guest is no bigger
+    than ``max_vm`` (the operator's caps). Errors name ``rel``, the line and the field."""
     root = tree.resolve()
     path = (root / rel).resolve()
     if not path.is_relative_to(root):
@@ -363,6 +364,13 @@ def load_repository_recipe(tree: Path, rel: str, *, name: str) -> LoadedRecipe:
             line = yamlsafe.line_for(lines, (field,)) or 1
             raise SandboxError(f"{rel}:{line} ({field}): a repository's recipe may not use "
                                f"'{field}': it {why}")
+    for field, cap in (max_vm.model_dump() if max_vm else {}).items():
+        value = getattr(recipe.vm, field)
+        if value > cap:
+            line = yamlsafe.line_for(lines, ("vm", field)) or 1
+            raise SandboxError(f"{rel}:{line} (vm.{field}): {value} is more than the operator "
+                               f"allows for a repository's image ({cap}; "
+                               f"DIFFIE_MAX_REPO_VM_{field.upper()})")
     digest = _digest(path, text, recipe, hash_dir=False, root=root, shown=rel)
     return LoadedRecipe(name=name, dir=path.parent, recipe=recipe, digest=digest,
                         origin="repository", source=rel)

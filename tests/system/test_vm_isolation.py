@@ -81,3 +81,34 @@ def test_guest_reaches_neither_host_nor_dns_but_the_host_reaches_the_app(
         assert listener.accepted == baseline                     # nothing came through
     finally:
         listener.close()
+
+
+FETCH = """
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=20).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError as exc:
+    print("BLOCKED", type(exc).__name__)
+"""
+
+
+def test_the_package_relay_serves_only_registry_paths_and_closes_before_the_flows(
+        sandbox: LibvirtSandbox) -> None:
+    with sandbox.lease("shop", run_id="sys-packages") as machine:
+        assert machine.env["PIP_INDEX_URL"] == "http://127.0.0.1:3141/pypi/simple/"
+        # during the deploy: the relay answers, and refuses what is not a registry path
+        refused = machine.exec(["python3", "-c", FETCH, "http://127.0.0.1:3141/etc/passwd"],
+                               timeout=60)
+        assert refused.stdout.strip() == "403", refused
+        # the deployed state is checkpointed: from here on (every flow) there is no way out
+        machine.checkpoint()
+        assert machine.env == {}
+        gone = machine.exec(["python3", "-c", FETCH, "http://127.0.0.1:3141/pypi/simple/x/"],
+                            timeout=60)
+        assert gone.stdout.startswith("BLOCKED"), gone
+        machine.reset()
+        again = machine.exec(["python3", "-c", FETCH, "http://127.0.0.1:3141/pypi/simple/x/"],
+                             timeout=60)
+        assert again.stdout.startswith("BLOCKED"), again

@@ -4,6 +4,7 @@ it, files cached for good and index pages served stale when the upstream fails; 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -40,7 +41,12 @@ class Upstream:
                     body = (f'<a href="{upstream.url}/files/packages/ab/Markdown-3.5-py3-none-'
                             'any.whl#sha256=00">Markdown-3.5-py3-none-any.whl</a>').encode()
                     ctype = "text/html"
-                elif self.path.startswith("/files/packages/"):
+                elif self.path == "/npm/left-pad":
+                    body = json.dumps({"name": "left-pad", "versions": {"1.3.0": {"dist": {
+                        "tarball": f"{upstream.url}/npm/left-pad/-/left-pad-1.3.0.tgz"}}}},
+                    ).replace("/", "\\/").encode()          # JSON may escape its slashes
+                    ctype = "application/json"
+                elif self.path.startswith(("/files/packages/", "/npm/left-pad/-/")):
                     body, ctype = WHEEL, "application/octet-stream"
                 else:
                     self.send_response(404)
@@ -108,6 +114,24 @@ def test_index_pages_point_back_at_the_proxy_and_files_are_cached(
     assert proxy.stats["stale"] == 1 and proxy.stats["hits"] >= 1
     missing = httpx.get(f"{base}/pypi/simple/no-such-project/", timeout=10)
     assert missing.status_code == 503                                      # upstream's answer
+
+
+def test_npm_packuments_point_back_at_the_proxy_and_tarballs_are_immutable(
+        tmp_path: Path, upstream: Upstream) -> None:
+    proxy = pp.PackageProxy(tmp_path / "npm-cache", ["npm"], index_ttl_s=0,
+                            upstreams={"/npm/": f"{upstream.url}/npm/"}).start()
+    try:
+        base = f"http://127.0.0.1:{proxy.port}"
+        packument = httpx.get(f"{base}/npm/left-pad", timeout=10).json()
+        tarball = packument["versions"]["1.3.0"]["dist"]["tarball"]
+        assert tarball == f"{pp.GUEST_BASE}/npm/left-pad/-/left-pad-1.3.0.tgz"
+        path = tarball[len(pp.GUEST_BASE):]
+        assert httpx.get(base + path, timeout=10).content == WHEEL
+        upstream.down = True
+        assert httpx.get(base + path, timeout=10).content == WHEEL       # cached for good
+        assert httpx.get(f"{base}/pypi/simple/x/", timeout=10).status_code == 403  # not allowed
+    finally:
+        proxy.close()
 
 
 def test_deploy_commands_see_the_installers_pointed_at_the_guest_relay() -> None:

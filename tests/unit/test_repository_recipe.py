@@ -16,7 +16,12 @@ from diffie.fakes import FakeImageBuilder, FakeSandbox, FilesSource, fake_deps
 from diffie.pipeline import run_change
 from diffie.run_store import ChangeInput
 from diffie.sandbox import provision
-from diffie.sandbox.recipe import load_recipe, load_repository_recipe, repository_image_name
+from diffie.sandbox.recipe import (
+    VmShape,
+    load_recipe,
+    load_repository_recipe,
+    repository_image_name,
+)
 from diffie.spec import parse_spec
 from tests.conftest import make_settings
 from tests.unit.test_run_change import APP, SPEC
@@ -193,3 +198,16 @@ def test_a_bad_head_recipe_is_an_error_naming_file_line_and_field(tmp_path: Path
     assert status == "error"
     assert "head: .diffie/image.yml:9 (run): a repository's recipe may not use 'run'" in why
     assert sandbox.log == []
+
+
+def test_a_repository_recipe_asks_for_no_bigger_guest_than_the_operator_allows(
+        tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "repo", RECIPE + "vm: {memory_mib: 65536, vcpus: 2}\n")
+    caps = VmShape(memory_mib=4096, vcpus=4, disk_mib=16384)
+    with pytest.raises(SandboxError, match=r"^\.diffie/image\.yml:9 \(vm\.memory_mib\): 65536 "
+                       r"is more than the operator allows for a repository's image \(4096; "
+                       r"DIFFIE_MAX_REPO_VM_MEMORY_MIB\)"):
+        load_repository_recipe(tree, ".diffie/image.yml", name="r", max_vm=caps)
+    small = _tree(tmp_path / "small", RECIPE + "vm: {memory_mib: 2048}\n")
+    assert load_repository_recipe(small, ".diffie/image.yml", name="r",
+                                  max_vm=caps).recipe.vm.memory_mib == 2048
