@@ -44,7 +44,7 @@ from diffie import submit
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.errors import DiffieError
-from examples.corpus import CHANGES_DIR, SHOP_DIR, ChangeCase, load_manifest, materialize_repo
+from examples.corpus import CHANGES_DIR, ChangeCase, load_manifest, materialize_repo
 from workers.embedded import EmbeddedWorker
 
 Outcome = Literal["caught", "wrong_kind", "missed", "pass", "false_finding", "error"]
@@ -363,8 +363,8 @@ def cmd_bench_corpus(args: argparse.Namespace, run: RunCorpus = run_corpus) -> i
 
     previous = signal.signal(signal.SIGTERM, on_term)    # `kill PID`: report what finished
     try:
-        run(ctx, todo, app_dir=Path(args.app), timeout_s=args.timeout,
-                   on_result=on_result)
+        app_dir = Path(args.app) if args.app else changes.resolve().parent
+        run(ctx, todo, app_dir=app_dir, timeout_s=args.timeout, on_result=on_result)
     except KeyboardInterrupt:
         say(f"interrupted after {len(results)} of {len(todo)} run(s)")
     finally:
@@ -389,15 +389,17 @@ def add_parser(sub: Any) -> None:
     c = bench_sub.add_parser(
         "corpus", help="verify every change of a corpus in VMs and score the verdicts",
         description="Verify each change of a corpus (patches + manifest.yml) in the VM sandbox "
-        "and compare each verdict with the manifest. Patches apply to examples/shop/ "
-        "(paths relative to it, as git apply takes them), also with --changes.")
+        "and compare each verdict with the manifest. Patches apply to the app folder above "
+        "--changes (paths relative to it, as git apply takes them).")
     c.add_argument("--changes", default=str(CHANGES_DIR),
                    help="folder with manifest.yml and its patches (default: the shop corpus); "
-                   "patches are relative to examples/shop/")
+                   "patches are relative to the app, by default the folder above it "
+                   "(examples/tasks/changes -> examples/tasks)")
     c.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help="runs of each no-op and noise change (regressions run once)")
     c.add_argument("--only", default=None, help="comma-separated change ids")
     c.add_argument("--json-out", default=None, help="write every run and the summary as JSON")
-    c.add_argument("--app", default=str(SHOP_DIR), help=argparse.SUPPRESS)
+    c.add_argument("--app", default=None, help="the app the patches apply to (default: the "
+                   "parent folder of --changes)")
     c.add_argument("--timeout", type=float, default=1800.0, help="seconds per run at most")
     c.set_defaults(func=cmd_bench_corpus)

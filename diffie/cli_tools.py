@@ -70,7 +70,7 @@ def describe_spec(spec: Spec) -> str:
     shots = sum(1 for f in spec.flows for s in f.steps if s.action == "screenshot")
     sandbox = ("no sandbox (URL mode only)" if spec.sandbox is None
                else f"sandbox: {spec.sandbox.image_label}, port {spec.sandbox.port}, "
-                    f"{len(spec.sandbox.deploy)} deploy command(s)")
+                    f"{len(spec.sandbox.commands)} build/migrate/deploy command(s)")
     return (f"{len(spec.flows)} flow(s) × viewports = {pairs} pair(s), {shots} screenshot "
             f"step(s); {sandbox}")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import yaml
+
 from examples.corpus import SHOP_DIR
 
 SERVICE = Path(__file__).resolve().parent.parent / "vm_images" / "shop" / "files" / "shop.service"
@@ -18,7 +20,7 @@ SERVICE = Path(__file__).resolve().parent.parent / "vm_images" / "shop" / "files
 RECIPE = """\
 description: the shop, with its production shape in its own repository
 suite: bookworm
-packages: [postgresql, python3, python3-psycopg, python3-pip, tar]
+packages: [postgresql, python3, python3-psycopg, python3-pip, tar]   # the shop image's: one debootstrap
 vm: {memory_mib: 1024, vcpus: 2, disk_mib: 3072}
 ports: [8000]
 files:
@@ -47,7 +49,8 @@ ready:
 """
 
 
-def shop_with_its_recipe(dest: Path) -> Path:
+def shop_with_its_recipe(dest: Path, *, flows: list[str] | None = None,
+                         viewports: list[str] | None = None) -> Path:
     shutil.copytree(SHOP_DIR, dest, ignore=shutil.ignore_patterns("changes", "__pycache__"))
     (dest / ".diffie").mkdir()
     (dest / ".diffie" / "image.yml").write_text(RECIPE)
@@ -56,6 +59,12 @@ def shop_with_its_recipe(dest: Path) -> Path:
     assert "  image: shop" in spec and "  deploy:\n" in spec
     spec = spec.replace("  image: shop", "  recipe: .diffie/image.yml")
     spec = spec.replace("  deploy:\n", DEPLOY_SEMANTICS)
+    if flows or viewports:                       # a smaller spec (tests that are about the image)
+        data = yaml.safe_load(spec)
+        data["flows"] = [f for f in data["flows"] if not flows or f["name"] in flows]
+        data["viewports"] = {k: v for k, v in data["viewports"].items()
+                             if not viewports or k in viewports}
+        spec = yaml.safe_dump(data, sort_keys=False)
     (dest / ".diffie.yml").write_text(spec)
     return dest
 
