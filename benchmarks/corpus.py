@@ -394,7 +394,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--changes", default=str(CHANGES_DIR),
                    help="folder with manifest.yml and its patches (default: the shop corpus); "
                    "patches are relative to the app, by default the folder above it "
-                   "(examples/tasks/changes -> examples/tasks)")
+                   "(examples/shop/changes -> examples/shop)")
     c.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help="runs of each no-op and noise change (regressions run once)")
     c.add_argument("--only", default=None, help="comma-separated change ids")
