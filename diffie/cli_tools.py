@@ -15,6 +15,7 @@ from typing import Any
 
 from diffie.config import Settings
 from diffie.errors import InputError, SandboxError
+from diffie.redact import redact
 from diffie.run_images import repo_vm_caps
 from diffie.sandbox.recipe import (
     LoadedRecipe,
@@ -32,22 +33,14 @@ Out = Any   # a text stream
 def status_fields(settings: Settings) -> dict[str, str]:
     return {
         "data_dir": str(settings.data_dir.expanduser().resolve()),
-        "database": _hide_password(settings.resolved_database_url()),
-        "broker": _hide_password(settings.resolved_broker_url()),
+        "database": redact(settings.resolved_database_url()),
+        "broker": redact(settings.resolved_broker_url()),
         "image_cache_dir": str(settings.image_cache_dir.expanduser().resolve()),
         "vm_images_dir": str(settings.vm_images_dir.expanduser().resolve()),
         "vm_slots": str(settings.vm_slots),
         "vm_domain_type": settings.vm_domain_type,
         "queue": settings.queue_name,
     }
-
-
-def _hide_password(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        userinfo, host = rest.rsplit("@", 1)
-        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else url
-    return url
 
 
 def cmd_status(args: argparse.Namespace, out: Out = sys.stdout) -> int:

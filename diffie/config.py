@@ -149,23 +149,20 @@ class Settings(BaseSettings):
         default=900.0, gt=0, description="A run queued (or re-queued) longer than this without a "
         "worker taking it (its broker message was lost, its claim failed) is enqueued again.")
 
-    @field_validator("api_tokens", "browser_allowed_origins", "repo_mode_sources", mode="before")
+    @field_validator("api_tokens", "browser_allowed_origins", "repo_mode_sources",
+                     "package_registries", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
 
-    @field_validator("package_registries", mode="before")
+    @field_validator("package_registries")
     @classmethod
-    def _registries(cls, value: object) -> object:
+    def _registries(cls, value: list[str]) -> list[str]:
         from diffie.sandbox.package_proxy import parse_registries
 
-        if isinstance(value, str):
-            return parse_registries(value)
-        if isinstance(value, list):
-            return parse_registries(",".join(str(v) for v in value))
-        return value
+        return parse_registries(",".join(value))
 
     @field_validator("github_require_approval_by", mode="before")
     @classmethod

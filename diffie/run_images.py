@@ -29,8 +29,8 @@ from diffie.sandbox.recipe import (
     LoadedRecipe,
     VmShape,
     check_image_allowed,
-    load_recipe,
     load_repository_recipe,
+    read_recipe,
     repository_image_name,
 )
 from diffie.spec import SandboxSpec
@@ -55,7 +55,8 @@ def operator_image(settings: Settings, sandbox: SandboxSpec, repository: str) ->
     if repository:
         check_image_allowed(settings.vm_images_dir, sandbox.image, repository)
     try:
-        enabled = tuple(load_recipe(settings.vm_images_dir, sandbox.image).recipe.enable)
+        # parsed, not hashed: the lease looks the built image up by the recipe's content
+        enabled = tuple(read_recipe(settings.vm_images_dir, sandbox.image).enable)
     except SandboxError:
         enabled = ()            # the lease says why the image is unusable
     return SideImage(sandbox.image, sandbox.image, enabled)
