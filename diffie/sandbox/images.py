@@ -3,7 +3,8 @@
 Public entry point: :func:`build_image` (the CLI calls it; so does ``python -m diffie.sandbox
 build NAME``). Steps, each printed through ``progress``:
 
-1. debootstrap (minbase + the recipe's packages) into a scratch tree;
+1. debootstrap (minbase + Diffie's base packages), then ``apt-get install`` of the recipe's
+   packages in it (both layers cached);
 2. provision the tree (files, units, network, seed + readiness units; ``provision.py``);
 3. ``mkfs.ext4 -d`` → raw image → ``qemu-img convert`` → ``base.qcow2``;
 4. per slot: overlay on the base, cold boot (direct kernel boot), wait for the readiness marker
@@ -39,7 +40,7 @@ from diffie.sandbox import domain as dx
 from diffie.sandbox.deploy import wait_ready
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
 from diffie.sandbox.libvirt import Hypervisor, domain_active, qemu_img_overlay, wait_for_console
-from diffie.sandbox.recipe import BUILDER_VERSION, LoadedRecipe, load_recipe
+from diffie.sandbox.recipe import BASE_PACKAGES, BUILDER_VERSION, LoadedRecipe, load_recipe
 from diffie.sandbox.slots import Holder, host_lock, try_host_lock
 from diffie.sandbox.store import (
     ImageInfo,
@@ -60,7 +61,7 @@ KERNEL_ARGS = ("root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0 mitig
 # holds what the warm-up reads back) and compact memory.
 SHRINK = "sync; echo 3 > /proc/sys/vm/drop_caches; echo 1 > /proc/sys/vm/compact_memory || true"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-TREE_VERSION = "3"     # of the debootstrap step alone (its cache key)
+TREE_VERSION = "4"     # of the debootstrap + apt step alone (its cache key)
 
 
 def print_progress(line: str) -> None:
@@ -127,24 +128,100 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _debootstrap_cached(cache: Path, suite: str, packages: list[str], mirror: str, log: Path,
-                        progress: Progress) -> Path:
-    """A debootstrapped tree for (suite, packages), kept in ``<cache>/.trees`` so that a change
-    of the app or the provisioning reuses it (the slow, network-bound step)."""
-    tree_key = hashlib.sha256(f"{TREE_VERSION}\0{suite}\0{' '.join(packages)}".encode()).hexdigest()
-    trees = cache / ".trees"
-    done = trees / tree_key[:16]
+def _tree_key(suite: str, packages: list[str]) -> str:
+    return hashlib.sha256(f"{TREE_VERSION}\0{suite}\0{' '.join(packages)}".encode()).hexdigest()[:16]
+
+
+def _cached_tree(trees: Path, key: str, make: Callable[[Path], None]) -> Path:
+    """``trees/key``, made by ``make(tmp)`` once and renamed into place when complete."""
+    done = trees / key
     if done.is_dir():
-        progress(f"debootstrap {suite}: cached tree {done.name}")
         return done
     trees.mkdir(parents=True, exist_ok=True)
-    tmp = trees / f"{tree_key[:16]}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)     # an interrupted debootstrap
-    progress(f"debootstrap {suite} ({len(packages)} packages) from {mirror}")
-    _run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-                 "--components=main", suite, str(tmp), mirror], log, progress, "debootstrap", 3600)
+    tmp = trees / f"{key}.tmp"
+    _unmount_below(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)     # an interrupted step
+    make(tmp)
     os.replace(tmp, done)
     return done
+
+
+def _unmount_below(tree: Path) -> None:
+    """Undo mounts a killed build left in a scratch tree (before it is removed)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    prefix = f"{tree.resolve()}/"
+    for line in reversed(mounts):
+        target = line.split()[1] if len(line.split()) > 1 else ""
+        if target.startswith(prefix):
+            subprocess.run(["umount", "-l", target], capture_output=True, timeout=60)
+
+
+# Maintainer scripts must not start services on the build host (postgresql would).
+POLICY_RC_D = "#!/bin/sh\nexit 101\n"
+
+
+def _apt_install(tree: Path, packages: list[str], mirror: str, log: Path, progress: Progress) -> None:
+    """``apt-get install`` the recipe's packages in a debootstrapped tree. debootstrap's own
+    ``--include`` does not resolve virtual packages or alternatives (Debian's ``npm`` depends
+    on ``node-cli-table3 | ...``); apt does, with the archive's keyring that debootstrap
+    verified. Name service comes from the build host for the duration; nothing is started."""
+    policy = tree / "usr/sbin/policy-rc.d"
+    resolv = tree / "etc/resolv.conf"
+    if resolv.is_symlink():
+        resolv.unlink()
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    policy.write_text(POLICY_RC_D)
+    policy.chmod(0o755)
+    proc_dir = tree / "proc"
+    proc_dir.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], check=True, timeout=60)
+    try:
+        apt = ["chroot", str(tree), "apt-get", "-q", "-y", "-o", "Acquire::Check-Valid-Until=false",
+               "-o", "APT::Install-Recommends=false", "-o", "Dpkg::Options::=--force-confdef",
+               "-o", "Dpkg::Options::=--force-confold"]
+        progress(f"apt-get install {len(packages)} packages in the tree from {mirror}")
+        _run_logged([*apt, "update"], log, progress, "apt-get update", 1800)
+        _run_logged([*apt, "install", "--", *packages], log, progress, "apt-get install", 3600)
+        _run_logged([*apt, "clean"], log, progress, "apt-get clean", 600)
+    finally:
+        subprocess.run(["umount", "-l", str(proc_dir)], capture_output=True, timeout=60)
+        policy.unlink(missing_ok=True)
+        resolv.unlink(missing_ok=True)
+
+
+def _debootstrap_cached(cache: Path, suite: str, packages: list[str], mirror: str, log: Path,
+                        progress: Progress) -> Path:
+    """A tree with Debian ``suite`` and ``packages`` installed, kept in ``<cache>/.trees`` so that
+    a change of the app or the provisioning reuses it (the slow, network-bound step). Two
+    cached layers: debootstrap of Diffie's base set (shared by every recipe of the suite),
+    then the recipe's own packages installed with apt in a copy of it."""
+    trees = cache / ".trees"
+    base = sorted(BASE_PACKAGES)
+    extra = sorted(set(packages) - set(base))
+
+    def bootstrap(tmp: Path) -> None:
+        progress(f"debootstrap {suite} ({len(base)} packages) from {mirror}")
+        _run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(base)}",
+                     "--components=main", suite, str(tmp), mirror], log, progress, "debootstrap", 3600)
+
+    base_key = _tree_key(suite, base)
+    if (trees / base_key).is_dir():
+        progress(f"debootstrap {suite}: cached base tree {base_key}")
+    base_tree = _cached_tree(trees, base_key, bootstrap)
+    if not extra:
+        return base_tree
+
+    def install(tmp: Path) -> None:
+        _run_logged(["cp", "-a", "--reflink=auto", str(base_tree), str(tmp)], log, progress, "cp", 1800)
+        _apt_install(tmp, extra, mirror, log, progress)
+
+    key = _tree_key(suite, sorted(set(packages) | set(base)))
+    if (trees / key).is_dir():
+        progress(f"packages of the recipe: cached tree {key}")
+    return _cached_tree(trees, key, install)
 
 
 def _build_disk(loaded: LoadedRecipe, out: Path, progress: Progress) -> dict[str, float]:

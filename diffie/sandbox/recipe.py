@@ -28,7 +28,7 @@ from diffie import yamlsafe
 from diffie.errors import SandboxError
 
 # Bumped whenever the builder's output for one recipe changes (invalidates every image).
-BUILDER_VERSION = "6"
+BUILDER_VERSION = "7"
 # Packages every guest needs for Diffie to drive it; added to the recipe's own.
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd-sysv", "udev", "linux-image-amd64", "qemu-guest-agent", "ifupdown", "iproute2",
