@@ -24,7 +24,7 @@ from diffie.sandbox.recipe import (
     repository_image_name,
 )
 from diffie.sandbox.store import KEY_RE, find_image, last_used, read_image, read_meta
-from diffie.spec import Spec, load_spec
+from diffie.spec import SandboxSpec, Spec, load_spec
 from diffie.spec_limits import SpecLimits
 
 Out = Any   # a text stream
@@ -62,10 +62,17 @@ def describe_spec(spec: Spec) -> str:
     pairs = sum(len(spec.flow_viewports(f)) for f in spec.flows)
     shots = sum(1 for f in spec.flows for s in f.steps if s.action == "screenshot")
     sandbox = ("no sandbox (URL mode only)" if spec.sandbox is None
-               else f"sandbox: {spec.sandbox.image_label}, port {spec.sandbox.port}, "
+               else f"sandbox: {spec.sandbox.image_label}, {_services(spec.sandbox)}, "
                     f"{len(spec.sandbox.commands)} build/migrate/deploy command(s)")
     return (f"{len(spec.flows)} flow(s) × viewports = {pairs} pair(s), {shots} screenshot "
             f"step(s); {sandbox}")
+
+
+def _services(sandbox: SandboxSpec) -> str:
+    """``port 8000`` (one service), ``services web:3000, api:8000``."""
+    if sandbox.services is None:
+        return f"port {sandbox.port}"
+    return "services " + ", ".join(f"{s.name}:{s.port}" for s in sandbox.effective_services)
 
 
 def cmd_spec_check(args: argparse.Namespace, out: Out = sys.stdout) -> int:

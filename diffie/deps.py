@@ -22,6 +22,7 @@ from diffie.errors import RunError
 from diffie.run_images import ImageBuilder
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine, Sandbox
+from diffie.services import ServiceUrls
 from diffie.spec import Flow, SandboxSpec, Spec, Viewport
 
 
@@ -41,10 +42,11 @@ class FlowHooks(Protocol):
 
 class FlowRunner(Protocol):
     """A browser that runs one flow × viewport and records what happened
-    (:class:`diffie.browser.BrowserRunner`)."""
+    (:class:`diffie.browser.BrowserRunner`). ``base_url``: the side's app URL, or the URL of
+    each of its services (:class:`~diffie.services.ServiceUrls`)."""
 
     def run_pair(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport,
-                 base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
+                 base_url: str | ServiceUrls, side: Side, out: ArtifactDir, *, clock: datetime,
                  hooks: FlowHooks | None = None,
                  say: Callable[[str], None] | None = None) -> Capture: ...
 
@@ -60,12 +62,13 @@ class SourceProvider(Protocol):
 
 class Deployer(Protocol):
     """Copies a tree into a machine, runs the deploy commands, waits until the app answers;
-    returns the app's host-reachable URL (:func:`diffie.sandbox.deploy.deploy`). Raises
+    returns the host-reachable URL of each of the app's services
+    (:func:`diffie.sandbox.deploy.deploy`), or of its default service alone. Raises
     :class:`diffie.errors.DeployError` when the tree does not deploy."""
 
     def __call__(self, machine: Machine, source: Path, spec: SandboxSpec,
                  progress: Callable[[str], None] | None = None, *,
-                 units: Sequence[str] | None = None) -> str: ...
+                 units: Sequence[str] | None = None) -> str | ServiceUrls: ...
 
 
 class NoSandbox:

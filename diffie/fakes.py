@@ -3,17 +3,18 @@
 They are small, honest stand-ins, not mocks: a real HTTP server and real files on this host.
 
 - :class:`FakeSandbox` / :class:`FakeMachine`: a "VM" is a temporary folder on the host; the tree
-  put into it is served over HTTP by :class:`StaticSite` on a loopback port. Everything done to
-  it (lease, put_tree, exec, set_clock, checkpoint, reset, destroy) is appended to
-  ``FakeSandbox.log``.
+  put into it is served over HTTP by :class:`StaticSite` on a loopback port, one per guest port
+  asked for (``FakeSandbox(ports=[...])``: only those are forwarded, as an image's recipe
+  says; others fail like a VM with no host port left). Everything done to it (lease, put_tree,
+  exec, set_clock, checkpoint, reset, destroy) is appended to ``FakeSandbox.log``.
 - :func:`static_deploy`: the :class:`~diffie.deps.Deployer` of a fake machine: copies the tree
-  in and serves it; a tree that holds a ``DEPLOY_FAILS`` file fails to deploy with that file's
-  text as the command output (so a test's change can break its deploy).
+  in and serves it on each service's port; a tree that holds a ``DEPLOY_FAILS`` file fails to
+  deploy with that file's text as the command output (so a test's change can break its deploy).
 - :class:`PageBrowser`: a :class:`~diffie.deps.FlowRunner` without Chromium. ``goto`` fetches
-  the page with HTTP (a status >= 400 is a failed request; ``expect_status`` steps are not
-  needed); ``expect_text`` checks the page's body contains the text; ``screenshot`` writes a
-  small PNG whose colour is derived from the body, so identical pages give identical pixels and
-  any change to the page changes them. Other actions succeed.
+  the page of the step's (or flow's) service with HTTP (a status >= 400 is a failed request;
+  ``expect_status`` steps are not needed); ``expect_text`` checks the page's body contains the
+  text; ``screenshot`` writes a small PNG whose colour is derived from the body, so identical
+  pages give identical pixels and any change to the page changes them. Other actions succeed.
 
 - :class:`FilesSource`: base and head trees given as ``{path: text}`` maps (no git).
 
@@ -29,7 +30,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +45,9 @@ from diffie.deps import FlowHooks, FlowRunner, JobDeps, SourceProvider
 from diffie.errors import DeployError, SandboxError
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import ExecResult, Machine
+from diffie.sandbox.deploy import service_urls
 from diffie.sandbox.recipe import LoadedRecipe
+from diffie.services import ServiceUrls
 from diffie.spec import Flow, SandboxSpec, Spec, Viewport
 
 DEPLOY_FAILS = "DEPLOY_FAILS"
@@ -53,15 +55,20 @@ SHOT_SIZE = 24
 
 
 class StaticSite:
-    """Serves a folder over HTTP on 127.0.0.1 (a free port) until closed."""
+    """Serves a folder over HTTP on 127.0.0.1 (a free port) until closed; ``root`` may be a
+    function naming the folder at each request (a machine's tree, deployed later)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path | Callable[[], Path]) -> None:
+        folder = root if callable(root) else (lambda: root)
+
         class Quiet(SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(folder()), **kwargs)
+
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                          partial(Quiet, directory=str(root)))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
                                         name="fake-site")
@@ -75,12 +82,14 @@ class StaticSite:
 class FakeMachine:
     """A disposable "guest": a host folder, its deployed tree served by a :class:`StaticSite`."""
 
-    def __init__(self, name: str, root: Path, log: list[tuple[Any, ...]]) -> None:
+    def __init__(self, name: str, root: Path, log: list[tuple[Any, ...]],
+                 ports: Sequence[int] | None = None) -> None:
         self.name = name
         self.root = root
         self.log = log
+        self.ports = None if ports is None else list(ports)   # forwarded guest ports (None: any)
         self.served: Path | None = None
-        self.site: StaticSite | None = None
+        self.sites: dict[int, StaticSite] = {}                # guest port -> its site
         self.checkpointed = False
 
     def exec(self, argv: Sequence[str], *, timeout: float = 120.0,
@@ -97,11 +106,11 @@ class FakeMachine:
         self.log.append(("put_tree", src.name, dest))
 
     def url(self, guest_port: int) -> str:
-        if self.served is None:
-            raise SandboxError("nothing deployed on this fake machine")
-        if self.site is None:
-            self.site = StaticSite(self.served)
-        return self.site.url
+        if self.ports is not None and guest_port not in self.ports:
+            raise SandboxError(f"no host port left to forward guest port {guest_port}")
+        if guest_port not in self.sites:        # serves the deployed tree, once there is one
+            self.sites[guest_port] = StaticSite(lambda: self.served or self.root)
+        return self.sites[guest_port].url
 
     def set_clock(self, instant: datetime) -> None:
         self.log.append(("set_clock", instant.isoformat()))
@@ -116,24 +125,25 @@ class FakeMachine:
         self.log.append(("reset",))
 
     def close(self) -> None:
-        if self.site is not None:
-            self.site.close()
-            self.site = None
+        for site in self.sites.values():
+            site.close()
+        self.sites.clear()
 
 
 class FakeSandbox:
     """Leases :class:`FakeMachine` s; ``log`` records what happened, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: Sequence[int] | None = None) -> None:
         self.log: list[tuple[Any, ...]] = []
         self.leases = 0
+        self.ports = ports
 
     @contextmanager
     def lease(self, image: str, *, run_id: str = "") -> Iterator[FakeMachine]:
         self.leases += 1
         self.log.append(("lease", image))
         with tempfile.TemporaryDirectory(prefix="diffie-fake-vm-") as tmp:
-            machine = FakeMachine(f"fake-{self.leases}", Path(tmp), self.log)
+            machine = FakeMachine(f"fake-{self.leases}", Path(tmp), self.log, self.ports)
             try:
                 yield machine
             finally:
@@ -143,7 +153,7 @@ class FakeSandbox:
 
 def static_deploy(machine: Machine, source: Path, spec: SandboxSpec,
                   progress: Callable[[str], None] | None = None, *,
-                  units: Sequence[str] | None = None) -> str:
+                  units: Sequence[str] | None = None) -> ServiceUrls:
     """Deploy ``source`` on a fake machine: copy it in and serve it (see the module doc)."""
     machine.put_tree(source, spec.source_dir)
     fails = source / DEPLOY_FAILS
@@ -154,7 +164,7 @@ def static_deploy(machine: Machine, source: Path, spec: SandboxSpec,
                           output_tail=fails.read_text(encoding="utf-8", errors="replace"))
     if progress:
         progress(f"deployed {source.name} to {spec.source_dir}")
-    return machine.url(spec.port)
+    return service_urls(machine, spec)
 
 
 class PageBrowser:
@@ -169,9 +179,10 @@ class PageBrowser:
         self._client.close()
 
     def run_pair(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport,
-                 base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
+                 base_url: str | ServiceUrls, side: Side, out: ArtifactDir, *, clock: datetime,
                  hooks: FlowHooks | None = None,
                  say: Callable[[str], None] | None = None) -> Capture:
+        urls = ServiceUrls.of(base_url, spec.default_service)
         if hooks:
             hooks.before_flow(flow, viewport_name)
         capture = Capture(flow=flow.name, viewport=viewport_name, side=side)
@@ -179,8 +190,12 @@ class PageBrowser:
         for index, step in enumerate(flow.steps):
             result = StepResult(index=index, action=step.action, description=step.describe(),
                                 ok=True, line=step.line)
-            if step.action == "goto":
-                url = base_url.rstrip("/") + str(step.url)
+            service_url = urls.resolve(step.service or flow.service)
+            if step.action == "goto" and service_url is None:
+                result.ok, result.error = False, \
+                    f"this side has no service {step.service or flow.service!r}"
+            elif step.action == "goto" and service_url is not None:
+                url = service_url.rstrip("/") + str(step.url)
                 response = self._client.get(url)
                 body = response.content
                 if response.status_code >= 400:

@@ -1,13 +1,14 @@
 """Web origins: which URL belongs to which origin, which origins a change may allow, and the
-policy of one side's browser (its app origin plus the allowed ones). Pure logic, no browser:
-the spec validates with it, :mod:`diffie.browser.confine` enforces it.
+policy of one side's browser (its app origins, one per service of the app, plus the allowed
+ones). Pure logic, no browser: the spec validates with it, :mod:`diffie.browser.confine`
+enforces it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -91,21 +92,32 @@ def parse_third_party_origin(text: str) -> Origin:
 
 @dataclass
 class OriginPolicy:
-    """Where one side's browser may go: its app origin plus allowed third-party origins."""
+    """Where one side's browser may go: its app origins (the default service's, ``app``, and
+    the other services' of the side, ``services``) plus allowed third-party origins."""
 
     app: Origin
     allowed: tuple[Origin, ...] = ()
     # what the route fence blocked, for the recorder (method + url), bounded
     blocked: list[str] = field(default_factory=list)
+    # every app origin of the side, ``app`` first (empty: ``app`` alone)
+    services: tuple[Origin, ...] = ()
 
     @classmethod
-    def for_app(cls, base_url: str, spec_allowed: Iterable[str] = (),
+    def for_app(cls, base_url: str | Sequence[str], spec_allowed: Iterable[str] = (),
                 operator_allowed: Iterable[str] = ()) -> OriginPolicy:
-        """``spec_allowed`` comes from the change (untrusted: public DNS names only);
-        ``operator_allowed`` from the operator's settings (any http(s) origin)."""
-        app = origin_of(base_url)
-        if app is None:
-            raise OriginError(f"the app's URL {base_url!r} is not an http(s) URL with a host")
+        """``base_url``: the app's URL, or the URLs of each of its services (the default one
+        first), all of them the side's own (the VM's forwarded ports, or a URL-mode
+        deployment). ``spec_allowed`` comes from the change (untrusted: public DNS names
+        only); ``operator_allowed`` from the operator's settings (any http(s) origin)."""
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        apps: list[Origin] = []
+        for url in urls:
+            origin = origin_of(url)
+            if origin is None:
+                raise OriginError(f"the app's URL {url!r} is not an http(s) URL with a host")
+            apps.append(origin)
+        if not apps:
+            raise OriginError("the app has no URL")
         allowed = [parse_third_party_origin(o) for o in spec_allowed]
         for text in operator_allowed:
             origin = origin_of(text)
@@ -113,21 +125,41 @@ class OriginPolicy:
                 raise OriginError(f"DIFFIE_BROWSER_ALLOWED_ORIGINS: {text!r} is not an http(s) "
                                   "origin")
             allowed.append(origin)
-        return cls(app=app, allowed=tuple(dict.fromkeys(allowed)))
+        return cls(app=apps[0], allowed=tuple(dict.fromkeys(allowed)),
+                   services=tuple(dict.fromkeys(apps)))
+
+    @property
+    def app_origins(self) -> tuple[Origin, ...]:
+        """Every app origin of the side, the default service's first."""
+        return self.services or (self.app,)
+
+    @property
+    def app_label(self) -> str:
+        """How messages name the app's origin(s): ``http://127.0.0.1:47100`` or
+        ``origins http://127.0.0.1:47100, http://127.0.0.1:47101``."""
+        apps = self.app_origins
+        return f"origin {apps[0]}" if len(apps) == 1 else \
+            f"origins {', '.join(str(o) for o in apps)}"
+
+    def is_app(self, url: str) -> bool:
+        """Whether ``url`` is on one of the side's own (service) origins."""
+        origin = origin_of(url)
+        return origin is not None and origin in self.app_origins
 
     def allows(self, url: str) -> bool:
         origin = origin_of(url)
-        return origin is not None and (origin == self.app or origin in self.allowed)
+        return origin is not None and (origin in self.app_origins or origin in self.allowed)
 
     def proxy(self, dead: _ProxyServer) -> dict[str, str]:
-        """Playwright's per-context proxy setting: everything but the allowed origins goes to
-        the dead proxy and fails there."""
-        rules = [self.app.bypass_rule, *(o.bypass_rule for o in self.allowed)]
+        """Playwright's per-context proxy setting: everything but the app's and the allowed
+        origins goes to the dead proxy and fails there."""
+        rules = [*(o.bypass_rule for o in self.app_origins), *(o.bypass_rule for o in self.allowed)]
         return {"server": dead.server, "bypass": ",".join(dict.fromkeys(rules))}
 
 
 def check_navigation(policy: OriginPolicy, url: str) -> str | None:
-    """Why a step may not navigate to ``url`` (None when it may)."""
+    """Why a step may not navigate to ``url`` (None when it may: any of the side's service
+    origins, or an allowed one)."""
     if policy.allows(url):
         return None
-    return f"{url[:300]!r} is outside the app's origin {policy.app} and the allowed origins"
+    return f"{url[:300]!r} is outside the app's {policy.app_label} and the allowed origins"

@@ -47,8 +47,9 @@ from diffie.render.junit import render_junit
 from diffie.run_images import side_images
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import Machine
-from diffie.sandbox.deploy import MIGRATE_CHARS, MIGRATE_OUTPUT, check_tree_size, ready_url
+from diffie.sandbox.deploy import MIGRATE_CHARS, MIGRATE_OUTPUT, check_tree_size, ready_urls
 from diffie.server_state import ServerState
+from diffie.services import ServiceUrls
 from diffie.spec import SandboxSpec, Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.spec_trust import read_spec, run_spec
@@ -150,7 +151,7 @@ def _url_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: datet
     if not change.base_url or not change.head_url or not change.spec_text:
         raise RunError("a URL-mode change needs base_url, head_url and a spec")
     spec = parse_spec(change.spec_text, file=".diffie.yml",
-                      limits=SpecLimits.from_settings(settings))
+                      limits=SpecLimits.from_settings(settings), url_mode=True)
     keep_spec(out, spec)
     say.phase("check URLs")
     problem = reachable(change.base_url)
@@ -193,7 +194,7 @@ def browse_sides(deps: JobDeps, spec: Spec, sides: list[tuple[Side, str]], out: 
     return results
 
 
-def _browse(browser: FlowRunner, spec: Spec, url: str, side: Side, out: ArtifactDir,
+def _browse(browser: FlowRunner, spec: Spec, url: str | ServiceUrls, side: Side, out: ArtifactDir,
             clock: datetime, say: ProgressLog, state: ServerState | None = None) -> list[Capture]:
     """Every flow × viewport of ``spec`` on one side, in spec order; a phase after each."""
     pairs = [(flow, name, viewport) for flow in spec.flows
@@ -285,9 +286,10 @@ def base_sandbox_of(base_tree: Path, rel: str, settings: Settings,
 
 
 def _deploy(deps: JobDeps, vm: Machine, tree: Path, sandbox: SandboxSpec, state: ServerState,
-            say: ProgressLog, side: str, meta: dict[str, str]) -> str:
+            say: ProgressLog, side: str, meta: dict[str, str]) -> ServiceUrls:
     """Deploy ``tree``, then checkpoint the VM: every flow × viewport starts from here. The
-    migrations' output goes to ``meta`` (the report shows it)."""
+    migrations' output goes to ``meta`` (the report shows it). Returns the URL of each of the
+    app's services (the side's browser may reach every one)."""
     settings = deps.settings
     check_tree_size(tree, max_files=settings.max_repo_files, max_bytes=settings.max_repo_bytes)
     state.set_clock()
@@ -300,10 +302,11 @@ def _deploy(deps: JobDeps, vm: Machine, tree: Path, sandbox: SandboxSpec, state:
             meta[f"{side} migrations"] = "\n".join(migrations)[-MIGRATE_CHARS:]
         say(line)
 
-    url = deps.deploy(vm, tree, sandbox, progress, units=state.units)
-    say(f"{side}: deployed, app at {url}")
-    state.checkpoint(url, ready_url(url, sandbox.ready_path))
-    return url
+    urls = ServiceUrls.of(deps.deploy(vm, tree, sandbox, progress, units=state.units),
+                          sandbox.effective_services[0].name)
+    say(f"{side}: deployed, app at {urls.describe()}")
+    state.checkpoint(list(urls.values()), ready_urls(urls, sandbox))
+    return urls
 
 
 def _deploy_text(exc: DeployError) -> str:

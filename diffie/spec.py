@@ -18,6 +18,10 @@ Steps are written as one-key mappings, with a short form for the common argument
     - expect_visible: ".cart-total"
     - expect_url: "/cart"                         # substring of the page URL
     - screenshot: {name: cart, full_page: true, mask: [".ad"]}   # or: screenshot: cart
+
+An app of several services (``sandbox.services``: a front end, an API, ...) is addressed by
+their names: a flow's ``service: api`` (default: the first service) and a step's
+``goto: {url: /orders, service: api}`` (:mod:`diffie.services`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from diffie import yamlsafe
 from diffie.errors import SpecError
 from diffie.origins import OriginError, parse_third_party_origin
+from diffie.services import DEFAULT_SERVICE, MAX_SERVICES, SERVICE_NAME, Service
 from diffie.spec_limits import SpecLimits, first_excess, node_excess
 
 ACTIONS: tuple[str, ...] = (
@@ -66,6 +79,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _AtField(ValueError):
+    """A model validator's problem with one of its fields (or, for the spec, with a flow or
+    step): ``path`` extends pydantic's location, so the error names that field and its line."""
+
+    def __init__(self, message: str, path: tuple[Any, ...]) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+# steps that go to (or look at) one service of the app
+_SERVICE_ACTIONS = ("goto", "expect_url")
+
+
 class Step(_Strict):
     action: Action
     selector: str | None = None
@@ -78,6 +104,8 @@ class Step(_Strict):
     mask: list[str] = Field(default_factory=list)
     state: Literal["visible", "hidden", "attached", "detached"] = "visible"
     timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
+    # the service a goto (or expect_url) step goes to; default: its flow's
+    service: str | None = Field(default=None, pattern=SERVICE_NAME)
     line: int | None = None
 
     @model_validator(mode="after")
@@ -85,6 +113,9 @@ class Step(_Strict):
         for field in _REQUIRED[self.action]:
             if getattr(self, field) in (None, ""):
                 raise ValueError(f"a {self.action} step needs a {field}")
+        if self.service is not None and self.action not in _SERVICE_ACTIONS:
+            raise _AtField(f"a {self.action} step takes no service (only goto and expect_url "
+                           "do; a flow's service: says where its other steps go)", ("service",))
         if self.action == "goto" and self.url is not None and not _APP_PATH.match(self.url):
             raise ValueError(
                 f"goto {self.url[:200]!r}: a goto step takes a path of the app, starting with a "
@@ -97,6 +128,7 @@ class Step(_Strict):
         arg = self.selector or self.url or self.name or self.key or ""
         extra = f" = {self.value!r}" if self.value is not None else ""
         extra += f" contains {self.text!r}" if self.text is not None else ""
+        extra += f" on {self.service}" if self.service is not None else ""
         return f"{self.action} {arg}{extra}".strip()
 
 
@@ -128,7 +160,26 @@ class Flow(_Strict):
     # ``reset: false`` skips that revert for a read-only flow: it then sees whatever the flows
     # before it left on the server (saves ~1 s per flow × viewport under emulation).
     reset: bool = True
+    # where its goto paths, expect_url and session cookies go (default: the first service)
+    service: str | None = Field(default=None, pattern=SERVICE_NAME)
     line: int | None = None
+
+
+class ServiceSpec(_Strict):
+    """One service of the app in the guest (``sandbox.services``)."""
+
+    name: str = Field(pattern=SERVICE_NAME)
+    port: int = Field(gt=0, lt=65536)
+    ready_path: str = Field(default="/health", max_length=2000)
+    ready_timeout_s: float | None = Field(default=None, gt=0, le=900)   # default: the sandbox's
+
+    @field_validator("ready_path")
+    @classmethod
+    def _ready_path_is_a_path(cls, value: str) -> str:
+        problem = ready_path_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class SandboxSpec(_Strict):
@@ -147,6 +198,10 @@ class SandboxSpec(_Strict):
     build: list[str] = Field(default_factory=list)
     migrate: list[str] = Field(default_factory=list)
     deploy: list[str] = Field(default_factory=list)
+    # the app's services, each on its guest port (the first is the default one); without
+    # them, port and ready_path are the one service named "app"
+    services: list[ServiceSpec] | None = Field(default=None, min_length=1,
+                                               max_length=MAX_SERVICES)
     port: int = Field(default=8000, gt=0, lt=65536)
     ready_path: str = Field(default="/health", max_length=2000)
     ready_timeout_s: float = Field(default=60, gt=0, le=900)
@@ -160,6 +215,37 @@ class SandboxSpec(_Strict):
             raise ValueError(problem)
         return value
 
+    @model_validator(mode="after")
+    def _services_or_port(self) -> SandboxSpec:
+        if self.services is None:
+            return self
+        for field in ("port", "ready_path"):
+            if field in self.model_fields_set:
+                raise _AtField(f"give either services or {field} (the shorthand of one service "
+                               f"named {DEFAULT_SERVICE!r}), not both: move {field} into the "
+                               "services entry it belongs to", (field,))
+        names: set[str] = set()
+        ports: dict[int, str] = {}
+        for i, service in enumerate(self.services):
+            if service.name in names:
+                raise _AtField(f"two services are named {service.name!r}",
+                               ("services", i, "name"))
+            if service.port in ports:
+                raise _AtField(f"services {ports[service.port]!r} and {service.name!r} have one "
+                               f"port, {service.port}", ("services", i, "port"))
+            names.add(service.name)
+            ports[service.port] = service.name
+        return self
+
+    @property
+    def effective_services(self) -> list[Service]:
+        """The app's services, defaults resolved, the default one first: ``services``, or the
+        one service of ``port`` and ``ready_path`` named ``app``. What every consumer uses."""
+        if self.services is None:
+            return [Service(DEFAULT_SERVICE, self.port, self.ready_path, self.ready_timeout_s)]
+        return [Service(s.name, s.port, s.ready_path,
+                        self.ready_timeout_s if s.ready_timeout_s is None else s.ready_timeout_s)
+                for s in self.services]
 
     @field_validator("keep")
     @classmethod
@@ -251,7 +337,7 @@ class Spec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _check_refs(self) -> Spec:
+    def _check_refs(self, info: ValidationInfo) -> Spec:
         names = [f.name for f in self.flows]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -266,7 +352,39 @@ class Spec(_Strict):
                 raise ValueError(f"flow {flow.name!r} has two screenshots with one name")
             if flow.signed_in and not self.session_cookies:
                 raise ValueError(f"flow {flow.name!r} is signed_in but session_cookies is empty")
+        self._check_services(url_mode=bool((info.context or {}).get("url_mode")))
         return self
+
+    def _check_services(self, *, url_mode: bool) -> None:
+        """Every service a flow or step names is one of the sandbox's; in URL mode (one URL
+        per side) only the default one."""
+        known = self.service_names(url_mode=url_mode)
+        if self.sandbox is None:
+            why = (f"without a sandbox section (URL mode) the app is one service, "
+                   f"{DEFAULT_SERVICE!r}")
+        elif url_mode:
+            why = f"URL mode browses one URL per side, the default service {known[0]!r}"
+        else:
+            why = f"the sandbox's services are {', '.join(known)}"
+        for fi, flow in enumerate(self.flows):
+            if flow.service is not None and flow.service not in known:
+                raise _AtField(f"flow {flow.name!r} names service {flow.service!r}; {why}",
+                               ("flows", fi, "service"))
+            for si, step in enumerate(flow.steps):
+                if step.service is not None and step.service not in known:
+                    raise _AtField(f"{step.action} step names service {step.service!r}; {why}",
+                                   ("flows", fi, "steps", si, "service"))
+
+    @property
+    def default_service(self) -> str:
+        """The service of a flow that names none: the sandbox's first (``app`` without one)."""
+        return self.sandbox.effective_services[0].name if self.sandbox else DEFAULT_SERVICE
+
+    def service_names(self, *, url_mode: bool = False) -> list[str]:
+        """The services flows may name (URL mode: only the default one)."""
+        if self.sandbox is None or url_mode:
+            return [self.default_service]
+        return [s.name for s in self.sandbox.effective_services]
 
     def flow_viewports(self, flow: Flow) -> list[tuple[str, Viewport]]:
         names = flow.viewports or list(self.viewports)
@@ -304,6 +422,13 @@ class _StepShapeError(ValueError):
     pass
 
 
+def _at_field(exc: ValidationError) -> tuple[Any, ...]:
+    """Where under its model's location the first error is (a model validator's
+    :class:`_AtField`), e.g. ``("port",)`` under ``("sandbox",)``; ``()`` when not known."""
+    error = exc.errors()[0].get("ctx", {}).get("error")
+    return error.path if isinstance(error, _AtField) else ()
+
+
 def _doc_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     """Map a pydantic error location onto the YAML document's path (undo step normalisation)."""
     path: list[Any] = []
@@ -321,10 +446,13 @@ def _doc_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     return tuple(path)
 
 
-def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | None = None) -> Spec:
+def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | None = None,
+               url_mode: bool = False) -> Spec:
     """Parse and validate a spec; raises :class:`SpecError` naming the file, line and field.
 
-    ``limits`` caps its size (flows, steps, timeouts, ...; default: the settings' defaults)."""
+    ``limits`` caps its size (flows, steps, timeouts, ...; default: the settings' defaults);
+    ``url_mode``: for two running deployments (one URL per side), where flows may name no
+    service but the default one."""
     limits = limits or SpecLimits()
     size = len(text.encode("utf-8", errors="replace"))
     if size > limits.max_spec_bytes:
@@ -372,9 +500,10 @@ def parse_spec(text: str, *, file: str = ".diffie.yml", limits: SpecLimits | Non
             new_flows.append(flow)
         normalised["flows"] = new_flows
     try:
-        spec = Spec.model_validate(normalised)
+        spec = Spec.model_validate(normalised, context={"url_mode": url_mode})
     except ValidationError as exc:
         loc, msg = yamlsafe.validation_problem(exc)
+        loc = (*loc, *_at_field(exc))
         raise SpecError(msg, file=file, line=line_for(_doc_path(loc, data)),
                         field=yamlsafe.field_name(loc) or None) from exc
     excess = first_excess(spec, limits)

@@ -211,4 +211,10 @@ def first_excess(spec: Spec, limits: SpecLimits) -> Excess | None:
             return Excess(_over("ready_timeout_s is", sandbox.ready_timeout_s,
                                 "max_ready_timeout_s", limits, " s"),
                           ("sandbox", "ready_timeout_s"), "sandbox.ready_timeout_s")
+        for i, service in enumerate(sandbox.services or []):
+            if (service.ready_timeout_s or 0) > limits.max_ready_timeout_s:
+                return Excess(_over("ready_timeout_s is", service.ready_timeout_s or 0,
+                                    "max_ready_timeout_s", limits, " s"),
+                              ("sandbox", "services", i, "ready_timeout_s"),
+                              f"sandbox.services[{i}].ready_timeout_s")
     return None

@@ -53,6 +53,9 @@ def merge_untrusted(base: Spec, head: Spec, *, limits: SpecLimits | None = None,
                     file: str = ".diffie.yml") -> Spec:
     """The head's flows and viewports, everything else from the base (see the module)."""
     data = base.model_dump(exclude={"flows", "viewports"})
+    if base.sandbox is not None:
+        # as written: ``services`` and an explicit ``port`` do not go together
+        data["sandbox"] = base.sandbox.model_dump(exclude_unset=True)
     data.update(flows=[f.model_dump() for f in head.flows],
                 viewports={k: v.model_dump() for k, v in head.viewports.items()})
     try:

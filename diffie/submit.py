@@ -35,7 +35,7 @@ def submit_url(ctx: AppContext, *, base_url: str, head_url: str, spec_path: str,
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
-    parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings))
+    parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings), url_mode=True)
     return run_store.submit_url(ctx.db, base_url=base_url, head_url=head_url, spec_text=text,
                            title=title)
 

@@ -92,7 +92,7 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
             raise _spec_error(field, SpecError(excess.message, file=field, field=excess.field))
         text, file = yaml.dump(data, Dumper=_Dumper, sort_keys=False), field
     try:
-        parse_spec(text, file=file, limits=limits)
+        parse_spec(text, file=file, limits=limits, url_mode=True)
     except SpecError as exc:
         raise _spec_error(field, exc) from None
     return text

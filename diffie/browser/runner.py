@@ -32,6 +32,7 @@ from diffie.control import FlowDone
 from diffie.deps import FlowHooks
 from diffie.errors import BrowserError
 from diffie.origins import OriginError, OriginPolicy
+from diffie.services import ServiceUrls
 from diffie.spec import Flow, Spec, Viewport
 
 LAUNCH_ARGS: tuple[str, ...] = (
@@ -131,8 +132,8 @@ class BrowserRunner:
 
     # --- flows ----------------------------------------------------------------------------
 
-    def run_all(self, spec: Spec, base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
-                progress: Callable[[str], None] | None = None,
+    def run_all(self, spec: Spec, base_url: str | ServiceUrls, side: Side, out: ArtifactDir, *,
+                clock: datetime, progress: Callable[[str], None] | None = None,
                 hooks: FlowHooks | None = None) -> list[Capture]:
         """Every flow at each of its viewports, in spec order (:meth:`run_pair` each); a line
         to ``progress`` as each starts and as each ends (:class:`diffie.control.FlowDone`)."""
@@ -149,7 +150,7 @@ class BrowserRunner:
         return captures
 
     def run_pair(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport,
-                 base_url: str, side: Side, out: ArtifactDir, *, clock: datetime,
+                 base_url: str | ServiceUrls, side: Side, out: ArtifactDir, *, clock: datetime,
                  hooks: FlowHooks | None = None,
                  say: Callable[[str], None] | None = None) -> Capture:
         """One flow × viewport as the verdict sees it: ``hooks`` around it (the pipeline's VM
@@ -177,9 +178,12 @@ class BrowserRunner:
             hooks.after_flow(flow, viewport_name, capture)
         return capture
 
-    def run_flow(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport, base_url: str,
-                 side: Side, out: ArtifactDir, *, clock: datetime, seed: int = 1) -> Capture:
-        """Drive one flow at one viewport in a fresh context; never raises for app problems."""
+    def run_flow(self, spec: Spec, flow: Flow, viewport_name: str, viewport: Viewport,
+                 base_url: str | ServiceUrls, side: Side, out: ArtifactDir, *, clock: datetime,
+                 seed: int = 1) -> Capture:
+        """Drive one flow at one viewport in a fresh context; never raises for app problems.
+        ``base_url``: the side's app URL, or the URL of each of its services (every one an app
+        origin of the context)."""
         started = time.perf_counter()
         capture = Capture(flow=flow.name, viewport=viewport_name, side=side)
         out.ensure()
@@ -187,9 +191,10 @@ class BrowserRunner:
         context: BrowserContext | None = None
         trace_name = slug(side, flow.name, viewport_name, "trace") + ".zip"
         browser = self._ensure_browser()        # BrowserError: nothing can be verified
+        urls = ServiceUrls.of(base_url, spec.default_service)
         try:
-            policy = OriginPolicy.for_app(base_url, spec.allowed_origins,
-                                                  self.settings.browser_allowed_origins)
+            policy = OriginPolicy.for_app(list(urls.values()), spec.allowed_origins,
+                                          self.settings.browser_allowed_origins)
         except OriginError as exc:
             raise BrowserError(str(exc)) from exc
         recorder.policy = policy
@@ -208,7 +213,9 @@ class BrowserRunner:
             context.set_default_navigation_timeout(spec.timeout_ms)
             stabilise.prepare_context(context, clock, seed)
             if flow.signed_in:
-                _add_cookies(context, spec, base_url)
+                # on the flow's service's host (the default one's when this side has no such
+                # service: the flow's first step that goes there fails, saying so)
+                _add_cookies(context, spec, urls.resolve(flow.service) or urls.base_url)
             network = stabilise.NetworkTracker()
             network.attach(context)
             recorder.attach(context)
@@ -216,8 +223,8 @@ class BrowserRunner:
                                   title=f"{side} {flow.name} @ {viewport_name}")
             page = context.new_page()
             page.on("crash", lambda _page: setattr(recorder, "crashed", True))
-            flow_run = FlowRun(self, spec, flow, viewport_name, base_url, side, out, page, network,
-                                recorder, capture, policy)
+            flow_run = FlowRun(self, spec, flow, viewport_name, urls, side, out, page, network,
+                               recorder, capture, policy)
             flow_run.run()
         except InfrastructureError as exc:
             capture.error = bound(str(exc), 1000)

@@ -20,7 +20,8 @@ from diffie.artifacts import ArtifactDir, slug
 from diffie.browser import elements, stabilise
 from diffie.browser.recorder import Recorder, bound, short_error
 from diffie.capture import Box, Capture, Screenshot, Side, StepResult
-from diffie.origins import OriginPolicy, check_navigation
+from diffie.origins import Origin, OriginPolicy, check_navigation, origin_of
+from diffie.services import ServiceUrls
 from diffie.spec import Flow, Spec, Step
 
 if TYPE_CHECKING:
@@ -74,11 +75,12 @@ def _waiting(pending: list[str]) -> str:
 class FlowRun:
     """The steps of one flow on one page."""
 
-    def __init__(self, runner: BrowserRunner, spec: Spec, flow: Flow, viewport_name: str, base_url: str,
-                 side: Side, out: ArtifactDir, page: Page, network: stabilise.NetworkTracker,
-                 recorder: Recorder, capture: Capture, policy: OriginPolicy) -> None:
+    def __init__(self, runner: BrowserRunner, spec: Spec, flow: Flow, viewport_name: str,
+                 urls: ServiceUrls, side: Side, out: ArtifactDir, page: Page,
+                 network: stabilise.NetworkTracker, recorder: Recorder, capture: Capture,
+                 policy: OriginPolicy) -> None:
         self.runner, self.spec, self.flow, self.viewport_name = runner, spec, flow, viewport_name
-        self.base_url, self.side, self.out, self.page = base_url, side, out, page
+        self.urls, self.side, self.out, self.page = urls, side, out, page
         self.network, self.recorder, self.capture = network, recorder, capture
         self.policy = policy
 
@@ -151,7 +153,7 @@ class FlowRun:
         action, sel = step.action, step.selector or ""
         try:
             if action == "goto":
-                self._goto(step.url or "", timeout)
+                self._goto(step.url or "", timeout, step.service)
             elif action == "click":
                 self._locator(sel).click(timeout=timeout)
             elif action == "fill":
@@ -173,7 +175,7 @@ class FlowRun:
             elif action == "expect_text":
                 self._expect_text(sel, step.text or "", timeout)
             elif action == "expect_url":
-                self._expect_url(step.url or "", timeout)
+                self._expect_url(step.url or "", timeout, step.service)
             elif action == "screenshot":
                 self._screenshot(index, step, timeout)
             else:  # pragma: no cover - the spec's Literal forbids it
@@ -203,7 +205,8 @@ class FlowRun:
             return (f"{step.describe()} did not complete within {timeout} ms: the page stopped "
                     f"responding (a script is busy, perhaps in an endless loop)")
         if action == "goto":
-            return f"page {self._url(step.url or '')} did not finish loading within {timeout} ms"
+            return (f"page {self._url(step.url or '', step.service)} did not finish loading "
+                    f"within {timeout} ms")
         if action == "screenshot":
             return f"screenshot {step.name!r} could not be taken within {timeout} ms (the page is busy)"
         if not sel:
@@ -235,11 +238,21 @@ class FlowRun:
         except PlaywrightError:
             return False
 
-    def _url(self, url: str) -> str:
-        return urljoin(self.base_url, url)
+    def _service_url(self, service: str | None) -> str:
+        """The URL of the step's service (None: the flow's). A service this side does not have
+        (its revision's sandbox has no such service) fails the step."""
+        name = service or self.flow.service
+        url = self.urls.resolve(name)
+        if url is None:
+            raise StepFailed(f"this side has no service {name!r} (its services: "
+                             f"{', '.join(self.urls)})")
+        return url
 
-    def _goto(self, url: str, timeout: int) -> None:
-        target = self._url(url)
+    def _url(self, url: str, service: str | None = None) -> str:
+        return urljoin(self._service_url(service), url)
+
+    def _goto(self, url: str, timeout: int, service: str | None = None) -> None:
+        target = self._url(url, service)
         refused = check_navigation(self.policy, target)
         if refused:
             raise StepFailed(f"goto refused: {refused}")
@@ -252,7 +265,7 @@ class FlowRun:
             code = re.search(r"net::(ERR_[A-Z_]+)", message)
             if code and code.group(1) in ("ERR_BLOCKED_BY_CLIENT", "ERR_PROXY_CONNECTION_FAILED"):
                 raise StepFailed(f"could not open {bound(target, 500)}: it led outside the app's "
-                                 f"origin {self.policy.app} (blocked, net::{code.group(1)})") from exc
+                                 f"{self.policy.app_label} (blocked, net::{code.group(1)})") from exc
             if code:
                 reason = _NET_ERRORS.get(code.group(1), code.group(1).lower().replace("_", " "))
                 raise StepFailed(f"could not open {bound(target, 500)}: {reason} "
@@ -277,21 +290,35 @@ class FlowRun:
         """The element's text for a failure message: only from a page of the app's (or an
         allowed) origin; a page the browser may not read from is never quoted."""
         if not self.policy.allows(self.page.url):
-            return f"not read: the page is outside the app's origin {self.policy.app}"
+            return f"not read: the page is outside the app's {self.policy.app_label}"
         try:
             return bound(" ".join((locator.text_content(timeout=500) or "").split()), 200)
         except PlaywrightError:
             return "?"
 
-    def _expect_url(self, part: str, timeout: int) -> None:
+    def _expect_url(self, part: str, timeout: int, service: str | None = None) -> None:
+        """The page URL contains ``part``; on one of the app's services, the expected one (the
+        step's or the flow's): ``/orders`` on the API is not ``/orders`` on the front end."""
+        expected = origin_of(self._service_url(service))
         deadline = time.monotonic() + timeout / 1000
-        while part not in self.page.url:
+        while not self._url_matches(part, expected):
             if time.monotonic() >= deadline:
                 pending = self.network.unanswered()
-                raise StepFailed(f"page URL did not contain {part!r} within {timeout} ms "
+                where = ""
+                if part in self.page.url:
+                    where = f" on service {service or self.flow.service or self.urls.default_name!r}"
+                raise StepFailed(f"page URL did not contain {part!r}{where} within {timeout} ms "
                                  f"(it was {bound(self.page.url, 500)!r}){_waiting(pending)}",
                                  pending=pending)
             self.page.wait_for_timeout(50)
+
+    def _url_matches(self, part: str, expected: Origin | None) -> bool:
+        url = self.page.url
+        if part not in url:
+            return False
+        # a page of another service of the app does not count; third-party pages (a payment
+        # provider's, an allowed origin) are matched by the text alone, as before
+        return not self.policy.is_app(url) or origin_of(url) == expected
 
     def _screenshot(self, index: int, step: Step, timeout: int) -> None:
         name = step.name or f"step{index}"

@@ -4,11 +4,12 @@
 it replaces, except the ``keep`` paths: the guest's state there survives; ``owner`` then owns
 the tree), runs the ``build``, ``migrate`` and ``deploy`` commands there one by one
 (``/bin/sh -c`` in ``source_dir``, output captured and bounded; each migration's output is also
-a progress line the run's report keeps), then waits until ``spec.ready_path`` answers over the
-forwarded port; it returns the
-app's host-reachable base URL (:func:`deploy_detailed` also returns the timings). A failing command or an app
-that never gets ready raises :class:`DeployError` with the command, its exit code and the tail
-of its output: the pipeline turns that into a ``deploy_error`` finding.
+a progress line the run's report keeps; ``DIFFIE_SERVICE_URL_<NAME>`` in their environment is
+the URL the browser uses for each service), then waits until every service's ``ready_path``
+answers over its forwarded port; it returns the services' host-reachable URLs
+(:func:`deploy_detailed` also returns the timings). A failing command or a service that never
+gets ready raises :class:`DeployError` with the command, its exit code and the tail of its
+output: the pipeline turns that into a ``deploy_error`` finding.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from diffie.errors import DeployError, SandboxError
 from diffie.sandbox.base import ExecResult, Machine
 from diffie.sandbox.journal import bound_text, read_journal, service_units, units_in
 from diffie.sandbox.recipe import DEFAULT_EXCLUDES, excluded
+from diffie.services import Service, ServiceUrls
 from diffie.spec import SandboxSpec, ready_path_problem
 from diffie.spec_limits import MAX_REPO_BYTES, MAX_REPO_FILES
 
@@ -76,7 +78,8 @@ def _guest_step(machine: Machine, script: str, spec: SandboxSpec, what: str) -> 
 
 @dataclass
 class DeployResult:
-    base_url: str                     # host-reachable URL of the app
+    base_url: str                     # host-reachable URL of the app (its default service)
+    service_urls: ServiceUrls         # ... and of each of its services, by name
     commands: list[ExecResult] = field(default_factory=list)
     put_tree_s: float = 0.0
     commands_s: float = 0.0
@@ -161,9 +164,10 @@ def check_tree_size(source: Path, *, max_files: int, max_bytes: int) -> tuple[in
 
 
 def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
-               get: Callable[[str], httpx.Response] | None = None) -> float:
+               get: Callable[[str], httpx.Response] | None = None,
+               what: str = "the app") -> float:
     """Poll ``url`` until it answers 2xx/3xx (redirects are not followed); returns the seconds
-    waited. Raises DeployError."""
+    waited. Raises DeployError (``what`` did not become ready ...)."""
     fetch = get or (lambda u: httpx.get(u, timeout=min(10.0, timeout_s), follow_redirects=False))
     expected = httpx.URL(url)
     start = time.monotonic()
@@ -181,22 +185,52 @@ def wait_ready(url: str, timeout_s: float, *, poll_s: float = 0.2,
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"[:BODY_CHARS]
         if time.monotonic() - start > timeout_s:
-            raise DeployError(f"the app did not become ready at {url} within {timeout_s:.0f} s ({last})",
+            raise DeployError(f"{what} did not become ready at {url} within {timeout_s:.0f} s ({last})",
                               command=f"GET {url}", exit_code=None, output_tail=last[-TAIL_CHARS:])
         time.sleep(poll_s)
 
 
+def service_urls(machine: Machine, spec: SandboxSpec) -> ServiceUrls:
+    """The host-reachable URL of each of the app's services (``machine.url`` of its port).
+    A port the VM cannot forward is a DeployError saying to list it in the recipe's ports."""
+    urls: dict[str, str] = {}
+    for service in spec.effective_services:
+        try:
+            urls[service.name] = machine.url(service.port)
+        except SandboxError as exc:
+            raise DeployError(
+                f"{_label(spec, service)}: the VM does not forward guest port {service.port} "
+                f"({exc}); add {service.port} to the ports: of the image's recipe "
+                f"({spec.image_label})", command=f"forward guest port {service.port}",
+                output_tail=str(exc)[-TAIL_CHARS:]) from exc
+    return ServiceUrls(urls)
+
+
+def _label(spec: SandboxSpec, service: Service) -> str:
+    """How a message names a service: ``service 'api' (guest port 9000, ready_path /health)``
+    (the shorthand's one service: ``the app (...)``)."""
+    who = "the app" if spec.services is None else f"service {service.name!r}"
+    return f"{who} (guest port {service.port}, ready_path {service.ready_path})"
+
+
+def ready_urls(urls: ServiceUrls, spec: SandboxSpec) -> list[str]:
+    """The readiness URL of each of ``spec``'s services that ``urls`` has."""
+    return [ready_url(urls[s.name], s.ready_path) for s in spec.effective_services
+            if s.name in urls]
+
+
 def deploy(machine: Machine, source: Path, spec: SandboxSpec,
            progress: Callable[[str], None] | None = None, *, max_files: int | None = None,
-           max_bytes: int | None = None, units: Sequence[str] | None = None) -> str:
-    """Copy ``source`` in, run the deploy commands, wait for readiness; returns the app's URL.
+           max_bytes: int | None = None, units: Sequence[str] | None = None) -> ServiceUrls:
+    """Copy ``source`` in, run the deploy commands, wait for readiness; returns the URL of each
+    of the app's services (``.base_url``: the default one's).
     Given ``max_files`` or ``max_bytes``, a larger tree is not copied (DeployError; the
     pipeline checks its settings' limits with :func:`check_tree_size` before deploying).
     ``units``: the app's systemd units (default: those the deploy commands start), whose
     journal tail a DeployError carries when a ``systemctl`` command fails or the app never gets
     ready (``ModuleNotFoundError: ...`` says more than "not ready")."""
     return deploy_detailed(machine, source, spec, progress, max_files=max_files,
-                           max_bytes=max_bytes, units=units).base_url
+                           max_bytes=max_bytes, units=units).service_urls
 
 
 def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
@@ -205,7 +239,8 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
                     units: Sequence[str] | None = None) -> DeployResult:
     """:func:`deploy`, returning the commands' results and each phase's duration."""
     say = progress or (lambda _line: None)
-    result = DeployResult(base_url=machine.url(spec.port))
+    urls = service_urls(machine, spec)
+    result = DeployResult(base_url=urls.base_url, service_urls=urls)
     t = time.monotonic()
     if max_files is not None or max_bytes is not None:
         check_tree_size(source, max_files=max_files or MAX_REPO_FILES,
@@ -229,7 +264,8 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
             raise DeployError(f"deploy ran out of time ({spec.deploy_timeout_s:.0f} s) before "
                               f"the {stage} command: {command}",
                               command=command, exit_code=None, output_tail="")
-        res = machine.exec(["/bin/sh", "-c", command], timeout=remaining, cwd=spec.source_dir)
+        res = machine.exec(["/bin/sh", "-c", command], timeout=remaining, cwd=spec.source_dir,
+                           env=urls.env())
         result.commands.append(res)
         say(f"{stage}: {command} → exit {res.exit_code} in {res.duration_s:.1f} s")
         if stage == "migrate":
@@ -240,11 +276,14 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
                                 output_tail=res.tail(TAIL_CHARS))
             raise with_journal(error, machine, units_in(command))
     result.commands_s = time.monotonic() - t
-    url = ready_url(result.base_url, spec.ready_path)
-    try:
-        result.ready_s = wait_ready(url, spec.ready_timeout_s)
-    except DeployError as exc:
-        raise with_journal(exc, machine, service_units(spec.deploy) if units is None
-                           else units) from None
-    say(f"ready at {url} after {result.ready_s:.1f} s")
+    for service in spec.effective_services:          # each with its own timeout, in turn
+        url = ready_url(urls[service.name], service.ready_path)
+        try:
+            waited = wait_ready(url, service.ready_timeout_s, what=_label(spec, service))
+        except DeployError as exc:
+            raise with_journal(exc, machine, service_units(spec.deploy) if units is None
+                               else units) from None
+        result.ready_s += waited
+        who = "" if spec.services is None else f"{service.name} "
+        say(f"{who}ready at {url} after {waited:.1f} s")
     return result

@@ -6,6 +6,7 @@ reported, and each side is deployed with its own revision's sandbox section."""
 from __future__ import annotations
 
 import getpass
+import os
 import secrets
 import subprocess
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from diffie.pipeline import run_change
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import ExecResult, Machine
 from diffie.sandbox.deploy import MIGRATE_OUTPUT, deploy_detailed
+from diffie.services import ServiceUrls
 from diffie.spec import SandboxSpec, parse_spec
 from tests.conftest import make_settings
 from tests.unit.test_run_change import APP, SPEC
@@ -45,7 +47,7 @@ class ShellMachine:
         self.ran.append(argv[2] if len(argv) > 2 and argv[1] == "-c" else " ".join(argv))
         mapped = [self._map(a) for a in argv]
         proc = subprocess.run(mapped, cwd=self._map(cwd) if cwd else None, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
         return ExecResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr, 0.0)
 
     def put_tree(self, src: Path, dest: str) -> None:
@@ -134,7 +136,7 @@ def test_each_side_is_deployed_with_its_own_revisions_sandbox(tmp_path: Path) ->
 
     def recording_deploy(machine: Machine, source: Path, spec: SandboxSpec,
                          progress: Callable[[str], None] | None = None, *,
-                         units: Sequence[str] | None = None) -> str:
+                         units: Sequence[str] | None = None) -> str | ServiceUrls:
         deployed.append(list(spec.deploy))
         return static_deploy(machine, source, spec, progress, units=units)
 

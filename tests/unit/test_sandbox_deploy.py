@@ -93,7 +93,8 @@ def test_deploy_copies_runs_and_waits(app: App, tmp_path: Path) -> None:
     assert machine.commands == [("python3 -m compileall -q .", "/srv/app"),
                                 ("systemctl restart app", "/srv/app")]
     assert result.base_url == app.url and len(result.commands) == 2
-    assert deploy(FakeMachine(app, {}), tmp_path, SPEC) == app.url
+    urls = deploy(FakeMachine(app, {}), tmp_path, SPEC)
+    assert dict(urls) == {"app": app.url} and urls.base_url == app.url
 
 
 def test_a_failing_command_raises_with_command_code_and_tail(app: App, tmp_path: Path) -> None:
