@@ -107,11 +107,12 @@ def describe_recipe(settings: Settings, loaded: LoadedRecipe) -> str:
 
 def load_any_recipe(settings: Settings, what: str, repo: str | None) -> LoadedRecipe:
     """An operator image name (``shop``) or a repository recipe's path (``.diffie/image.yml``,
-    relative to ``repo``, default the current directory)."""
+    relative to ``repo`` (default the current directory) or to the current directory)."""
     if "/" in what or what.endswith((".yml", ".yaml")):
         root = Path(repo or ".").resolve()
         rel = Path(what)
-        if rel.is_absolute():
+        # a path from the current directory into the repository works too
+        if rel.is_absolute() or (not (root / rel).exists() and rel.exists()):
             try:
                 rel = rel.resolve().relative_to(root)
             except ValueError:

@@ -49,8 +49,21 @@ ready:
 """
 
 
+# A second service (sandbox.services): the seed's state/ folder over HTTP on port 8001, started by
+# the deploy; its flow reads it from the browser, addressed by the service's name.
+FILES_SERVICE = ('test -n "$DIFFIE_SERVICE_URL_FILES" && systemd-run --unit shop-files '
+                 "-p User=shop -p WorkingDirectory=/srv/shop/state python3 -m http.server 8001")
+SERVICES = [{"name": "shop", "port": 8000, "ready_path": "/health"},
+            {"name": "files", "port": 8001, "ready_path": "/seeded.txt"}]
+FILES_FLOW = {"name": "files", "service": "files", "reset": False,
+              "steps": [{"goto": "/seeded.txt"},
+                        {"expect_text": {"selector": "body", "text": "seeded at build time"}},
+                        {"goto": {"url": "/", "service": "shop"}},
+                        {"expect_visible": "header"}]}
+
+
 def shop_with_its_recipe(dest: Path, *, flows: list[str] | None = None,
-                         viewports: list[str] | None = None) -> Path:
+                         viewports: list[str] | None = None, services: bool = False) -> Path:
     shutil.copytree(SHOP_DIR, dest, ignore=shutil.ignore_patterns("changes", "__pycache__"))
     (dest / ".diffie").mkdir()
     (dest / ".diffie" / "image.yml").write_text(RECIPE)
@@ -59,11 +72,17 @@ def shop_with_its_recipe(dest: Path, *, flows: list[str] | None = None,
     assert "  image: shop" in spec and "  deploy:\n" in spec
     spec = spec.replace("  image: shop", "  recipe: .diffie/image.yml")
     spec = spec.replace("  deploy:\n", DEPLOY_SEMANTICS)
-    if flows or viewports:                       # a smaller spec (tests that are about the image)
+    if flows or viewports or services:           # a smaller spec (tests that are about the image)
         data = yaml.safe_load(spec)
         data["flows"] = [f for f in data["flows"] if not flows or f["name"] in flows]
         data["viewports"] = {k: v for k, v in data["viewports"].items()
                              if not viewports or k in viewports}
+        if services:                             # the shop and a second service, by name
+            sandbox = data["sandbox"]
+            del sandbox["port"], sandbox["ready_path"]
+            sandbox["services"] = SERVICES
+            sandbox["deploy"].append(FILES_SERVICE)
+            data["flows"].append(FILES_FLOW)
         spec = yaml.safe_dump(data, sort_keys=False)
     (dest / ".diffie.yml").write_text(spec)
     return dest

@@ -192,20 +192,27 @@ def _apt_install(tree: Path, packages: list[str], mirror: str, log: Path, progre
         resolv.unlink(missing_ok=True)
 
 
+Runner = Callable[[list[str], Path, Progress, str, float], None]
+AptInstall = Callable[[Path, list[str], str, Path, Progress], None]
+
+
 def _debootstrap_cached(cache: Path, suite: str, packages: list[str], mirror: str, log: Path,
-                        progress: Progress) -> Path:
+                        progress: Progress, *, run: Runner | None = None,
+                        apt: AptInstall | None = None) -> Path:
     """A tree with Debian ``suite`` and ``packages`` installed, kept in ``<cache>/.trees`` so that
     a change of the app or the provisioning reuses it (the slow, network-bound step). Two
     cached layers: debootstrap of Diffie's base set (shared by every recipe of the suite),
     then the recipe's own packages installed with apt in a copy of it."""
+    run_logged: Runner = run or _run_logged
+    apt_install: AptInstall = apt or _apt_install
     trees = cache / ".trees"
     base = sorted(BASE_PACKAGES)
     extra = sorted(set(packages) - set(base))
 
     def bootstrap(tmp: Path) -> None:
         progress(f"debootstrap {suite} ({len(base)} packages) from {mirror}")
-        _run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(base)}",
-                     "--components=main", suite, str(tmp), mirror], log, progress, "debootstrap", 3600)
+        run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(base)}",
+                    "--components=main", suite, str(tmp), mirror], log, progress, "debootstrap", 3600)
 
     base_key = _tree_key(suite, base)
     if (trees / base_key).is_dir():
@@ -215,8 +222,8 @@ def _debootstrap_cached(cache: Path, suite: str, packages: list[str], mirror: st
         return base_tree
 
     def install(tmp: Path) -> None:
-        _run_logged(["cp", "-a", "--reflink=auto", str(base_tree), str(tmp)], log, progress, "cp", 1800)
-        _apt_install(tmp, extra, mirror, log, progress)
+        run_logged(["cp", "-a", "--reflink=auto", str(base_tree), str(tmp)], log, progress, "cp", 1800)
+        apt_install(tmp, extra, mirror, log, progress)
 
     key = _tree_key(suite, sorted(set(packages) | set(base)))
     if (trees / key).is_dir():

@@ -1,9 +1,11 @@
 """The production shape in the app's own repository, for real: the shop with its recipe in
 ``.diffie/image.yml`` (not in Diffie's ``vm_images/``), verified by ``diffie verify`` as a user
 runs it. The run builds the image itself (its progress in the run's) and restores it in VMs.
-The head adds a dependency (``requirements.txt``) that its deploy installs with pip through the
-package proxy, so the layout-shift change is ``changed``; a head naming a package that does not
-exist is a ``deploy_error`` whose message is pip's. ``diffie image list`` shows the repository
+The app has two services (the shop, and a file server the deploy starts), and a flow
+that reads the second by name. The head adds a dependency (``requirements.txt``) that its
+deploy installs with pip through the package proxy, so the layout-shift change is
+``changed``; a head naming a package that does not exist is a ``deploy_error`` whose message is
+pip's. ``diffie image list`` shows the repository
 image and ``diffie shell`` opens it (and has no way out once no deploy is running)."""
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def test_a_repository_brings_its_own_image(shop_image: ImageInfo, tmp_path: Path
            "DIFFIE_IMAGE_CACHE_DIR": str(settings.image_cache_dir),
            "DIFFIE_VM_SLOTS": "1", "DIFFIE_VM_PORT_BASE": str(settings.vm_port_base),
            "DIFFIE_NOISE_FLOOR": "false", "DIFFIE_BROKER_URL": "", "DIFFIE_DATABASE_URL": ""}
-    app = shop_with_its_recipe(tmp_path / "app", flows=["home"], viewports=["desktop"])
+    # two services: the shop, and the seed's state/ over HTTP (a flow addresses it by name)
+    app = shop_with_its_recipe(tmp_path / "app", flows=["home"], viewports=["desktop"],
+                               services=True)
     repo = tmp_path / "repo"
     base, shifted = materialize_repo(app, PATCH, repo)
     head = commit(repo, shifted, {"requirements.txt": "markdown==3.4.1\n"}, "a dependency")
@@ -71,6 +75,8 @@ def test_a_repository_brings_its_own_image(shop_image: ImageInfo, tmp_path: Path
     assert {f["kind"] for f in verdict["findings"]} == {"visual_change"}
     progress = (settings.data_dir / "runs" / verdict["run_id"] / "progress.log").read_text()
     assert "phase: image" in progress
+    assert progress.count("flow files @ desktop: ok") == 2          # base and head
+    assert re.search(r"ready at http://127\.0\.0\.1:\d+/seeded\.txt", progress)
     (key,) = set(re.findall(r"image from \.diffie/image\.yml \((repo-[0-9a-f]{16})\)", progress))
     report = (settings.data_dir / "runs" / verdict["run_id"] / "index.html").read_text()
     assert f".diffie/image.yml ({key})" in report

@@ -71,6 +71,13 @@ def test_spec_check_validates_the_spec_and_its_repository_recipe(tmp_path: Path,
 def test_image_check_and_list(tmp_path: Path, env: dict[str, str]) -> None:
     shop = diffie("image", "check", "shop", cwd=tmp_path, env=env)
     assert shop.returncode == 0, shop.stderr
+    tasks = REPO / "examples" / "tasks"       # a recipe path from here, or from --repo
+    for path in ("examples/tasks/.diffie/image.yml", ".diffie/image.yml"):
+        got = diffie("image", "check", path, "--repo", str(tasks), cwd=REPO, env=env)
+        assert got.returncode == 0 and f"{path}: ok — image tasks-" in got.stdout, got.stderr
+    outside = diffie("image", "check", "vm_images/shop/recipe.yml", "--repo", str(tasks),
+                     cwd=REPO, env=env)
+    assert outside.returncode == 2 and "is not inside the repository" in outside.stderr
     assert "not built yet (diffie image build shop)" in shop.stdout
     missing = diffie("image", "check", "nope", cwd=tmp_path, env=env)
     assert missing.returncode == 2 and "no recipe for image 'nope'" in missing.stderr
