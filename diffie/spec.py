@@ -29,10 +29,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -165,21 +166,24 @@ class Flow(_Strict):
     line: int | None = None
 
 
+def _ready_path(value: str) -> str:
+    problem = ready_path_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# a path on the app that answers when it is ready (a service's, or the one app's)
+ReadyPath = Annotated[str, Field(max_length=2000), AfterValidator(_ready_path)]
+
+
 class ServiceSpec(_Strict):
     """One service of the app in the guest (``sandbox.services``)."""
 
     name: str = Field(pattern=SERVICE_NAME)
     port: int = Field(gt=0, lt=65536)
-    ready_path: str = Field(default="/health", max_length=2000)
+    ready_path: ReadyPath = "/health"
     ready_timeout_s: float | None = Field(default=None, gt=0, le=900)   # default: the sandbox's
-
-    @field_validator("ready_path")
-    @classmethod
-    def _ready_path_is_a_path(cls, value: str) -> str:
-        problem = ready_path_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
 
 class SandboxSpec(_Strict):
@@ -203,17 +207,9 @@ class SandboxSpec(_Strict):
     services: list[ServiceSpec] | None = Field(default=None, min_length=1,
                                                max_length=MAX_SERVICES)
     port: int = Field(default=8000, gt=0, lt=65536)
-    ready_path: str = Field(default="/health", max_length=2000)
+    ready_path: ReadyPath = "/health"
     ready_timeout_s: float = Field(default=60, gt=0, le=900)
     deploy_timeout_s: float = Field(default=300, gt=0, le=3600)
-
-    @field_validator("ready_path")
-    @classmethod
-    def _ready_path_is_a_path(cls, value: str) -> str:
-        problem = ready_path_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="after")
     def _services_or_port(self) -> SandboxSpec:

@@ -45,6 +45,16 @@ def vm_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``diffie`` CLI subprocess on ``settings``' data, image cache, slots
+    and ports, with the embedded broker and database and no noise-floor render."""
+    return {**os.environ, "DIFFIE_DATA_DIR": str(settings.data_dir),
+            "DIFFIE_IMAGE_CACHE_DIR": str(settings.image_cache_dir),
+            "DIFFIE_VM_SLOTS": str(settings.vm_slots),
+            "DIFFIE_VM_PORT_BASE": str(settings.vm_port_base),
+            "DIFFIE_NOISE_FLOOR": "false", "DIFFIE_BROKER_URL": "", "DIFFIE_DATABASE_URL": ""}
+
+
 @pytest.fixture(scope="session")
 def vm_host() -> None:
     """QEMU/libvirt installed and the daemons running (scripts/setup-vm-host.sh)."""

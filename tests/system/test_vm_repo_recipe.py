@@ -20,7 +20,7 @@ from pathlib import Path
 from diffie.sandbox.store import ImageInfo
 from examples.corpus import materialize_repo
 from examples.repo_recipe import MISSING, shop_with_its_recipe
-from tests.system.conftest import REPO, vm_settings
+from tests.system.conftest import REPO, cli_env, vm_settings
 
 SHOP = REPO / "examples" / "shop"
 PATCH = SHOP / "changes" / "layout-shift-banner.patch"
@@ -50,10 +50,7 @@ def test_a_repository_brings_its_own_image(shop_image: ImageInfo, tmp_path: Path
     # shop_image: the same Debian package set, so the debootstrap step is already cached; one
     # slot (one cold boot to build) and one flow × viewport: this test is about the image
     settings = vm_settings(tmp_path / "data", vm_slots=1)
-    env = {**os.environ, "DIFFIE_DATA_DIR": str(settings.data_dir),
-           "DIFFIE_IMAGE_CACHE_DIR": str(settings.image_cache_dir),
-           "DIFFIE_VM_SLOTS": "1", "DIFFIE_VM_PORT_BASE": str(settings.vm_port_base),
-           "DIFFIE_NOISE_FLOOR": "false", "DIFFIE_BROKER_URL": "", "DIFFIE_DATABASE_URL": ""}
+    env = cli_env(settings)
     # two services: the shop, and the seed's state/ over HTTP (a flow addresses it by name)
     app = shop_with_its_recipe(tmp_path / "app", flows=["home"], viewports=["desktop"],
                                services=True)

@@ -13,7 +13,6 @@ examples/tasks/changes``) covers the other changes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from examples.corpus import materialize_repo
-from tests.system.conftest import REPO, vm_settings
+from tests.system.conftest import REPO, cli_env, vm_settings
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(2400)]
 
@@ -34,10 +33,7 @@ MOBILE = "  mobile: {width: 390, height: 844, mobile: true}\n"
 
 def test_the_task_board_with_a_new_npm_dependency(vm_host: None, tmp_path: Path) -> None:
     settings = vm_settings(tmp_path / "data", vm_slots=1)
-    env = {**os.environ, "DIFFIE_DATA_DIR": str(settings.data_dir),
-           "DIFFIE_IMAGE_CACHE_DIR": str(settings.image_cache_dir),
-           "DIFFIE_VM_SLOTS": "1", "DIFFIE_VM_PORT_BASE": str(settings.vm_port_base),
-           "DIFFIE_NOISE_FLOOR": "false", "DIFFIE_BROKER_URL": "", "DIFFIE_DATABASE_URL": ""}
+    env = cli_env(settings)
     app = tmp_path / "app"
     shutil.copytree(TASKS, app, ignore=shutil.ignore_patterns("changes", "node_modules"))
     spec = (app / ".diffie.yml").read_text()
