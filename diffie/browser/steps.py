@@ -43,6 +43,7 @@ CLOSED_MARKERS = ("Target page, context or browser has been closed", "Target cra
                   "Browser has been closed", "Browser closed", "Connection closed")
 RESPONSIVE_MS = 1000  # a page that cannot run "() => 1" in this long has stopped responding
 DRAIN_S = 1.5        # after the last step: wait this long at most for the network to go quiet
+LEAVE_BUDGET_MS = 5000   # before a goto replaces the page: at most this long for what it loads
 FAILURE_SHOT_MS = 3000          # the screenshot of a page whose step failed
 _VERBS = {"click": "click", "fill": "fill", "check": "check", "hover": "hover over",
           "press": "press a key in"}
@@ -86,8 +87,11 @@ class FlowRun:
 
     def run(self) -> None:
         for index, step in enumerate(self.flow.steps):
-            self.recorder.step = index
             timeout = step.timeout_ms or self.spec.timeout_ms
+            if step.action == "goto" and index > 0:
+                # still attributed to the step that loaded the page
+                self._let_page_finish(index - 1, min(timeout / 2, LEAVE_BUDGET_MS))
+            self.recorder.step = index
             t0 = time.perf_counter()
             error: str | None = None
             pending: list[str] = []
@@ -125,6 +129,21 @@ class FlowRun:
         name = slug(self.side, self.flow.name, self.viewport_name, f"failed-step{index}") + ".png"
         self.out.path(name).write_bytes(png)
         return name
+
+    def _let_page_finish(self, index: int, budget_ms: float) -> None:
+        """Before a goto replaces the page: let it finish loading and answer what it asked for
+        (bounded), so whether its requests are seen (a 500 from its API) does not depend on how
+        fast the server was compared with the next step (a navigation aborts what is in flight)."""
+        if self.page.url in ("", "about:blank"):
+            return
+        deadline = time.monotonic() + budget_ms / 1000
+        try:
+            self.page.wait_for_load_state("load", timeout=max(1.0, budget_ms))
+            self.network.wait_quiet(self.page, deadline, quiet_ms=0)
+        except PlaywrightTimeout:
+            pass
+        except PlaywrightError as exc:
+            self._check_infrastructure(exc, index, self.flow.steps[index])
 
     def _drain(self) -> None:
         """Let late events in (an error thrown by a timer just after the last step, a slow fetch),

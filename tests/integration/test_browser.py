@@ -810,6 +810,25 @@ flows:
     assert not failed.pending_requests and cap.attempts == 1
 
 
+def test_a_goto_lets_the_page_before_it_answer_what_it_asked_for(runner, site, tmp_path):
+    # the page's API answers 500 after 0.6 s; the next step leaves the page at once. Without
+    # waiting, the navigation aborts the fetch (net::ERR_ABORTED, ignored) and the 500 is seen
+    # or not depending on the server's speed; it is always seen, against the step that loaded it
+    site.page("/slow-fails", "<!doctype html><div id='grid'>Loading</div><script>"
+              "fetch('/api/slow-fail').then(r => r.json()).catch(() => {});</script>")
+    site.routes["/api/slow-fail"] = _delayed(0.6, 500, "application/json", b'{"error":"boom"}')
+    spec = _spec("""
+flows:
+  - name: leave
+    viewports: [desktop]
+    steps: [{goto: /slow-fails}, {expect_visible: "#grid"}, {goto: /done}, {expect_visible: "#done"}]
+""")
+    [cap] = runner.run_all(spec, site.url, "head", ArtifactDir(tmp_path), clock=CLOCK)
+    assert cap.completed and cap.failed_step() is None, [(s.index, s.error) for s in cap.steps]
+    [issue] = [r for r in cap.requests if r.url.endswith("/api/slow-fail")]
+    assert (issue.status, issue.failure, issue.step) == (500, None, 1), issue
+
+
 def test_an_expectation_waiting_on_a_slow_api_says_so_and_is_tried_again(runner, site, tmp_path):
     site.page("/slow-api", "<!doctype html><p id='total'></p><script>fetch('/api/slow-total')"
               ".then(r => r.text()).then(t => { document.getElementById('total').textContent = t; });"
