@@ -1,12 +1,14 @@
 """``run_change``: the worker's whole job, as one readable function.
 
-    URL mode:   browse base URL ─> browse head URL (─> head again: the noise floor)
+    URL mode:   browse base URL ─> browse head URL (─> head again where it differs from base:
+                the noise floor)
     repo mode:  check out base and head ─> read head's .diffie.yml (an untrusted pull request:
                 its flows, with the base's sandbox — diffie.spec_trust) ─> each side's
                 image: the operator's (may the repository use it?) or the repository's
                 own recipe, built on demand (diffie.run_images)
                 ─> VM 1: restore, set clock, deploy base, checkpoint, browse
-                ─> VM 2: restore, set clock, deploy head, checkpoint, browse (─> head again)
+                ─> VM 2: restore, set clock, deploy head, checkpoint, browse (─> head again
+                where it differs from base)
                 (each flow × viewport from the checkpoint: diffie.server_state)
     then:       compare ─> judge ─> HTML report, verdict.json, JUnit, CTRF
 
@@ -36,7 +38,7 @@ from diffie import links
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
 from diffie.compare.coverage import coverage_of
-from diffie.compare.findings import compare_runs
+from diffie.compare.findings import compare_runs, noise_floor_pairs
 from diffie.config import Settings
 from diffie.control import FlowDone, ProgressLog, RunCancelled, RunControl
 from diffie.deps import FlowRunner, JobDeps
@@ -162,18 +164,54 @@ def _url_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: datet
     if head_problem:
         say(f"head URL {change.head_url} is unreachable: {head_problem}; its flows will fail")
     sides: list[tuple[Side, str]] = [("base", change.base_url), ("head", change.head_url)]
-    if wants_noise_floor(settings, spec) and not head_problem:
-        sides.append(("head2", change.head_url))
     got = browse_sides(deps, spec, sides, out, clock, say)
-    return Sides(spec, got["base"], got["head"], got.get("head2"),
+    head2 = None
+    if wants_noise_floor(settings, spec) and not head_problem:
+        with deps.browser() as browser:
+            head2 = _noise_floor(browser, settings, spec, change.head_url, got["base"],
+                                 got["head"], out, clock, say)
+    return Sides(spec, got["base"], got["head"], head2,
                  meta={"mode": "url", "base": change.base_url, "head": change.head_url})
+
+
+def with_prerequisites(spec: Spec, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """``pairs`` and, for each ``reset: false`` flow among them, the flow × viewport runs before
+    it back to the one that reverted the VM: what it sees on the server is what they left."""
+    order = [(flow, name) for flow in spec.flows for name, _ in spec.flow_viewports(flow)]
+    wanted = set(pairs)
+    for i, (flow, name) in enumerate(order):
+        if (flow.name, name) not in pairs or flow.reset:
+            continue
+        for before, before_name in reversed(order[:i]):
+            wanted.add((before.name, before_name))
+            if before.reset:
+                break
+    return wanted
+
+
+def _noise_floor(browser: FlowRunner, settings: Settings, spec: Spec, url: str | ServiceUrls,
+                 base: list[Capture], head: list[Capture], out: ArtifactDir, clock: datetime,
+                 say: ProgressLog, state: ServerState | None = None) -> list[Capture] | None:
+    """Head rendered again, for the flow × viewport pairs where that can change the verdict
+    (a screenshot differs from base's, a step failed): what differs between head's two renders
+    is noise, a step that passes the second time is flaky. A pair identical to base needs none."""
+    pairs = noise_floor_pairs(base, head, out, max_pixels=settings.max_screenshot_pixels,
+                              threshold=spec.visual_threshold)
+    if not pairs:
+        say(f"noise floor: head matches base in all {len(head)} flow × viewport runs; "
+            "no second render")
+        return None
+    pairs = with_prerequisites(spec, pairs)
+    say(f"noise floor: head again for {len(pairs)} of {len(head)} flow × viewport runs "
+        "(a screenshot differs from base's, or a step failed)")
+    return _browse(browser, spec, url, "head2", out, clock, say, state, only=pairs)
 
 
 def browse_sides(deps: JobDeps, spec: Spec, sides: list[tuple[Side, str]], out: ArtifactDir,
                  clock: datetime, say: ProgressLog) -> dict[Side, list[Capture]]:
     """Browse each (side, URL). With ``settings.parallel_sides``, two browsers at once (base and
-    head side by side, the noise-floor render after base): the waits of one overlap the work of
-    the other, and both sides see the same conditions."""
+    head side by side): the waits of one overlap the work of the other, and both sides see the
+    same conditions."""
     lanes: list[list[tuple[Side, str]]] = [sides] if not deps.settings.parallel_sides else \
         [sides[0::2], sides[1::2]]
     lanes = [lane for lane in lanes if lane]
@@ -195,10 +233,13 @@ def browse_sides(deps: JobDeps, spec: Spec, sides: list[tuple[Side, str]], out: 
 
 
 def _browse(browser: FlowRunner, spec: Spec, url: str | ServiceUrls, side: Side, out: ArtifactDir,
-            clock: datetime, say: ProgressLog, state: ServerState | None = None) -> list[Capture]:
-    """Every flow × viewport of ``spec`` on one side, in spec order; a phase after each."""
+            clock: datetime, say: ProgressLog, state: ServerState | None = None,
+            only: set[tuple[str, str]] | None = None) -> list[Capture]:
+    """Every flow × viewport of ``spec`` (or those in ``only``) on one side, in spec order; a
+    phase after each."""
     pairs = [(flow, name, viewport) for flow in spec.flows
-             for name, viewport in spec.flow_viewports(flow)]
+             for name, viewport in spec.flow_viewports(flow)
+             if only is None or (flow.name, name) in only]
     say.phase(f"browse {side} 0/{len(pairs)}")
     captures: list[Capture] = []
     for flow, name, viewport in pairs:
@@ -263,7 +304,8 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
                     url = _deploy(deps, vm, head_tree, spec.sandbox, state, say, "head", meta)
                     head = _browse(browser, spec, url, "head", out, clock, say, state)
                     # the noise floor: head again, each flow from head's deployed state too
-                    head2 = (_browse(browser, spec, url, "head2", out, clock, say, state)
+                    head2 = (_noise_floor(browser, settings, spec, url, base, head, out, clock,
+                                          say, state)
                              if wants_noise_floor(settings, spec) else None)
             except DeployError as exc:
                 say(f"head failed to deploy: {exc}")

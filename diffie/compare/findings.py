@@ -13,7 +13,7 @@ from __future__ import annotations
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture
 from diffie.compare.logs import log_findings
-from diffie.compare.visual import PIXEL_THRESHOLD, visual_findings
+from diffie.compare.visual import PIXEL_THRESHOLD, screenshot_differs, visual_findings
 from diffie.spec_limits import MAX_SCREENSHOT_PIXELS
 from diffie.verdict import Finding, Flaky
 
@@ -43,6 +43,34 @@ def unconfirmed_steps(found: list[Finding], head2: Capture) -> tuple[list[Findin
                 continue
         keep.append(f)
     return keep, flaky
+
+
+def needs_second_render(base: Capture | None, head: Capture, out: ArtifactDir, *,
+                        masks_in_count: bool = False, max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                        threshold: float = PIXEL_THRESHOLD) -> bool:
+    """Whether a second render of head (the noise floor) can change what is judged about this
+    flow × viewport: a step of head failed (head2 tells a broken step from a flaky one), or a
+    screenshot of head differs from base's (head2 measures the noise in it). When neither, the
+    findings are the same with or without head2 (tests/unit/test_compare_findings.py)."""
+    if not head.completed or head.error or any(not step.ok for step in head.steps):
+        return True
+    if base is None:
+        return False
+    base_shots = {s.name: s for s in base.screenshots}
+    return any(screenshot_differs(base_shots[shot.name], shot, out, masks_in_count=masks_in_count,
+                                  max_pixels=max_pixels, threshold=threshold)
+               for shot in head.screenshots if shot.name in base_shots)
+
+
+def noise_floor_pairs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,
+                      max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                      threshold: float = PIXEL_THRESHOLD) -> set[Key]:
+    """The (flow, viewport) pairs whose head is rendered a second time (see
+    :func:`needs_second_render`)."""
+    base_by = _by_key(base)
+    return {(cap.flow, cap.viewport) for cap in head
+            if needs_second_render(base_by.get((cap.flow, cap.viewport)), cap, out,
+                                   max_pixels=max_pixels, threshold=threshold)}
 
 
 def compare_runs(base: list[Capture], head: list[Capture], out: ArtifactDir, *,

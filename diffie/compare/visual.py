@@ -305,6 +305,26 @@ def _full_size(shot: Screenshot) -> tuple[int, int]:
     return shot.width, shot.height
 
 
+def screenshot_differs(base_shot: Screenshot, head_shot: Screenshot, out: ArtifactDir, *,
+                       masks_in_count: bool = False, max_pixels: int = MAX_SCREENSHOT_PIXELS,
+                       threshold: float = PIXEL_THRESHOLD) -> bool:
+    """Whether :func:`compare_screenshot` could find anything in this pair, with or without a
+    second render of head: pixels that differ outside the masks, or another size. A pair that
+    does not differ gives no finding whatever the noise floor says (the noise can only take
+    pixels away), so its head needs no second render."""
+    if _full_size(base_shot) != _full_size(head_shot):
+        return True
+    a, b = out.path(base_shot.artifact), out.path(head_shot.artifact)
+    try:
+        if a.read_bytes() == b.read_bytes():
+            return False
+        masks = [] if masks_in_count else _mask_rects(base_shot, head_shot)
+        result = compare_files(a, b, ignore=masks, max_pixels=max_pixels, threshold=threshold)
+    except (OSError, DiffieError):
+        return True          # unreadable: the comparison proper says why
+    return result.changed_pixels > 0 or result.size_changed
+
+
 def visual_findings(base: Capture, head: Capture, out: ArtifactDir, *, head2: Capture | None = None,
                     masks_in_count: bool = False, max_pixels: int = MAX_SCREENSHOT_PIXELS,
                     threshold: float = PIXEL_THRESHOLD) -> tuple[list[Finding], list[Flaky]]:

@@ -7,8 +7,8 @@ from pathlib import Path
 from PIL import Image
 
 from diffie.artifacts import ArtifactDir
-from diffie.capture import Capture, ConsoleEntry, Screenshot, StepResult
-from diffie.compare.findings import compare_runs
+from diffie.capture import Box, Capture, ConsoleEntry, Screenshot, StepResult
+from diffie.compare.findings import compare_runs, needs_second_render, noise_floor_pairs
 from diffie.verdict import judge
 
 
@@ -83,3 +83,45 @@ def test_a_step_that_head_second_render_passes_is_flaky_not_a_finding(tmp_path: 
     # without a second render there is nothing to tell noise by: it is a finding
     findings, _ = compare_runs(base, [signin("head", click_ok=False)], out)
     assert [f.kind for f in findings] == ["step_failed"]
+
+
+def test_a_second_render_is_needed_only_where_it_can_change_the_findings(tmp_path: Path):
+    out = ArtifactDir(tmp_path).ensure()
+    base = cap("base", "home", "desktop", 8001, screenshots=[shot(out, "b.png", "white")])
+    same = cap("head", "home", "desktop", 9001, screenshots=[shot(out, "h.png", "white")])
+    red = cap("head", "home", "desktop", 9001, screenshots=[shot(out, "r.png", "red")])
+    assert not needs_second_render(base, same, out)
+    assert needs_second_render(base, red, out)
+    assert needs_second_render(base, signin("head", click_ok=False), out)   # a step failed
+    assert not needs_second_render(None, same, out)
+    # a difference only under a mask box counts as none
+    masked = Image.new("RGBA", (40, 30), "white")
+    masked.paste((255, 0, 0, 255), (5, 5, 15, 15))
+    masked.save(out.path("m.png"))
+    under_mask = cap("head", "home", "desktop", 9001, screenshots=[Screenshot(
+        name="page", step=1, artifact="m.png", width=40, height=30,
+        mask_boxes=[Box(x=0, y=0, width=20, height=20)])])
+    assert not needs_second_render(base, under_mask, out)
+    # another page size: needed
+    Image.new("RGBA", (40, 60), "white").save(out.path("tall.png"))
+    tall = cap("head", "home", "desktop", 9001, screenshots=[Screenshot(
+        name="page", step=1, artifact="tall.png", width=40, height=60)])
+    assert needs_second_render(base, tall, out)
+    assert noise_floor_pairs([base], [same, red], out) == {("home", "desktop")}
+
+
+def test_without_a_difference_from_base_the_second_render_changes_no_finding(tmp_path: Path):
+    """Skipping head2 where head matches base is safe: whatever head2 shows (here: noise all
+    over the page), the findings of such a pair are the same with and without it."""
+    out = ArtifactDir(tmp_path).ensure()
+    base = [cap("base", "home", "desktop", 8001, screenshots=[shot(out, "b.png", "white")])]
+    head = [cap("head", "home", "desktop", 9001, errors=["new"],
+                screenshots=[shot(out, "h.png", "white")])]
+    noisy = [cap("head2", "home", "desktop", 9001, screenshots=[shot(out, "n.png", "blue")])]
+    assert noise_floor_pairs(base, head, out) == set()
+    without, _ = compare_runs(base, head, out)
+    with_noise, flaky = compare_runs(base, head, out, head2=noisy)
+    assert [(f.id, f.kind, f.message) for f in without] == \
+        [(f.id, f.kind, f.message) for f in with_noise]
+    assert [f.kind for f in without] == ["console_error"]
+    assert flaky and flaky[0].screenshot == "page"        # head2 would only have added this

@@ -13,8 +13,9 @@ import pytest
 from diffie.control import Lines, RunCancelled
 from diffie.deps import JobDeps
 from diffie.fakes import DEPLOY_FAILS, FakeSandbox, FilesSource, fake_deps
-from diffie.pipeline import run_change
+from diffie.pipeline import run_change, with_prerequisites
 from diffie.run_store import ChangeInput
+from diffie.spec import parse_spec
 from diffie.verdict import Verdict
 from tests.conftest import make_settings
 
@@ -117,12 +118,26 @@ def test_a_bad_head_spec_is_an_error_naming_file_line_and_field(tmp_path: Path) 
     assert sandbox.log == []                                              # nothing was leased
 
 
-def test_the_noise_floor_renders_head_again_from_its_deployed_state(tmp_path: Path) -> None:
-    verdict, sandbox, lines = verify(tmp_path, APP, noise_floor=True)
-    assert verdict.status == "pass"
-    assert "phase: browse head2 3/3" in lines
+def test_the_noise_floor_renders_head_again_where_it_differs_from_its_deployed_state(
+        tmp_path: Path) -> None:
+    changed = {**APP, "index.html": HOME.replace("welcome", "hello")}
+    verdict, sandbox, lines = verify(tmp_path, changed, noise_floor=True)
+    assert verdict.status == "changed"
+    # home's screenshots differ at both viewports; about has none and passed: not again
+    assert "phase: browse head2 2/2" in lines and "head2: flow about @ desktop" not in lines
+    assert any("noise floor: head again for 2 of 3" in line for line in lines), lines
     head_lease = len(sandbox.log) - sandbox.log[::-1].index(("lease", "shop")) - 1
     assert ("reset",) in sandbox.log[head_lease:]          # head2 starts from the checkpoint
+
+
+def test_the_noise_floor_is_skipped_when_head_matches_base(tmp_path: Path) -> None:
+    verdict, sandbox, lines = verify(tmp_path, APP, noise_floor=True)
+    assert verdict.status == "pass"
+    assert not any("head2" in line for line in lines)
+    assert any("head matches base in all 3" in line for line in lines), lines
+    head_lease = len(sandbox.log) - sandbox.log[::-1].index(("lease", "shop")) - 1
+    resets = [e for e in sandbox.log if e == ("reset",)]
+    assert sandbox.log[head_lease:].count(("reset",)) == len(resets) // 2     # as many as base
 
 
 PHASES = ["checkout", "deploy base", "browse base 0/3", "browse base 2/3", "deploy head",
@@ -165,3 +180,29 @@ def test_the_spec_the_run_followed_is_kept(tmp_path: Path) -> None:
     assert [f["name"] for f in kept["flows"]] == ["home", "about"]
     assert kept["sandbox"]["deploy"] == ["systemctl restart shop"]
 
+
+
+def test_a_reset_false_flow_rendered_again_brings_the_runs_it_depends_on() -> None:
+    spec = parse_spec("""\
+viewports:
+  desktop: {width: 800, height: 600}
+  mobile: {width: 390, height: 700}
+flows:
+  - name: first
+    viewports: [desktop]
+    steps: [{goto: /}]
+  - name: writes
+    steps: [{goto: /w}]
+  - name: reads
+    reset: false
+    viewports: [desktop]
+    steps: [{goto: /r}]
+  - name: reads-more
+    reset: false
+    viewports: [desktop]
+    steps: [{goto: /r2}]
+""")
+    assert with_prerequisites(spec, {("first", "desktop")}) == {("first", "desktop")}
+    # reads-more sees what reads and writes (both viewports, in order) left since the revert
+    assert with_prerequisites(spec, {("reads-more", "desktop")}) == {
+        ("writes", "mobile"), ("reads", "desktop"), ("reads-more", "desktop")}
