@@ -37,6 +37,7 @@ from diffie.sandbox.package_proxy import (
     PackageProxy,
     Tunnel,
     relay_command,
+    relay_ready_command,
     shared_proxy,
 )
 from diffie.sandbox.store import find_image, leases_dir, mark_used
@@ -295,6 +296,12 @@ class LibvirtMachine:
             raise SandboxError(f"the package relay did not start in the guest (is socat in "
                                f"the image?): {res.tail(500)}")
         self._tunnel = Tunnel(proxy, host_port).start()
+        # the first installer must find the relay listening (under emulation the host's first
+        # connections take a while to reach it; a refused connection is an install failure)
+        ready = self.exec(relay_ready_command(), timeout=60)
+        if not ready.ok:
+            raise SandboxError("the package relay in the guest did not start listening within "
+                               f"30 s: {ready.tail(300) or 'no host connection reached it'}")
         self.env = proxy.guest_env()
 
     def close_packages(self, *, in_guest: bool = True) -> None:

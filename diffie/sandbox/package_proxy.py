@@ -311,6 +311,16 @@ def relay_command() -> list[str]:
             f"TCP-LISTEN:{GUEST_LISTEN},bind=127.0.0.1,reuseaddr,reuseport"]
 
 
+def relay_ready_command(port: int = GUEST_LISTEN, wait_s: int = 30) -> list[str]:
+    """Exit 0 once something listens on 127.0.0.1:``port`` in the guest (the relay forks its
+    listener when the host's first pooled connection arrives), 1 after ``wait_s``. Reads
+    /proc/net/tcp (sh and grep only), so the check does not take one of the relay's pairings."""
+    row = f" 0100007F:{port:04X} 00000000:0000 0A "        # 127.0.0.1:port, state LISTEN
+    script = (f"i=0; while [ $i -lt {wait_s * 10} ]; do grep -q '{row}' /proc/net/tcp && exit 0; "
+              "sleep 0.1; i=$((i+1)); done; exit 1")
+    return ["sh", "-c", script]
+
+
 STOP_RELAY = ["systemctl", "stop", RELAY_UNIT]
 
 

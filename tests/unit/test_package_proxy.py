@@ -173,3 +173,15 @@ def test_the_relay_hands_each_installer_connection_to_the_proxy(proxy: pp.Packag
         tunnel.close()
         relay.terminate()
         relay.wait(timeout=10)
+
+
+def test_the_relay_ready_check_waits_for_a_listener_on_the_guest_port() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = int(listener.getsockname()[1])
+        assert subprocess.run(pp.relay_ready_command(port, wait_s=5), timeout=30).returncode == 0
+    # nothing listens there any more: it gives up after wait_s
+    started = time.monotonic()
+    assert subprocess.run(pp.relay_ready_command(port, wait_s=1), timeout=30).returncode == 1
+    assert 0.9 <= time.monotonic() - started < 10
