@@ -38,7 +38,7 @@ from diffie import links
 from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, Side
 from diffie.compare.coverage import coverage_of
-from diffie.compare.findings import compare_runs, noise_floor_pairs
+from diffie.compare.findings import Key, compare_runs, noise_floor_pairs
 from diffie.config import Settings
 from diffie.control import FlowDone, ProgressLog, RunCancelled, RunControl
 from diffie.deps import FlowRunner, JobDeps
@@ -174,7 +174,7 @@ def _url_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: datet
                  meta={"mode": "url", "base": change.base_url, "head": change.head_url})
 
 
-def with_prerequisites(spec: Spec, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+def with_prerequisites(spec: Spec, pairs: set[Key]) -> set[Key]:
     """``pairs`` and, for each ``reset: false`` flow among them, the flow × viewport runs before
     it back to the one that reverted the VM: what it sees on the server is what they left."""
     order = [(flow, name) for flow in spec.flows for name, _ in spec.flow_viewports(flow)]
@@ -234,7 +234,7 @@ def browse_sides(deps: JobDeps, spec: Spec, sides: list[tuple[Side, str]], out: 
 
 def _browse(browser: FlowRunner, spec: Spec, url: str | ServiceUrls, side: Side, out: ArtifactDir,
             clock: datetime, say: ProgressLog, state: ServerState | None = None,
-            only: set[tuple[str, str]] | None = None) -> list[Capture]:
+            only: set[Key] | None = None) -> list[Capture]:
     """Every flow × viewport of ``spec`` (or those in ``only``) on one side, in spec order; a
     phase after each."""
     pairs = [(flow, name, viewport) for flow in spec.flows

@@ -33,6 +33,7 @@ from diffie.sandbox.guest import GuestAgent
 from diffie.sandbox.host import choose_domain_type
 from diffie.sandbox.package_proxy import (
     GUEST_TUNNEL,
+    RELAY_READY_S,
     STOP_RELAY,
     PackageProxy,
     Tunnel,
@@ -298,10 +299,11 @@ class LibvirtMachine:
         self._tunnel = Tunnel(proxy, host_port).start()
         # the first installer must find the relay listening (under emulation the host's first
         # connections take a while to reach it; a refused connection is an install failure)
-        ready = self.exec(relay_ready_command(), timeout=60)
+        ready = self.exec(relay_ready_command(), timeout=RELAY_READY_S * 2)
         if not ready.ok:
             raise SandboxError("the package relay in the guest did not start listening within "
-                               f"30 s: {ready.tail(300) or 'no host connection reached it'}")
+                               f"{RELAY_READY_S} s: "
+                               f"{ready.tail(300) or 'no host connection reached it'}")
         self.env = proxy.guest_env()
 
     def close_packages(self, *, in_guest: bool = True) -> None:

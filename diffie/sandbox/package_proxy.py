@@ -311,7 +311,10 @@ def relay_command() -> list[str]:
             f"TCP-LISTEN:{GUEST_LISTEN},bind=127.0.0.1,reuseaddr,reuseport"]
 
 
-def relay_ready_command(port: int = GUEST_LISTEN, wait_s: int = 30) -> list[str]:
+RELAY_READY_S = 30             # how long the deploy waits for the guest relay to listen
+
+
+def relay_ready_command(port: int = GUEST_LISTEN, wait_s: int = RELAY_READY_S) -> list[str]:
     """Exit 0 once something listens on 127.0.0.1:``port`` in the guest (the relay forks its
     listener when the host's first pooled connection arrives), 1 after ``wait_s``. Reads
     /proc/net/tcp (sh and grep only), so the check does not take one of the relay's pairings."""
