@@ -5,22 +5,27 @@ VM verification of the sample app (base + head), measured in one run.
   readiness marker and ``/health`` answer over the forwarded port;
 - restore: ``LibvirtSandbox.lease`` (slot lease, overlay, restore, clock set) until ``/health``
   answers, median of ``--runs`` (5);
-- verify: ``pipeline.run_change`` on an example change (restore + deploy + browse, twice),
-  with its per-phase table: checkout, deploy and browse of each side, and the VM's checkpoint
-  after each deploy and its reverts before each flow × viewport (inside those phases).
+- verify: ``diffie verify --wait --json`` of an example change (default
+  ``layout-shift-banner``) and of a no-op change (``noop-comment``), end to end through the
+  queue and the embedded worker, each with its per-phase table: checkout, image, deploy and
+  browse of each side (base and head side by side when a second VM slot is free), the noise
+  floor's second head render, compare, report; and the VM's checkpoint after each deploy and
+  its reverts before each flow × viewport (inside those phases).
 
 The last line is machine-readable::
 
-    vm: cold_boot_s=<s> restore_median_s=<s> speedup=<cold/restore> verify_s=<s>
+    vm: cold_boot_s=<s> restore_median_s=<s> speedup=<cold/restore> verify_s=<s> verify_noop_s=<s>
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +33,9 @@ from pathlib import Path
 
 import httpx
 
-from diffie.composition import job_deps
 from diffie.config import Settings
-from diffie.control import Lines
 from diffie.db import Database
 from diffie.models import Base
-from diffie.pipeline import run_change
-from diffie.run_store import ChangeInput
 from diffie.sandbox import confine
 from diffie.sandbox import domain as dx
 from diffie.sandbox.host import choose_domain_type, ensure_daemons
@@ -102,56 +103,101 @@ def measure_restore(sandbox: LibvirtSandbox, runs: int) -> list[float]:
 
 
 _TOOK = re.compile(r"in (\d+(?:\.\d+)?) s$")
+_LINE = re.compile(r"^\[\s*(\d+(?:\.\d+)?)s\] (.*)$")
+_COUNT = re.compile(r"^(browse \S+) (\d+)/(\d+)$")
 
 
-def phase_table(events: list[tuple[float, str]], end: float) -> list[tuple[str, float]]:
-    """(phase, seconds) of one verification from its timed progress lines: each ``phase: X``
-    until the next one (the browse counters ``k/N`` do not start a phase), then the VM's
-    checkpoints and reverts (taken inside the deploy and browse phases)."""
-    rows: list[tuple[str, float]] = []
-    marks = [(t, m.removeprefix("phase: ")) for t, m in events if m.startswith("phase: ")
-             and not re.search(r" [1-9]\d*/\d+$", m)]
-    for (t, name), (t_next, _) in zip(marks, [*marks[1:], (end, "")], strict=True):
-        rows.append((re.sub(r" 0/\d+$", "", name), t_next - t))
+def read_progress(path: Path) -> list[tuple[float, str]]:
+    """(seconds since the run started, message) of each line of a run's ``progress.log``."""
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if m := _LINE.match(line):
+            events.append((float(m.group(1)), m.group(2)))
+    return events
+
+
+def phase_table(events: list[tuple[float, str]], end: float) -> list[tuple[str, float, float]]:
+    """(phase, start, seconds) of one verification from its timed progress lines. Base and
+    head may run at once, so each span is measured within its own side: ``deploy X`` until
+    ``browse X 0/N`` (lease, restore, clock, copy, deploy commands, ready, checkpoint),
+    ``browse X 0/N`` until ``N/N``; the VM's checkpoints and reverts (inside those) last."""
+    marks: dict[str, float] = {}
+    for t, message in events:
+        if not message.startswith("phase: "):
+            continue
+        name = message.removeprefix("phase: ")
+        if m := _COUNT.match(name):
+            key = f"{m.group(1)} {'start' if m.group(2) == '0' else 'end'}"
+            marks[key] = t if key.endswith("start") else max(t, marks.get(key, t))
+        else:
+            marks.setdefault(name, t)
+    spans = [("checkout", "checkout", "image"), ("image", "image", "deploy base"),
+             ("deploy base (lease … ready)", "deploy base", "browse base start"),
+             ("browse base", "browse base start", "browse base end"),
+             ("deploy head (lease … ready)", "deploy head", "browse head start"),
+             ("browse head", "browse head start", "browse head end"),
+             ("noise floor: head again", "browse head2 start", "browse head2 end"),
+             ("compare", "compare", "report"), ("report", "report", "")]
+    rows = []
+    for label, first, last in spans:
+        if first in marks:
+            stop = marks.get(last, end) if last else end
+            rows.append((label, marks[first], stop - marks[first]))
     checkpoints = [float(m.group(1)) for _, line in events
                    if "checkpoint of the deployed VM" in line and (m := _TOOK.search(line))]
     reverts = [float(m.group(1)) for _, line in events
                if "VM reverted to the deployed state" in line and (m := _TOOK.search(line))]
-    rows.append((f"  checkpoints ({len(checkpoints)}), total", sum(checkpoints)))
-    rows.append((f"  reverts ({len(reverts)}), total", sum(reverts)))
+    rows.append((f"  checkpoints ({len(checkpoints)}), total", float("nan"), sum(checkpoints)))
+    rows.append((f"  reverts ({len(reverts)}), total", float("nan"), sum(reverts)))
     if reverts:
-        rows.append(("  revert, median", statistics.median(reverts)))
+        rows.append(("  revert, median", float("nan"), statistics.median(reverts)))
     return rows
 
 
-def measure_verify(settings: Settings, db: Database, work: Path, change_id: str) -> tuple[float, str]:
-    """One whole VM verification through the pipeline; (seconds, verdict status). Prints its
-    per-phase table (reverting the VM before each flow × viewport included)."""
+def measure_verify(data_dir: Path, work: Path, change_id: str) -> tuple[float, str]:
+    """One whole ``diffie verify --wait --json`` of an example change, as a user runs it: the
+    CLI records the run, queues it, starts its embedded worker, which restores the VMs,
+    deploys, browses, judges. Returns (wall seconds, verdict status) and prints the run's
+    per-phase table from its ``progress.log``."""
     cases = {c.id: c for c in load_manifest(CHANGES_DIR)}
     case = cases[change_id]
-    base, head = materialize_repo(SHOP_DIR, CHANGES_DIR / case.patch, work / "repo")
-    change = ChangeInput(run_id=f"bench{os.getpid()}", mode="repo", repo=str(work / "repo"),
-                         base_rev=base, head_rev=head, title=f"benchmark: {change_id}")
+    repo = work / f"repo-{change_id}"
+    base, head = materialize_repo(SHOP_DIR, CHANGES_DIR / case.patch, repo)
+    env = {**os.environ, "DIFFIE_DATA_DIR": str(data_dir), "DIFFIE_DATABASE_URL": "",
+           "DIFFIE_BROKER_URL": "", "DIFFIE_VM_IMAGES_DIR": str(REPO / "vm_images")}
     start = time.monotonic()
-    events: list[tuple[float, str]] = []
-
-    def progress(message: str) -> None:
-        events.append((time.monotonic() - start, message))
-        say(f"  verify: {message}")
-
-    verdict = run_change(change, job_deps(settings, db), Lines(progress))
+    done = subprocess.run([sys.executable, "-m", "diffie.cli", "verify", "--repo", str(repo),
+                           "--base", base, "--head", head, "--wait", "--json",
+                           "--title", f"benchmark: {change_id}"],
+                          env=env, cwd=REPO, capture_output=True, text=True, check=False)
     took = time.monotonic() - start
-    say(f"verify {change_id}: {verdict.status} in {took:.1f} s (expected {case.expected})")
-    print(f"verify phases ({change_id}):")
-    for name, seconds in phase_table(events, took):
-        print(f"  {name:<32} {seconds:7.2f} s")
-    return took, str(verdict.status)
+    try:
+        verdict = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"diffie verify of {change_id} printed no verdict (exit "
+                         f"{done.returncode}):\n{done.stderr[-3000:]}") from None
+    status = str(verdict.get("status"))
+    events = read_progress(data_dir / "runs" / str(verdict["run_id"]) / "progress.log")
+    run_s = events[-1][0] if events else took
+    side_by_side = any("a second VM slot was free" in line for _, line in events)
+    say(f"verify {change_id}: {status} in {took:.1f} s (expected {case.expected}; "
+        f"{load_line()})")
+    print(f"verify phases ({change_id}: {status}, base and head "
+          f"{'side by side' if side_by_side else 'one after the other'}):")
+    print(f"  {'phase':<32} {'starts':>7}   {'takes':>7}")
+    for name, begin, seconds in phase_table(events, run_s):
+        starts = "" if begin != begin else f"{begin:6.1f}s"
+        print(f"  {name:<32} {starts:>7}   {seconds:6.2f}s")
+    print(f"  {'the job (progress.log)':<32} {'':>7}   {run_s:6.2f}s")
+    print(f"  {'diffie verify, end to end':<32} {'':>7}   {took:6.2f}s")
+    return took, status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vm")
     parser.add_argument("--runs", type=int, default=5, help="restores to time (median)")
-    parser.add_argument("--change", default="copy-change-button", help="example change to verify")
+    parser.add_argument("--change", default="layout-shift-banner", help="example change to verify")
+    parser.add_argument("--noop", default="noop-comment", help="example no-op change to verify")
     parser.add_argument("--no-verify", action="store_true", help="skip the pipeline run")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diffie-bench-vm-") as tmp:
@@ -167,18 +213,21 @@ def main(argv: list[str] | None = None) -> int:
         cold = measure_cold_boot(settings, info)
         restores = measure_restore(LibvirtSandbox(settings, db), args.runs)
         median = statistics.median(restores)
-        verify = float("nan")
-        if not args.no_verify:
-            verify, _status = measure_verify(settings, db, work, args.change)
         db.dispose()
+        verify = verify_noop = float("nan")
+        if not args.no_verify:
+            cli_data = work / "cli-data"      # the CLI's own store (its schema by migration)
+            verify, _status = measure_verify(cli_data, work, args.change)
+            verify_noop, _status = measure_verify(cli_data, work, args.noop)
     say(f"restores: {', '.join(f'{t:.2f}' for t in restores)}; image build cold boot "
         f"{info.cold_boot_s} s")
     print(f"cold boot to ready: {cold:.2f} s")
     print(f"restore to app-ready (median of {len(restores)}): {median:.2f} s")
     print(f"speedup: {cold / median:.1f}x")
     print(f"verify (base + head, {args.change}): {verify:.1f} s")
+    print(f"verify (base + head, {args.noop}): {verify_noop:.1f} s")
     print(f"vm: cold_boot_s={cold:.2f} restore_median_s={median:.2f} speedup={cold / median:.1f} "
-          f"verify_s={verify:.1f}")
+          f"verify_s={verify:.1f} verify_noop_s={verify_noop:.1f}")
     return 0
 
 

@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     # Verification
     noise_floor: bool = True
     parallel_sides: bool = Field(
-        default=True, description="URL mode: browse base and head with two browsers at once.")
+        default=True, description="Base and head at once: two browsers (URL mode); two VMs, "
+        "each with its browser, when a second VM slot is free (repo mode).")
     task_time_limit_s: int = Field(
         default=1800, gt=0, description="A run still going after this long ends error (every "
         "worker, the embedded one included).")

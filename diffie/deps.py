@@ -77,7 +77,8 @@ class NoSandbox:
     def __init__(self, why: str) -> None:
         self.why = why
 
-    def lease(self, image: str, *, run_id: str = "") -> AbstractContextManager[Machine]:
+    def lease(self, image: str, *, run_id: str = "", wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> AbstractContextManager[Machine]:
         raise RunError(self.why)
 
 

@@ -49,6 +49,10 @@ class SandboxError(DiffieError):
     """The VM sandbox failed (libvirt, QEMU, guest agent, image build)."""
 
 
+class NoFreeSlot(SandboxError):
+    """Every VM slot of this host is leased (and the lease was not to wait any longer)."""
+
+
 class DeployError(SandboxError):
     """A deploy command failed in the guest."""
 

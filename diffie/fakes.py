@@ -42,7 +42,7 @@ from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Capture, RequestIssue, Screenshot, Side, StepResult
 from diffie.config import Settings
 from diffie.deps import FlowHooks, FlowRunner, JobDeps, SourceProvider
-from diffie.errors import DeployError, SandboxError
+from diffie.errors import DeployError, NoFreeSlot, SandboxError
 from diffie.run_store import ChangeInput
 from diffie.sandbox.base import ExecResult, Machine
 from diffie.sandbox.deploy import service_urls
@@ -133,22 +133,42 @@ class FakeMachine:
 class FakeSandbox:
     """Leases :class:`FakeMachine` s; ``log`` records what happened, in order."""
 
-    def __init__(self, ports: Sequence[int] | None = None) -> None:
+    def __init__(self, ports: Sequence[int] | None = None, slots: int | None = None) -> None:
         self.log: list[tuple[Any, ...]] = []
         self.leases = 0
         self.ports = ports
+        self.slots = slots               # None: as many VMs at once as asked for
+        self.held = 0
+        self.most_held = 0
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
 
     @contextmanager
-    def lease(self, image: str, *, run_id: str = "") -> Iterator[FakeMachine]:
-        self.leases += 1
-        self.log.append(("lease", image))
-        with tempfile.TemporaryDirectory(prefix="diffie-fake-vm-") as tmp:
-            machine = FakeMachine(f"fake-{self.leases}", Path(tmp), self.log, self.ports)
-            try:
-                yield machine
-            finally:
-                machine.close()
-                self.log.append(("destroy", image))
+    def lease(self, image: str, *, run_id: str = "", wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> Iterator[FakeMachine]:
+        with self._freed:
+            if not self._freed.wait_for(lambda: self.slots is None or self.held < self.slots,
+                                        timeout=30.0 if wait_s is None else wait_s):
+                raise NoFreeSlot(f"no free fake VM slot ({self.slots} slot(s), all leased)")
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+            self.leases += 1
+            number = self.leases
+            self.log.append(("lease", image))
+        try:
+            if on_slot is not None:
+                on_slot()
+            with tempfile.TemporaryDirectory(prefix="diffie-fake-vm-") as tmp:
+                machine = FakeMachine(f"fake-{number}", Path(tmp), self.log, self.ports)
+                try:
+                    yield machine
+                finally:
+                    machine.close()
+                    self.log.append(("destroy", image))
+        finally:
+            with self._freed:
+                self.held -= 1
+                self._freed.notify_all()
 
 
 def static_deploy(machine: Machine, source: Path, spec: SandboxSpec,

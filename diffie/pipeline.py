@@ -1,14 +1,15 @@
 """``run_change``: the worker's whole job, as one readable function.
 
-    URL mode:   browse base URL ─> browse head URL (─> head again where it differs from base:
-                the noise floor)
+    URL mode:   browse base URL and head URL, two browsers at once (─> head again where it
+                differs from base: the noise floor; diffie.browsing)
     repo mode:  check out base and head ─> read head's .diffie.yml (an untrusted pull request:
                 its flows, with the base's sandbox — diffie.spec_trust) ─> each side's
                 image: the operator's (may the repository use it?) or the repository's
                 own recipe, built on demand (diffie.run_images)
                 ─> VM 1: restore, set clock, deploy base, checkpoint, browse
-                ─> VM 2: restore, set clock, deploy head, checkpoint, browse (─> head again
-                where it differs from base)
+                ─> VM 2 (beside VM 1 when a second slot is free: diffie.vm_sides): restore,
+                   set clock, deploy head, checkpoint, browse (─> head again where it
+                   differs from base)
                 (each flow × viewport from the checkpoint: diffie.server_state)
     then:       compare ─> judge ─> HTML report, verdict.json, JUnit, CTRF
 
@@ -27,7 +28,6 @@ import json
 import logging
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,31 +36,29 @@ import httpx
 
 from diffie import links
 from diffie.artifacts import ArtifactDir
+from diffie.browsing import browse_sides, noise_floor, wants_noise_floor, with_prerequisites
 from diffie.capture import Capture, Side
 from diffie.compare.coverage import coverage_of
-from diffie.compare.findings import Key, compare_runs, noise_floor_pairs
+from diffie.compare.findings import compare_runs
 from diffie.config import Settings
-from diffie.control import FlowDone, ProgressLog, RunCancelled, RunControl
-from diffie.deps import FlowRunner, JobDeps
+from diffie.control import ProgressLog, RunCancelled, RunControl
+from diffie.deps import JobDeps
 from diffie.errors import DeployError, DiffieError, RunError
 from diffie.render.ctrf import render_ctrf
 from diffie.render.html import render_report
 from diffie.render.junit import render_junit
 from diffie.run_images import side_images
 from diffie.run_store import ChangeInput
-from diffie.sandbox.base import Machine
-from diffie.sandbox.deploy import MIGRATE_CHARS, MIGRATE_OUTPUT, check_tree_size, ready_urls
-from diffie.server_state import ServerState
-from diffie.services import ServiceUrls
 from diffie.spec import SandboxSpec, Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.spec_trust import read_spec, run_spec
 from diffie.url_mode import strict_origin
 from diffie.verdict import Coverage, Finding, Flaky, NotVerified, Verdict, error_verdict, judge
+from diffie.vm_sides import SideVm, deploy_and_browse
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunCancelled", "run_change", "publish_error", "write_outputs"]
+__all__ = ["RunCancelled", "run_change", "publish_error", "with_prerequisites", "write_outputs"]
 
 
 @dataclass
@@ -92,11 +90,6 @@ def keep_spec(out: ArtifactDir, spec: Spec) -> None:
     """The spec the run follows, as parsed (for an untrusted head: merged with the base's),
     in ``spec.json``: what a reviewer checks when a run did not do what they expected."""
     out.path("spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-
-
-def wants_noise_floor(settings: Settings, spec: Spec) -> bool:
-    return settings.noise_floor and spec.noise_floor and any(
-        step.action == "screenshot" for flow in spec.flows for step in flow.steps)
 
 
 def run_change(change: ChangeInput, deps: JobDeps, control: RunControl) -> Verdict:
@@ -168,88 +161,10 @@ def _url_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: datet
     head2 = None
     if wants_noise_floor(settings, spec) and not head_problem:
         with deps.browser() as browser:
-            head2 = _noise_floor(browser, settings, spec, change.head_url, got["base"],
+            head2 = noise_floor(browser, settings, spec, change.head_url, got["base"],
                                  got["head"], out, clock, say)
     return Sides(spec, got["base"], got["head"], head2,
                  meta={"mode": "url", "base": change.base_url, "head": change.head_url})
-
-
-def with_prerequisites(spec: Spec, pairs: set[Key]) -> set[Key]:
-    """``pairs`` and, for each ``reset: false`` flow among them, the flow × viewport runs before
-    it back to the one that reverted the VM: what it sees on the server is what they left."""
-    order = [(flow, name) for flow in spec.flows for name, _ in spec.flow_viewports(flow)]
-    wanted = set(pairs)
-    for i, (flow, name) in enumerate(order):
-        if (flow.name, name) not in pairs or flow.reset:
-            continue
-        for before, before_name in reversed(order[:i]):
-            wanted.add((before.name, before_name))
-            if before.reset:
-                break
-    return wanted
-
-
-def _noise_floor(browser: FlowRunner, settings: Settings, spec: Spec, url: str | ServiceUrls,
-                 base: list[Capture], head: list[Capture], out: ArtifactDir, clock: datetime,
-                 say: ProgressLog, state: ServerState | None = None) -> list[Capture] | None:
-    """Head rendered again, for the flow × viewport pairs where that can change the verdict
-    (a screenshot differs from base's, a step failed): what differs between head's two renders
-    is noise, a step that passes the second time is flaky. A pair identical to base needs none."""
-    pairs = noise_floor_pairs(base, head, out, max_pixels=settings.max_screenshot_pixels,
-                              threshold=spec.visual_threshold)
-    if not pairs:
-        say(f"noise floor: head matches base in all {len(head)} flow × viewport runs; "
-            "no second render")
-        return None
-    pairs = with_prerequisites(spec, pairs)
-    say(f"noise floor: head again for {len(pairs)} of {len(head)} flow × viewport runs "
-        "(a screenshot differs from base's, or a step failed)")
-    return _browse(browser, spec, url, "head2", out, clock, say, state, only=pairs)
-
-
-def browse_sides(deps: JobDeps, spec: Spec, sides: list[tuple[Side, str]], out: ArtifactDir,
-                 clock: datetime, say: ProgressLog) -> dict[Side, list[Capture]]:
-    """Browse each (side, URL). With ``settings.parallel_sides``, two browsers at once (base and
-    head side by side): the waits of one overlap the work of the other, and both sides see the
-    same conditions."""
-    lanes: list[list[tuple[Side, str]]] = [sides] if not deps.settings.parallel_sides else \
-        [sides[0::2], sides[1::2]]
-    lanes = [lane for lane in lanes if lane]
-    results: dict[Side, list[Capture]] = {}
-
-    def lane_work(lane: list[tuple[Side, str]]) -> None:
-        with deps.browser() as browser:
-            for side, url in lane:
-                results[side] = _browse(browser, spec, url, side, out, clock, say)
-
-    if len(lanes) == 1:
-        lane_work(lanes[0])
-        return results
-    with ThreadPoolExecutor(len(lanes), thread_name_prefix="diffie-browse") as pool:
-        futures = [pool.submit(lane_work, lane) for lane in lanes]
-        for future in futures:
-            future.result()
-    return results
-
-
-def _browse(browser: FlowRunner, spec: Spec, url: str | ServiceUrls, side: Side, out: ArtifactDir,
-            clock: datetime, say: ProgressLog, state: ServerState | None = None,
-            only: set[Key] | None = None) -> list[Capture]:
-    """Every flow × viewport of ``spec`` (or those in ``only``) on one side, in spec order; a
-    phase after each."""
-    pairs = [(flow, name, viewport) for flow in spec.flows
-             for name, viewport in spec.flow_viewports(flow)
-             if only is None or (flow.name, name) in only]
-    say.phase(f"browse {side} 0/{len(pairs)}")
-    captures: list[Capture] = []
-    for flow, name, viewport in pairs:
-        say(f"{side}: flow {flow.name} @ {name}")
-        capture = browser.run_pair(spec, flow, name, viewport, url, side, out, clock=clock,
-                                   hooks=state, say=say)
-        captures.append(capture)
-        say(FlowDone.of(capture).line())
-        say.phase(f"browse {side} {len(captures)}/{len(pairs)}")
-    return captures
 
 
 # --- repo mode ----------------------------------------------------------------------------------
@@ -285,32 +200,19 @@ def _repo_mode(deps: JobDeps, change: ChangeInput, out: ArtifactDir, clock: date
                 "image": head_image.label, "clock": clock.isoformat()}
         if base_image != head_image:
             meta["base_image"] = base_image.label
-        with deps.browser() as browser:
-            say.phase("deploy base")
-            try:
-                with deps.sandbox.lease(base_image.lease, run_id=change.run_id) as vm:
-                    state = ServerState(vm, clock, units=base_image.units(base_sandbox), say=say,
-                                        label="base: ")
-                    url = _deploy(deps, vm, base_tree, base_sandbox, state, say, "base", meta)
-                    base = _browse(browser, spec, url, "base", out, clock, say, state)
-            except DeployError as exc:
-                raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
-                               f"compare against: {_deploy_text(exc)}") from exc
-            say.phase("deploy head")
-            try:
-                with deps.sandbox.lease(head_image.lease, run_id=change.run_id) as vm:
-                    state = ServerState(vm, clock, units=head_image.units(spec.sandbox), say=say,
-                                        label="head: ")
-                    url = _deploy(deps, vm, head_tree, spec.sandbox, state, say, "head", meta)
-                    head = _browse(browser, spec, url, "head", out, clock, say, state)
-                    # the noise floor: head again, each flow from head's deployed state too
-                    head2 = (_noise_floor(browser, settings, spec, url, base, head, out, clock,
-                                          say, state)
-                             if wants_noise_floor(settings, spec) else None)
-            except DeployError as exc:
-                say(f"head failed to deploy: {exc}")
-                return Sides(spec, base, None, findings=[_deploy_finding(exc)], meta=meta)
-        return Sides(spec, base, head, head2, meta=meta)
+        try:
+            both = deploy_and_browse(
+                deps, spec, SideVm("base", base_image.lease, base_image.units(base_sandbox),
+                                   base_tree, base_sandbox),
+                SideVm("head", head_image.lease, head_image.units(spec.sandbox), head_tree,
+                       spec.sandbox), out, clock, say, run_id=change.run_id, meta=meta)
+        except DeployError as exc:
+            raise RunError(f"base {base_sha[:12]} failed to deploy, so there is nothing to "
+                           f"compare against: {_deploy_text(exc)}") from exc
+    if both.head_error is not None:
+        return Sides(spec, both.base, None, findings=[_deploy_finding(both.head_error)],
+                     meta=meta)
+    return Sides(spec, both.base, both.head, both.head2, meta=meta)
 
 
 def base_sandbox_of(base_tree: Path, rel: str, settings: Settings,
@@ -325,30 +227,6 @@ def base_sandbox_of(base_tree: Path, rel: str, settings: Settings,
             "sandbox section")
         return None
     return base.sandbox if base is not None else None
-
-
-def _deploy(deps: JobDeps, vm: Machine, tree: Path, sandbox: SandboxSpec, state: ServerState,
-            say: ProgressLog, side: str, meta: dict[str, str]) -> ServiceUrls:
-    """Deploy ``tree``, then checkpoint the VM: every flow × viewport starts from here. The
-    migrations' output goes to ``meta`` (the report shows it). Returns the URL of each of the
-    app's services (the side's browser may reach every one)."""
-    settings = deps.settings
-    check_tree_size(tree, max_files=settings.max_repo_files, max_bytes=settings.max_repo_bytes)
-    state.set_clock()
-    say(f"{side}: guest clock set to {state.clock.isoformat()}; deploying")
-    migrations: list[str] = []
-
-    def progress(line: str) -> None:
-        if line.startswith(MIGRATE_OUTPUT):
-            migrations.append(line[len(MIGRATE_OUTPUT):])
-            meta[f"{side} migrations"] = "\n".join(migrations)[-MIGRATE_CHARS:]
-        say(line)
-
-    urls = ServiceUrls.of(deps.deploy(vm, tree, sandbox, progress, units=state.units),
-                          sandbox.effective_services[0].name)
-    say(f"{side}: deployed, app at {urls.describe()}")
-    state.checkpoint(list(urls.values()), ready_urls(urls, sandbox))
-    return urls
 
 
 def _deploy_text(exc: DeployError) -> str:

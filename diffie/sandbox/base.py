@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +59,10 @@ class Machine(Protocol):
 
 
 class Sandbox(Protocol):
-    def lease(self, image: str, *, run_id: str = "") -> AbstractContextManager[Machine]:
-        """Restore ``image``'s golden snapshot on enter; destroy the VM and overlay on exit."""
+    def lease(self, image: str, *, run_id: str = "", wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> AbstractContextManager[Machine]:
+        """Restore ``image``'s golden snapshot on enter; destroy the VM and overlay on exit.
+        ``wait_s``: how long to wait for a free VM slot (None: the sandbox's default; 0: only
+        a slot free now), then :class:`~diffie.errors.NoFreeSlot`. ``on_slot``: called once
+        the slot is held, before the restore."""
         ...

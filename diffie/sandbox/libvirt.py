@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from diffie.sandbox.package_proxy import (
 from diffie.sandbox.store import find_image, leases_dir, mark_used
 
 PORTS_PER_SLOT = 10
+LEASE_WAIT_S = 900.0      # how long a lease waits for a free VM slot by default
 _LABELS: dict[tuple[str, str], tuple[int, int] | None] = {}
 
 
@@ -390,13 +391,17 @@ class LibvirtSandbox:
         return choose_domain_type(self.settings.vm_domain_type)
 
     @contextmanager
-    def lease(self, image: str, *, run_id: str = "", wait_s: float = 900.0) -> Iterator[LibvirtMachine]:
+    def lease(self, image: str, *, run_id: str = "", wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> Iterator[LibvirtMachine]:
         t0 = time.monotonic()
         info = find_image(self.settings, image)
         mark_used(info)
         dtype = self.domain_type
-        lease = slots.acquire(self.db, self.settings.vm_slots, run_id=run_id, wait_s=wait_s)
+        lease = slots.acquire(self.db, self.settings.vm_slots, run_id=run_id,
+                              wait_s=LEASE_WAIT_S if wait_s is None else wait_s)
         timings = {"slot_s": time.monotonic() - t0}
+        if on_slot is not None:
+            on_slot()
         work = leases_dir(self.settings) / f"{lease.index}-{lease.holder.process_tag}"
         name: str | None = None
         hv: Hypervisor | None = None

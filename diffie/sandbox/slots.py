@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from diffie.db import Database
-from diffie.errors import SandboxError
+from diffie.errors import NoFreeSlot, SandboxError
 from diffie.models import Slot
 
 
@@ -204,7 +204,8 @@ def reclaim_dead(db: Database, host: str | None = None) -> list[int]:
 
 def acquire(db: Database, count: int, *, run_id: str = "", wait_s: float = 600.0,
             poll_s: float = 0.5) -> Lease:
-    """Lease a free slot of this host, waiting up to ``wait_s``; raises SandboxError."""
+    """Lease a free slot of this host, waiting up to ``wait_s`` (0: take one only if free now);
+    raises :class:`NoFreeSlot` when none came free, SandboxError for other problems."""
     if count < 1:
         raise SandboxError("vm_slots must be at least 1")
     host = host_name()
@@ -235,7 +236,7 @@ def acquire(db: Database, count: int, *, run_id: str = "", wait_s: float = 600.0
         if reclaim_dead(db, host):
             continue
         if time.monotonic() > deadline:
-            raise SandboxError(f"no free VM slot on {host} after {wait_s:.0f} s "
+            raise NoFreeSlot(f"no free VM slot on {host} after {wait_s:.0f} s "
                                f"({count} slot(s), all leased)")
         skip.clear()
         time.sleep(poll_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,18 +146,26 @@ class StandInVM:
 
 
 class StandInSandbox:
+    """Leases StandInVMs; ``logs``: each VM's own events, in the order the VMs were leased
+    (base first: head leases only once base holds its VM; both may then run at once)."""
+
     def __init__(self) -> None:
-        self.log: list[tuple[str, ...]] = []
+        self.logs: list[list[tuple[str, ...]]] = []
 
     @contextmanager
-    def lease(self, image: str, *, run_id: str = "") -> Iterator[StandInVM]:
-        self.log.append(("lease",))
-        vm = StandInVM(self.log)
+    def lease(self, image: str, *, run_id: str = "",
+              wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> Iterator[StandInVM]:
+        log: list[tuple[str, ...]] = [("lease",)]
+        self.logs.append(log)
+        if on_slot is not None:
+            on_slot()
+        vm = StandInVM(log)
         try:
             yield vm
         finally:
             vm.close()
-            self.log.append(("destroy",))
+            log.append(("destroy",))
 
 
 def test_each_flow_starts_from_the_deployed_state_and_failures_carry_the_app_log(
@@ -184,7 +192,7 @@ def test_each_flow_starts_from_the_deployed_state_and_failures_carry_the_app_log
                 ("reset",), ("set_clock",), ("GET", "/order")]
     # head's second render: only the flow that failed (its screenshots match base elsewhere)
     head2 = [("reset",), ("set_clock",), ("GET", "/order")]
-    assert sandbox.log == [*one_side, ("destroy",), *one_side, *head2, ("destroy",)]
+    assert sandbox.logs == [[*one_side, ("destroy",)], [*one_side, *head2, ("destroy",)]]
 
     # Head's failing order flow carries the app's journal since the checkpoint, masked.
     order = [f for f in verdict.findings if f.flow == "order"]

@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,16 +186,19 @@ class World:
 
 
 class RecordingSandbox(FakeSandbox):
-    """Fake VMs that record the image; deploys are recorded by ``World.deployed``."""
+    """Fake VMs that record the image; deploys are recorded by ``World.deployed``. One slot:
+    head is leased only after base is done, so a refused base deploy is the run's last."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(slots=1)
         self.images: list[str] = []
 
     @contextmanager
-    def lease(self, image: str, *, run_id: str = "") -> Iterator[FakeMachine]:
-        self.images.append(image)
-        with super().lease(image, run_id=run_id) as machine:
+    def lease(self, image: str, *, run_id: str = "",
+              wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> Iterator[FakeMachine]:
+        with super().lease(image, run_id=run_id, wait_s=wait_s, on_slot=on_slot) as machine:
+            self.images.append(image)
             yield machine
 
 

@@ -132,21 +132,25 @@ def test_each_side_is_deployed_with_its_own_revisions_sandbox(tmp_path: Path) ->
                              'deploy: ["systemctl restart shop-old"]')
     base = {**APP, ".diffie.yml": base_spec}
     settings = make_settings(tmp_path / "data")
-    deployed: list[list[str]] = []
+    deployed: list[tuple[str, list[str]]] = []
 
     def recording_deploy(machine: Machine, source: Path, spec: SandboxSpec,
                          progress: Callable[[str], None] | None = None, *,
                          units: Sequence[str] | None = None) -> str | ServiceUrls:
-        deployed.append(list(spec.deploy))
+        deployed.append((source.name, list(spec.deploy)))      # source: .../base or .../head
         return static_deploy(machine, source, spec, progress, units=units)
 
     deps = replace(fake_deps(settings, sandbox=FakeSandbox(),
                              sources={"repo": FilesSource(base, APP)}), deploy=recording_deploy)
+    runs = []
     for untrusted in (False, True):
         change = ChangeInput(run_id=secrets.token_hex(8), mode="repo", repo="fake",
                              base_rev="b", head_rev="h", untrusted_head=untrusted)
         verdict = run_change(change, deps, Lines(lambda _line: None))
         assert verdict.status == "pass", verdict.summary
-    assert deployed == [["systemctl restart shop-old"], ["systemctl restart shop"],
-                        # untrusted: both sides with the base's (trusted) commands
-                        ["systemctl restart shop-old"], ["systemctl restart shop-old"]]
+        runs.append(dict(deployed))            # the sides deploy at once: in either order
+        deployed.clear()
+    assert runs == [{"base": ["systemctl restart shop-old"], "head": ["systemctl restart shop"]},
+                    # untrusted: both sides with the base's (trusted) commands
+                    {"base": ["systemctl restart shop-old"],
+                     "head": ["systemctl restart shop-old"]}]

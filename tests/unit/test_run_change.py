@@ -44,10 +44,12 @@ APP = {".diffie.yml": SPEC, "index.html": HOME, "about.html": "<p>about</p>", "h
 
 
 def verify(tmp_path: Path, head: dict[str, str], *, base: dict[str, str] | None = None,
-           noise_floor: bool = False,
-           stop_at: str | None = None) -> tuple[Verdict, FakeSandbox, list[str]]:
+           noise_floor: bool = False, stop_at: str | None = None,
+           slots: int | None = 1) -> tuple[Verdict, FakeSandbox, list[str]]:
+    """One repo-mode run on fake VMs; ``slots=1`` (the default here) makes it the sequential
+    run whose order of events the tests below read; None: base and head at once."""
     settings = make_settings(tmp_path / "data", noise_floor=noise_floor)
-    sandbox = FakeSandbox()
+    sandbox = FakeSandbox(slots=slots)
     deps: JobDeps = fake_deps(settings, sandbox=sandbox,
                               sources={"repo": FilesSource(base or APP, head)})
     lines: list[str] = []
