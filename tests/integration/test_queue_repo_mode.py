@@ -48,7 +48,9 @@ BUTTON = PAGE % '<button id="buy">Buy</button>'
 
 @pytest.fixture
 def sandbox() -> FakeSandbox:
-    return FakeSandbox()
+    """One VM slot: head after base, so each side's events read in order below (both sides
+    at once: tests/unit/test_vm_sides.py)."""
+    return FakeSandbox(slots=1)
 
 
 @pytest.fixture
