@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any
 
 from celery import Celery
 
@@ -24,7 +23,7 @@ from diffie.app_context import AppContext
 from diffie.browser import BrowserRunner
 from diffie.config import Settings
 from diffie.db import Database
-from diffie.deps import FlowRunner, JobDeps, NoSandbox, SourceProvider
+from diffie.deps import Deployer, FlowRunner, JobDeps, NoSandbox, SourceProvider
 from diffie.git_source import LocalSource
 from diffie.github import plugin as github
 from diffie.migrations import upgrade
@@ -73,9 +72,14 @@ def build_context(settings: Settings | None = None, *, migrate: bool = True) -> 
     return ctx
 
 
-def with_deps(ctx: AppContext, **changes: Any) -> AppContext:
-    """``ctx`` with some job deps replaced (a test's fake sandbox and deployer)."""
-    ctx.deps = replace(ctx.deps, **changes)
+def with_deps(ctx: AppContext, *, sandbox: Sandbox | None = None,
+              deploy: Deployer | None = None) -> AppContext:
+    """``ctx`` with some job deps replaced (a test's fake sandbox and deployer), checked
+    against their protocols."""
+    if sandbox is not None:
+        ctx.deps = replace(ctx.deps, sandbox=sandbox)
+    if deploy is not None:
+        ctx.deps = replace(ctx.deps, deploy=deploy)
     return ctx
 
 

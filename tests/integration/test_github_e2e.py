@@ -10,7 +10,7 @@ Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth), like the shop's 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +20,8 @@ import pytest
 
 from diffie.app_context import AppContext
 from diffie.composition import with_deps
-from diffie.sandbox.base import ExecResult
+from diffie.sandbox.base import ExecResult, Machine
+from diffie.spec import SandboxSpec
 from examples.corpus import ShopServer
 from tests.conftest import make_settings, wait_until
 from tests.github_e2e import OWNER, PR_NUMBER, REPO, Hub, github_hub, main_flow
@@ -64,8 +65,11 @@ class HostShopSandbox:
         self.log: list[Any] = []
 
     @contextmanager
-    def lease(self, image: str, *, run_id: str = "") -> Iterator[HostShop]:
+    def lease(self, image: str, *, run_id: str = "", wait_s: float | None = None,
+              on_slot: Callable[[], None] | None = None) -> Iterator[HostShop]:
         self.log.append(("lease", image, run_id))
+        if on_slot is not None:
+            on_slot()
         machine = HostShop(self.log)
         try:
             yield machine
@@ -75,11 +79,12 @@ class HostShopSandbox:
             self.log.append(("destroy", image, run_id))
 
 
-def host_deploy(machine: Any, tree: Path, spec: Any, progress: Any = None,
-                units: Any = None) -> str:
+def host_deploy(machine: Machine, source: Path, spec: SandboxSpec,
+                progress: Callable[[str], None] | None = None, *,
+                units: Sequence[str] | None = None) -> str:
     assert isinstance(machine, HostShop)
-    machine.put_tree(tree, spec.source_dir)
-    machine.server = ShopServer(tree).__enter__()
+    machine.put_tree(source, spec.source_dir)
+    machine.server = ShopServer(source).__enter__()
     return machine.server.url
 
 
