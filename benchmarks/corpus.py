@@ -17,6 +17,11 @@ Scoring (pure functions, :func:`score_run` and :func:`summarise`):
   *false findings*; so is every finding on a change expected to ``pass`` (no-op and noise);
 - no-op and noise changes run ``--repeats`` times (default 3), regressions once.
 
+``--concurrency N`` runs N changes at once, each taken by a worker process of its own
+(``diffie worker --pool solo``) and sharing the host's VM slots, and the verdicts must be
+the same; every run prints ``throughput: concurrency=<n> runs=<n> wall_s=<s>
+changes_per_hour=<n>``.
+
 stdout gets a table (change, expected, got, findings, seconds) and a summary whose last line is::
 
     corpus: caught=<n>/<regressions> wrong_kind=<n> false_findings=<n> runs=<n> seconds=<total>
@@ -29,10 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from diffie import submit
+from diffie import run_store, submit
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.errors import DiffieError
@@ -260,7 +268,7 @@ def progress_line(line: str) -> None:
 
 
 def verify_case(ctx: AppContext, case: ChangeCase, repeat: int, *, app_dir: Path,
-                timeout_s: float) -> RunResult:
+                timeout_s: float, label: bool = False) -> RunResult:
     """Materialise the change in a temporary git repository and verify it like
     ``diffie verify --repo DIR --base B --head H --wait`` (the queue; a worker must be live)."""
     started = time.monotonic()
@@ -273,7 +281,9 @@ def verify_case(ctx: AppContext, case: ChangeCase, repeat: int, *, app_dir: Path
                                     title=f"bench {case.id} #{repeat}")
         ctx.enqueue(run_id)
         say(f"{case.id} #{repeat}: queued run {run_id}")
-        snap = submit.wait_for(ctx, run_id, timeout_s=timeout_s, say=progress_line)
+        tag = f"{case.id} #{repeat}: " if label else ""     # runs at once: whose line it is
+        snap = submit.wait_for(ctx, run_id, timeout_s=timeout_s,
+                               say=lambda line: progress_line(tag + line))
         verdict = snap.get("verdict") or {}
         got = snap.get("verdict_status") or "error"
         return RunResult(change=case.id, repeat=repeat, got=got,
@@ -289,10 +299,15 @@ def verify_case(ctx: AppContext, case: ChangeCase, repeat: int, *, app_dir: Path
 
 def run_corpus(ctx: AppContext, todo: list[tuple[ChangeCase, int]], *, app_dir: Path,
                timeout_s: float,
-               on_result: Callable[[ChangeCase, RunResult], None] | None = None) -> list[RunResult]:
-    """Verify each (change, repeat) in turn, one at a time, with the queue's embedded defaults:
-    a worker in this process (always: a worker that died a moment ago still looks live for a
-    few heartbeats, and the benchmark would wait for it forever)."""
+               on_result: Callable[[ChangeCase, RunResult], None] | None = None,
+               concurrency: int = 1) -> list[RunResult]:
+    """Verify each (change, repeat). One at a time (``concurrency`` 1) with the queue's
+    embedded defaults: a worker in this process (always: a worker that died a moment ago still
+    looks live for a few heartbeats, and the benchmark would wait for it forever). With
+    ``concurrency`` N > 1: N worker processes (``diffie worker``) and N runs in flight."""
+    if concurrency > 1:
+        return run_concurrently(ctx, todo, app_dir=app_dir, timeout_s=timeout_s,
+                                on_result=on_result, concurrency=concurrency)
     say("starting a worker in this process")
     embedded = EmbeddedWorker(ctx.celery).start()
     results: list[RunResult] = []
@@ -306,6 +321,95 @@ def run_corpus(ctx: AppContext, todo: list[tuple[ChangeCase, int]], *, app_dir: 
                 on_result(case, result)
     finally:
         embedded.stop(timeout=30)
+    return results
+
+
+WORKER_START_S = 120.0
+WORKER_STOP_S = 60.0
+
+
+def start_workers(ctx: AppContext, count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` ``diffie worker --pool solo`` processes (one run at a time each), with this
+    process's settings; returns once each one beats in the workers table. Their output goes
+    to ``<data dir>/bench-worker-<i>.log``."""
+    command = [sys.executable, "-m", "diffie.cli", "worker", "--takes", "runs", "--pool", "solo",
+               "--loglevel", "warning"]
+    before = set(run_store.live_workers(ctx.db, within_s=ctx.settings.heartbeat_s * 3 + 5))
+    procs = []
+    for i in range(count):
+        log_path = ctx.settings.data_dir / f"bench-worker-{i + 1}.log"
+        with open(log_path, "wb") as log:
+            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                          cwd=Path(__file__).resolve().parent.parent))
+    deadline = time.monotonic() + WORKER_START_S
+    while True:
+        live = set(run_store.live_workers(ctx.db, within_s=ctx.settings.heartbeat_s * 3 + 5))
+        if len(live - before) >= count:
+            return procs
+        dead = [i + 1 for i, p in enumerate(procs) if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            stop_workers(procs)
+            raise DiffieError(f"worker process(es) {dead or 'all'} did not start; see "
+                              f"{ctx.settings.data_dir}/bench-worker-<i>.log")
+        time.sleep(0.5)
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Warm shutdown (SIGTERM: a run in progress finishes), then kill what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + WORKER_STOP_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_concurrently(ctx: AppContext, todo: list[tuple[ChangeCase, int]], *, app_dir: Path,
+                     timeout_s: float, concurrency: int,
+                     on_result: Callable[[ChangeCase, RunResult], None] | None = None
+                     ) -> list[RunResult]:
+    """``concurrency`` worker processes and as many runs in flight, in plan order; results
+    as they finish. Submitting threads are daemons: an interrupt does not wait for them."""
+    say(f"starting {concurrency} worker processes")
+    procs = start_workers(ctx, concurrency)
+    pending: queue.Queue[tuple[int, ChangeCase, int]] = queue.Queue()
+    for i, (case, repeat) in enumerate(todo, 1):
+        pending.put((i, case, repeat))
+    finished: queue.Queue[tuple[ChangeCase, RunResult]] = queue.Queue()
+
+    def submitter() -> None:
+        while True:
+            try:
+                i, case, repeat = pending.get_nowait()
+            except queue.Empty:
+                return
+            say(f"[{i}/{len(todo)}] {case.id} #{repeat} ({case.category}, "
+                f"expected {case.expected})")
+            try:
+                result = verify_case(ctx, case, repeat, app_dir=app_dir, timeout_s=timeout_s,
+                                     label=True)
+            except Exception as exc:          # a result for every run, whatever went wrong
+                result = RunResult(change=case.id, repeat=repeat, got="error",
+                                   reason=f"benchmark: {type(exc).__name__}: {exc}")
+            finished.put((case, result))
+
+    threads = [threading.Thread(target=submitter, name=f"bench-submit-{n}", daemon=True)
+               for n in range(concurrency)]
+    results: list[RunResult] = []
+    try:
+        for thread in threads:
+            thread.start()
+        while len(results) < len(todo):
+            case, result = finished.get()
+            results.append(result)
+            if on_result is not None:
+                on_result(case, result)
+    finally:
+        stop_workers(procs)
     return results
 
 
@@ -362,9 +466,11 @@ def cmd_bench_corpus(args: argparse.Namespace, run: RunCorpus = run_corpus) -> i
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)    # `kill PID`: report what finished
+    started = time.monotonic()
     try:
         app_dir = Path(args.app) if args.app else changes.resolve().parent
-        run(ctx, todo, app_dir=app_dir, timeout_s=args.timeout, on_result=on_result)
+        run(ctx, todo, app_dir=app_dir, timeout_s=args.timeout, on_result=on_result,
+            **({"concurrency": args.concurrency} if args.concurrency > 1 else {}))
     except KeyboardInterrupt:
         say(f"interrupted after {len(results)} of {len(todo)} run(s)")
     finally:
@@ -373,13 +479,22 @@ def cmd_bench_corpus(args: argparse.Namespace, run: RunCorpus = run_corpus) -> i
     if len(results) < len(todo):
         print(f"INCOMPLETE: {len(results)} of {len(todo)} planned run(s) finished "
               "(interrupted); the summary covers those only")
+    wall_s = time.monotonic() - started
     summary = summarise(cases, results)
     print(render_table(cases, results))
     print()
+    print(throughput_line(len(results), wall_s, args.concurrency))
     print(render_summary(summary), flush=True)
     if json_out is not None:
         write_json(json_out, cases, results, summary, settings)
     return 0 if summary.ok and len(results) == len(todo) else 1
+
+
+def throughput_line(runs: int, wall_s: float, concurrency: int) -> str:
+    """``throughput: concurrency=<n> runs=<n> wall_s=<s> changes_per_hour=<n>``."""
+    per_hour = runs * 3600 / wall_s if wall_s > 0 else 0.0
+    return (f"throughput: concurrency={concurrency} runs={runs} wall_s={wall_s:.0f} "
+            f"changes_per_hour={per_hour:.1f}")
 
 
 def add_parser(sub: Any) -> None:
@@ -402,4 +517,8 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--app", default=None, help="the app the patches apply to (default: the "
                    "parent folder of --changes)")
     c.add_argument("--timeout", type=float, default=1800.0, help="seconds per run at most")
+    c.add_argument("--concurrency", type=int, default=1,
+                   help="runs at once, each taken by its own worker process (diffie worker "
+                   "--pool solo), sharing the host's VM slots; default 1: one run at a time "
+                   "with a worker in this process")
     c.set_defaults(func=cmd_bench_corpus)

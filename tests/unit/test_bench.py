@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,34 @@ def test_an_interrupted_benchmark_reports_what_finished(
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("INCOMPLETE: 1 of 4 planned run(s)") for line in lines)
     assert lines[-1] == "corpus: caught=1/1 wrong_kind=0 false_findings=0 runs=1 seconds=70"
+
+
+def test_concurrency_reaches_the_runner_and_throughput_is_printed(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DIFFIE_DATA_DIR", str(tmp_path / "data"))
+    asked: list[int] = []
+
+    def two_at_once(ctx: Any, todo: list[tuple[ChangeCase, int]], *, app_dir: Path,
+                    timeout_s: float, on_result: Any = None,
+                    concurrency: int = 1) -> list[RunResult]:
+        asked.append(concurrency)
+        out = [run(c.id, "fail" if c.is_regression else "pass",
+                   *([CONSOLE] if c.is_regression else []), seconds=60) for c, _ in todo]
+        for (c, _), r in zip(todo, out, strict=True):
+            on_result(c, r)
+        return out
+
+    assert corpus_cli(["--changes", str(corpus), "--repeats", "1", "--concurrency", "2"],
+                      two_at_once) == 0
+    assert asked == [2]
+    lines = capsys.readouterr().out.splitlines()
+    [throughput] = [line for line in lines if line.startswith("throughput: ")]
+    assert re.fullmatch(r"throughput: concurrency=2 runs=2 wall_s=\d+ changes_per_hour=[\d.]+",
+                        throughput), throughput
+    assert lines[-1].startswith("corpus: caught=1/1")
+
+
+def test_throughput_is_runs_per_hour_of_wall_time() -> None:
+    assert bench.throughput_line(35, 1800.0, 2) == \
+        "throughput: concurrency=2 runs=35 wall_s=1800 changes_per_hour=70.0"
