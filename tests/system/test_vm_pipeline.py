@@ -140,14 +140,18 @@ def test_killed_worker_mid_vm_run(vm_api: tuple[AppContext, httpx.Client],
             run = api.get(f"/v1/runs/{run_id}").json()
             return run["status"] == "running" and run_domains(ctx.settings, [run_id])
 
-        (domain,) = wait_until(vm_up, timeout=RUN_TIMEOUT, interval=1,
-                               what="the first worker's VM of the run")
+        # base and head may each hold a VM (side by side when two slots are free)
+        seen = wait_until(vm_up, timeout=RUN_TIMEOUT, interval=1,
+                          what="the first worker's VM of the run")
         killed = first.pid
-        os.killpg(killed, signal.SIGKILL)           # the worker and its browser; the VM stays
+        os.killpg(killed, signal.SIGKILL)           # the worker and its browser; the VMs stay
         first.wait(10)
         assert api.get(f"/v1/runs/{run_id}").json()["status"] == "running"
-        assert [n for n, h in holders(ctx.settings) if h is not None and h.pid == killed] \
-            == [domain]
+        held = {n for n, h in holders(ctx.settings) if h is not None and h.pid == killed}
+        # a side that finished in the instant before the kill has released its VM
+        assert held & set(seen) and held <= set(run_domains(ctx.settings, [run_id])), \
+            (seen, held)
+        assert len(held) <= 2, held
         assert any(f"-{killed}." in name for name in overlays(ctx.settings))
 
         second = worker_process(ctx.settings, log)
