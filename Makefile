@@ -36,6 +36,7 @@ bench: setup services
 	$(PY) -m benchmarks.pixeldiff
 	$(PY) -m benchmarks.urlmode
 	$(PY) -m benchmarks.vm
+	$(PY) -m benchmarks.scale
 	$(PY) -m benchmarks.deps
 	$(PY) -m benchmarks.security
 	$(PY) -m benchmarks.architecture

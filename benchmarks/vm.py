@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -154,6 +156,32 @@ def phase_table(events: list[tuple[float, str]], end: float) -> list[tuple[str, 
     return rows
 
 
+def run_verify(data_dir: Path, repo: Path, base: str, head: str, title: str,
+               watch: Callable[[subprocess.Popen[str]], None] | None = None,
+               ) -> tuple[float, dict[str, Any], list[tuple[float, str]]]:
+    """``diffie verify --repo … --wait --json`` in a subprocess on its own data directory, as a
+    user runs it. ``watch(process)`` runs while it does (sampling memory, say). Returns the
+    wall seconds, the verdict JSON and the run's ``progress.log`` events."""
+    env = {**os.environ, "DIFFIE_DATA_DIR": str(data_dir), "DIFFIE_DATABASE_URL": "",
+           "DIFFIE_BROKER_URL": "", "DIFFIE_VM_IMAGES_DIR": str(REPO / "vm_images")}
+    start = time.monotonic()
+    with subprocess.Popen([sys.executable, "-m", "diffie.cli", "verify", "--repo", str(repo),
+                           "--base", base, "--head", head, "--wait", "--json",
+                           "--title", title], env=env, cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        if watch is not None:
+            watch(process)
+        stdout, stderr = process.communicate()
+    took = time.monotonic() - start
+    try:
+        verdict = json.loads(stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"diffie verify ({title}) printed no verdict (exit "
+                         f"{process.returncode}):\n{stderr[-3000:]}") from None
+    events = read_progress(data_dir / "runs" / str(verdict["run_id"]) / "progress.log")
+    return took, verdict, events
+
+
 def measure_verify(data_dir: Path, work: Path, change_id: str) -> tuple[float, str]:
     """One whole ``diffie verify --wait --json`` of an example change, as a user runs it: the
     CLI records the run, queues it, starts its embedded worker, which restores the VMs,
@@ -163,21 +191,8 @@ def measure_verify(data_dir: Path, work: Path, change_id: str) -> tuple[float, s
     case = cases[change_id]
     repo = work / f"repo-{change_id}"
     base, head = materialize_repo(SHOP_DIR, CHANGES_DIR / case.patch, repo)
-    env = {**os.environ, "DIFFIE_DATA_DIR": str(data_dir), "DIFFIE_DATABASE_URL": "",
-           "DIFFIE_BROKER_URL": "", "DIFFIE_VM_IMAGES_DIR": str(REPO / "vm_images")}
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "diffie.cli", "verify", "--repo", str(repo),
-                           "--base", base, "--head", head, "--wait", "--json",
-                           "--title", f"benchmark: {change_id}"],
-                          env=env, cwd=REPO, capture_output=True, text=True, check=False)
-    took = time.monotonic() - start
-    try:
-        verdict = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise SystemExit(f"diffie verify of {change_id} printed no verdict (exit "
-                         f"{done.returncode}):\n{done.stderr[-3000:]}") from None
+    took, verdict, events = run_verify(data_dir, repo, base, head, f"benchmark: {change_id}")
     status = str(verdict.get("status"))
-    events = read_progress(data_dir / "runs" / str(verdict["run_id"]) / "progress.log")
     run_s = events[-1][0] if events else took
     side_by_side = any("a second VM slot was free" in line for _, line in events)
     say(f"verify {change_id}: {status} in {took:.1f} s (expected {case.expected}; "
