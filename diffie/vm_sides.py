@@ -12,7 +12,9 @@ slots, two runs, one each). Here a run waits for a slot only while it holds none
 holding a slot finishes with what it holds.
 
 Each side has its own browser (a Playwright instance belongs to the thread that started it)
-and its own :class:`~diffie.server_state.ServerState`. A side that fails stops the other one
+and its own :class:`~diffie.server_state.ServerState`. The side's thread starts its browser
+while a helper thread deploys (:func:`_browser_while_deploying`): Chromium's start (1.5-3.5 s
+on a loaded 2-core host) is not on the side's path. A side that fails stops the other one
 before its next flow × viewport (:class:`~diffie.browsing.Abandoned`): a base that does not
 deploy leaves nothing to compare against, a cancelled run stops everywhere. A head that does not
 deploy is the change's fault (``deploy_error``); base goes on, for the report.
@@ -21,8 +23,10 @@ deploy is the change's fault (``deploy_error``); base goes on, for the report.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +35,7 @@ from diffie.artifacts import ArtifactDir
 from diffie.browsing import Abandoned, browse_side, noise_floor, wants_noise_floor
 from diffie.capture import Capture, Side
 from diffie.control import ProgressLog
-from diffie.deps import JobDeps
+from diffie.deps import FlowRunner, JobDeps
 from diffie.errors import DeployError, NoFreeSlot
 from diffie.sandbox.base import Machine
 from diffie.sandbox.deploy import MIGRATE_CHARS, MIGRATE_OUTPUT, check_tree_size, ready_urls
@@ -90,8 +94,9 @@ def deploy_and_browse(deps: JobDeps, spec: Spec, base: SideVm, head: SideVm, out
             say.phase("deploy base")
             with deps.sandbox.lease(base.image, run_id=run_id,
                                     on_slot=shared.base_leased.set) as vm:
-                state, url = deploy(vm, base)
-                with deps.browser() as browser:
+                with _browser_while_deploying(deps, lambda: deploy(vm, base), "base",
+                                              say) as (deployed, browser):
+                    state, url = deployed.result()
                     shared.captures["base"] = browse_side(browser, spec, url, "base", out, clock,
                                                           say, state, stop=shared.stop)
         except BaseException as exc:
@@ -114,13 +119,14 @@ def deploy_and_browse(deps: JobDeps, spec: Spec, base: SideVm, head: SideVm, out
                         return
                     say.phase("deploy head")
                     vm = stack.enter_context(deps.sandbox.lease(head.image, run_id=run_id))
-                try:
-                    state, url = deploy(vm, head)
-                except DeployError as exc:
-                    say(f"head failed to deploy: {exc}")
-                    result.head_error = exc
-                    return
-                with deps.browser() as browser:
+                with _browser_while_deploying(deps, lambda: deploy(vm, head), "head",
+                                              say) as (deployed, browser):
+                    try:
+                        state, url = deployed.result()
+                    except DeployError as exc:
+                        say(f"head failed to deploy: {exc}")
+                        result.head_error = exc
+                        return
                     captures = browse_side(browser, spec, url, "head", out, clock, say, state,
                                            stop=shared.stop)
                     shared.base_done.wait()
@@ -142,6 +148,24 @@ def deploy_and_browse(deps: JobDeps, spec: Spec, base: SideVm, head: SideVm, out
             raise exc
     result.base = shared.captures["base"]
     return result
+
+
+@contextmanager
+def _browser_while_deploying(deps: JobDeps, deploy: Callable[[], tuple[ServerState, ServiceUrls]],
+                             side: Side, say: ProgressLog,
+                             ) -> Iterator[tuple[Future[tuple[ServerState, ServiceUrls]],
+                                                 FlowRunner]]:
+    """``deploy`` in a helper thread while this thread starts the side's browser; yields the
+    deploy's future (its ``result()`` raises the deploy's error) and the browser. A browser
+    that cannot start waits for the deploy to end (the VM's lease outlives it) and raises."""
+    with ThreadPoolExecutor(1, thread_name_prefix=f"diffie-deploy-{side}") as pool:
+        deployed = pool.submit(deploy)
+        start = time.monotonic()
+        with deps.browser() as browser:
+            if not deployed.done():
+                say(f"{side}: browser started in {time.monotonic() - start:.1f} s while "
+                    "deploying")
+            yield deployed, browser
 
 
 def _second_vm(deps: JobDeps, image: str, run_id: str, stack: ExitStack,

@@ -279,7 +279,8 @@ def deploy_detailed(machine: Machine, source: Path, spec: SandboxSpec,
     for service in spec.effective_services:          # each with its own timeout, in turn
         url = ready_url(urls[service.name], service.ready_path)
         try:
-            waited = wait_ready(url, service.ready_timeout_s, what=_label(spec, service))
+            waited = wait_ready(url, service.ready_timeout_s, poll_s=0.05,
+                                what=_label(spec, service))
         except DeployError as exc:
             raise with_journal(exc, machine, service_units(spec.deploy) if units is None
                                else units) from None

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 from diffie.artifacts import ArtifactDir
 from diffie.browsing import Abandoned, browse_side
 from diffie.control import Lines, ProgressLog, RunCancelled
-from diffie.deps import JobDeps
+from diffie.deps import FlowRunner, JobDeps
+from diffie.errors import BrowserError
 from diffie.fakes import DEPLOY_FAILS, FakeSandbox, FilesSource, PageBrowser, fake_deps, static_deploy
 from diffie.pipeline import run_change, run_clock
 from diffie.run_store import ChangeInput
@@ -162,3 +165,50 @@ def test_two_runs_sharing_two_slots_both_finish(tmp_path: Path) -> None:
     assert not any(thread.is_alive() for thread in threads)
     assert verdicts["same"].status == "pass" and verdicts["changed"].status == "changed"
     assert sandbox.held == 0 and sandbox.most_held <= 2
+
+
+def test_each_side_starts_its_browser_while_its_deploy_runs(tmp_path: Path) -> None:
+    """The deploy waits until its side's browser has started: run one after the other (the
+    browser after the deploy), this would time out."""
+    started = threading.Semaphore(0)
+    deps = _deps(tmp_path, APP, CHANGED, FakeSandbox(slots=1))
+    browsers = deps.browser
+
+    @contextmanager
+    def browser() -> Iterator[FlowRunner]:
+        with browsers() as runner:
+            started.release()
+            yield runner
+
+    def deploy_after_browser(machine: Machine, source: Path, spec: SandboxSpec,
+                             progress: Callable[[str], None] | None = None, *,
+                             units: Sequence[str] | None = None) -> str | ServiceUrls:
+        assert started.acquire(timeout=20), "the side's browser did not start during its deploy"
+        return static_deploy(machine, source, spec, progress, units=units)
+
+    verdict = _run(replace(deps, browser=browser, deploy=deploy_after_browser))
+    assert verdict.status == "changed", verdict.reason
+
+
+def test_a_browser_that_cannot_start_waits_for_the_deploy_and_releases_the_vm(
+        tmp_path: Path) -> None:
+    sandbox = FakeSandbox(slots=2)
+    deploys: list[str] = []
+    deps = _deps(tmp_path, APP, APP, sandbox)
+
+    def no_browser() -> AbstractContextManager[FlowRunner]:
+        raise BrowserError("could not launch Chromium at '/nowhere'")
+
+    def slow_deploy(machine: Machine, source: Path, spec: SandboxSpec,
+                    progress: Callable[[str], None] | None = None, *,
+                    units: Sequence[str] | None = None) -> str | ServiceUrls:
+        time.sleep(0.3)
+        url = static_deploy(machine, source, spec, progress, units=units)
+        deploys.append(source.name)
+        return url
+
+    verdict = _run(replace(deps, browser=no_browser, deploy=slow_deploy))
+    assert verdict.status == "error"
+    assert "could not launch Chromium" in (verdict.reason or "")
+    assert len(deploys) == sandbox.leases >= 1          # every deploy ended before its release
+    assert sandbox.held == 0
