@@ -1,7 +1,9 @@
 """``diffie``: serve the API, run a worker, verify a change from the shell.
 
 Exit codes of ``check``, ``verify`` (with ``--wait``): 0 pass, 1 fail, 3 changed, 2 error
-(also for bad input). Progress goes to stderr; ``--json`` prints the verdict on stdout.
+(also for bad input). Progress goes to stderr; with ``--json``, stdout holds exactly one JSON
+object whatever happened: the verdict, the queued run, or an error object
+(:mod:`diffie.cli_output`, schema ``diffie schema --cli``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
 from benchmarks.corpus import add_parser as add_bench_parser
-from diffie import cli_tools, run_store, submit
+from diffie import cli_output, cli_tools, run_store, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
@@ -28,6 +30,7 @@ from diffie.errors import DiffieError, InputError
 from diffie.models import FINISHED
 from diffie.render.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
+from diffie.worktree import snapshot_worktree
 from workers.embedded import EmbeddedWorkers
 
 EXIT_CODES = {"pass": 0, "fail": 1, "error": 2, "changed": 3}
@@ -42,8 +45,15 @@ def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
     verdict = snap.get("verdict") or {}
     status = snap.get("verdict_status") or "error"        # cancelled, or never judged
     if as_json:
-        print(json.dumps(verdict or {"run_id": snap["id"], "status": "error",
-                                     "reason": snap.get("reason") or snap["status"]}, indent=2))
+        if not verdict:
+            code: cli_output.ErrorCode = "cancelled" if snap["status"] == "cancelled" \
+                else "run_error"
+            print(cli_output.failure(code, snap.get("reason") or f"the run is {snap['status']}",
+                                     run_id=snap["id"]))
+        else:
+            if Path(snap["report"]).is_file():          # the report on this machine's disk
+                verdict = {**verdict, "report_path": snap["report"]}
+            print(json.dumps(verdict, indent=2))
     else:
         if status == "error":
             print(f"verdict: error — {snap.get('reason') or snap['status']}")
@@ -73,15 +83,19 @@ def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> i
         embedded = EmbeddedWorkers(ctx.celery, publish=bool(ctx.publishers)).start()
     elif not args.wait:
         if args.json:
-            print(json.dumps({"id": run_id, "status": "queued"}))
+            print(cli_output.queued_json(run_id))
         else:
             print(run_id)
         return 0
     try:
         snap = submit.wait_for(ctx, run_id, say=err,
                                timeout_s=args.timeout or ctx.settings.task_time_limit_s * 2)
-    except KeyboardInterrupt:
-        err(f"interrupted: run {run_id} is retried by the next worker")
+    except (KeyboardInterrupt, DiffieError) as exc:
+        message = f"interrupted: run {run_id} is retried by the next worker" \
+            if isinstance(exc, KeyboardInterrupt) else f"error: {exc}"
+        err(message)
+        if args.json:
+            print(cli_output.error_json(cli_output.error_of(exc), run_id=run_id))
         return EXIT_ERROR
     finally:
         if embedded is not None:
@@ -102,9 +116,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    base, head = args.base, args.head
+    if args.worktree:
+        if head is not None:
+            raise InputError("head", "--worktree is the head: leave out --head")
+        work = snapshot_worktree(Path(args.repo), base or "HEAD")
+        err(f"the working tree ({work.files} changed path(s) against {base or 'HEAD'}) is "
+            f"commit {work.head[:12]}, kept as {work.ref}")
+        base, head = work.base, work.head
+    else:
+        for name, value in (("base", base), ("head", head)):
+            if not value:
+                raise InputError(name, f"--{name} is required (or --worktree for uncommitted "
+                                       "work)")
     ctx = build_context()
     try:
-        run_id = submit.submit_repo(ctx, repo=args.repo, base=args.base, head=args.head,
+        run_id = submit.submit_repo(ctx, repo=args.repo, base=base, head=head,
                                     spec_path=args.spec_path, title=args.title)
         return submit_and_wait(ctx, run_id, args)
     finally:
@@ -117,6 +144,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         snap = submit.snapshot(ctx, args.run_id)
         if snap is None:
             err(f"no run {args.run_id}")
+            if args.json:
+                print(cli_output.failure("not_found", f"no run {args.run_id}"))
             return EXIT_ERROR
         if args.json:
             print(json.dumps(snap, indent=2, default=str))
@@ -197,16 +226,18 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    text, write = (cli_output.schema_text, cli_output.write_schema) if args.cli else \
+        (schema_text, write_schema)
     if args.out:
-        err(f"wrote {write_schema(Path(args.out))}")
+        err(f"wrote {write(Path(args.out))}")
     else:
-        sys.stdout.write(schema_text())
+        sys.stdout.write(text())
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffie", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="diffie", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="the API and an embedded worker (one machine)")
@@ -238,8 +269,12 @@ def parser() -> argparse.ArgumentParser:
             s.set_defaults(func=cmd_check)
         else:
             s.add_argument("--repo", required=True, help="path of a local git repository")
-            s.add_argument("--base", required=True)
-            s.add_argument("--head", required=True)
+            s.add_argument("--base", default=None,
+                           help="base revision (with --worktree: default HEAD)")
+            s.add_argument("--head", default=None, help="head revision (not with --worktree)")
+            s.add_argument("--worktree", action="store_true",
+                           help="verify the uncommitted working tree of --repo (tracked changes "
+                                "and untracked files .gitignore keeps) against --base")
             s.add_argument("--spec-path", default=".diffie.yml")
             s.set_defaults(func=cmd_verify)
         s.add_argument("--wait", action="store_true", help="wait for the verdict")
@@ -270,27 +305,47 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print (or --out write) the verdict JSON Schema")
     s.add_argument("--out", default=None)
+    s.add_argument("--cli", action="store_true",
+                   help="the schema of everything --json prints (verdict, queued, error)")
     s.set_defaults(func=cmd_schema)
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a :class:`UsageError` (so ``--json`` can print it)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+class UsageError(Exception):
+    """The command line does not parse."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        err(f"error: {exc} (see --help)")
+        if as_json:
+            print(cli_output.failure("usage_error", str(exc)))
+        return EXIT_ERROR
+    as_json = bool(getattr(args, "json", False))
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)
-    except InputError as exc:                      # name the flag that is wrong
-        err(f"error: --{exc.where.replace('_', '-')}: {exc}")
-        return EXIT_ERROR
-    except DiffieError as exc:
-        err(f"error: {exc}")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        err("interrupted")
+    except (DiffieError, KeyboardInterrupt) as exc:
+        if isinstance(exc, InputError):             # name the flag that is wrong
+            err(f"error: --{exc.where.replace('_', '-')}: {exc}")
+        else:
+            err("interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {exc}")
+        if as_json:
+            print(cli_output.error_json(cli_output.error_of(exc)))
         return EXIT_ERROR
     return code
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,6 +14,7 @@ Every module that wraps an external library turns that library's errors into one
     ├── GitHubError                  the GitHub API answered with an error
     │   └── GitHubUnavailable        GitHub is down or rate-limits us: retry later, lose nothing
     └── RunError                     the pipeline could not finish a run
+        └── RunTimeout               a caller stopped waiting for a run (which goes on)
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ class InputError(DiffieError):
 
 class RunError(DiffieError):
     """The pipeline could not finish a run."""
+
+
+class RunTimeout(RunError):
+    """A caller stopped waiting for a run that has not finished (the run goes on)."""
 
 
 class Unavailable(DiffieError):

@@ -13,7 +13,7 @@ from typing import Any
 from diffie import git_source, links, run_store
 from diffie.app_context import AppContext
 from diffie.config import Settings
-from diffie.errors import DiffieError, InputError, SourceError, SpecError
+from diffie.errors import DiffieError, InputError, RunTimeout, SourceError, SpecError
 from diffie.models import FINISHED, Run
 from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
@@ -115,7 +115,7 @@ def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float, say: Say) -> dic
         if snap["status"] in FINISHED:
             return snap
         if time.monotonic() > deadline:
-            raise DiffieError(f"run {run_id} did not finish within {timeout_s:.0f} s "
+            raise RunTimeout(f"run {run_id} did not finish within {timeout_s:.0f} s "
                               f"(it is {snap['status']}: {snap['phase']})")
         time.sleep(0.5)
 

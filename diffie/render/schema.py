@@ -23,14 +23,22 @@ def verdict_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
+def committed_text(schema: dict[str, Any]) -> str:
+    """A schema as committed: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_text(text: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 def schema_text() -> str:
-    """The schema as committed: sorted keys, two-space indent, trailing newline."""
-    return json.dumps(verdict_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """The verdict schema as committed."""
+    return committed_text(verdict_schema())
 
 
 def write_schema(path: Path | None = None) -> Path:
     """Write the schema file (``diffie/schemas/verdict.schema.json`` by default)."""
-    target = path or SCHEMA_PATH
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(schema_text(), encoding="utf-8")
-    return target
+    return write_text(schema_text(), path or SCHEMA_PATH)

@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+from jsonschema import Draft202012Validator
 
+from diffie.cli_output import SCHEMA_PATH
 from tests.conftest import PAGE, Site, free_port, wait_until
 from tests.paths import REPO_ROOT
 
@@ -30,6 +33,17 @@ flows:
       - click: {selector: "#buy", timeout_ms: 1500}
       - screenshot: home
 """
+
+
+VALIDATOR = Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
+def valid(stdout: str) -> dict[str, Any]:
+    """The one JSON object ``stdout`` holds, checked against the CLI's output schema."""
+    data: dict[str, Any] = json.loads(stdout)
+    errors = [e.message for e in VALIDATOR.iter_errors(data)]
+    assert not errors, errors
+    return data
 
 
 def diffie_env(data_dir: Path) -> dict[str, str]:
@@ -63,8 +77,10 @@ def test_check_exit_codes_and_json(tmp_path: Path) -> None:
         broken = diffie(["check", "--base-url", base.url, "--head-url", head.url,
                          "--spec", str(spec), "--wait", "--json"], data)
         assert broken.returncode == 1, broken.stderr
-        verdict = json.loads(broken.stdout)
+        verdict = valid(broken.stdout)
         assert verdict["status"] == "fail"
+        assert Path(verdict["report_path"]).name == "index.html"
+        assert Path(verdict["report_path"]).is_file()
         assert [(f["kind"], f["step"]) for f in verdict["findings"]
                 if f["kind"] == "step_failed"] == [("step_failed", 1)]
 
@@ -84,6 +100,52 @@ def test_check_exit_codes_and_json(tmp_path: Path) -> None:
 
     missing = diffie(["runs", "show", "nope"], data)
     assert missing.returncode == 2
+
+
+def test_every_json_outcome_is_one_object_on_stdout(tmp_path: Path) -> None:
+    """Bad input, a spec error, an unknown run, a command line that does not parse: exit 2
+    and one error object on stdout (valid against the published schema), never only stderr."""
+    spec = tmp_path / "spec.yml"
+    spec.write_text(SPEC.replace("- goto: /", "- goto:"))
+    data = tmp_path / "data"
+    invalid = diffie(["check", "--base-url", "http://x", "--head-url", "http://y",
+                      "--spec", str(spec), "--json"], data)
+    error = valid(invalid.stdout)["error"]
+    assert invalid.returncode == 2
+    assert (error["code"], error["file"], error["line"], error["field"]) == \
+        ("spec_error", str(spec), 7, "flows[0].steps[0]")
+
+    no_repo = diffie(["verify", "--repo", str(tmp_path / "none"), "--base", "a", "--head", "b",
+                      "--json"], data)
+    error = valid(no_repo.stdout)["error"]
+    assert no_repo.returncode == 2 and (error["code"], error["input"]) == ("bad_input", "--repo")
+
+    no_head = diffie(["verify", "--repo", str(tmp_path), "--base", "a", "--json"], data)
+    error = valid(no_head.stdout)["error"]
+    assert (error["code"], error["input"]) == ("bad_input", "--head")
+    assert "--worktree" in error["message"]
+    both = diffie(["verify", "--repo", str(tmp_path), "--worktree", "--head", "b", "--json"],
+                  data)
+    assert valid(both.stdout)["error"]["input"] == "--head"
+    repo = tmp_path / "clean"
+    repo.mkdir()
+    (repo / "a.txt").write_text("a\n")
+    for git in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t",
+                                                 "commit", "-q", "-m", "a"]):
+        subprocess.run(["git", *git], cwd=repo, check=True)
+    clean = diffie(["verify", "--repo", str(repo), "--worktree", "--json"], data)
+    error = valid(clean.stdout)["error"]
+    assert clean.returncode == 2 and error["input"] == "--base"
+    assert "has no changes against HEAD" in error["message"]
+
+    missing = diffie(["runs", "show", "nope", "--json"], data)
+    assert missing.returncode == 2 and valid(missing.stdout)["error"]["code"] == "not_found"
+
+    usage = diffie(["verify", "--repo", "r", "--base", "a", "--head", "b", "--json",
+                    "--no-such-flag"], data)
+    assert usage.returncode == 2
+    assert valid(usage.stdout)["error"]["code"] == "usage_error"
+    assert "--no-such-flag" in usage.stdout
 
 
 def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
