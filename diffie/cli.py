@@ -20,17 +20,17 @@ from typing import Any, NoReturn
 import uvicorn
 
 from benchmarks.corpus import add_parser as add_bench_parser
-from diffie import cli_output, cli_tools, run_store, submit
+from diffie import agent_hook, cli_output, cli_tools, run_store, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.config import Settings
-from diffie.errors import DiffieError, InputError
+from diffie.errors import DiffieError, InputError, SpecError
 from diffie.models import FINISHED
 from diffie.render.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
-from diffie.worktree import snapshot_worktree
+from diffie.worktree import NoChanges, snapshot_worktree
 from workers.embedded import EmbeddedWorkers
 
 EXIT_CODES = {"pass": 0, "fail": 1, "error": 2, "changed": 3}
@@ -74,6 +74,19 @@ def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
 
 
 def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> int:
+    snap = await_run(ctx, run_id, wait=args.wait, timeout_s=args.timeout)
+    if isinstance(snap, int):
+        return snap
+    if snap is None:
+        print(cli_output.queued_json(run_id) if args.json else run_id)
+        return 0
+    return print_result(snap, as_json=args.json)
+
+
+def await_run(ctx: AppContext, run_id: str, *, wait: bool,
+              timeout_s: float | None) -> dict[str, Any] | None:
+    """Queue ``run_id``; with ``wait`` (or no live worker: one starts in this process, and
+    the run is awaited) its finished snapshot, else None. Raises what waiting raised."""
     ctx.enqueue(run_id)
     err(f"queued run {run_id}")
     live = run_store.live_workers(ctx.db, within_s=3 * ctx.settings.heartbeat_s + 5)
@@ -81,26 +94,27 @@ def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> i
     if not live:
         err("no worker is running: starting one in this process")
         embedded = EmbeddedWorkers(ctx.celery, publish=bool(ctx.publishers)).start()
-    elif not args.wait:
-        if args.json:
-            print(cli_output.queued_json(run_id))
-        else:
-            print(run_id)
-        return 0
+    elif not wait:
+        return None
     try:
-        snap = submit.wait_for(ctx, run_id, say=err,
-                               timeout_s=args.timeout or ctx.settings.task_time_limit_s * 2)
+        return submit.wait_for(ctx, run_id, say=err,
+                               timeout_s=timeout_s or ctx.settings.task_time_limit_s * 2)
     except (KeyboardInterrupt, DiffieError) as exc:
-        message = f"interrupted: run {run_id} is retried by the next worker" \
-            if isinstance(exc, KeyboardInterrupt) else f"error: {exc}"
-        err(message)
-        if args.json:
-            print(cli_output.error_json(cli_output.error_of(exc), run_id=run_id))
-        return EXIT_ERROR
+        if isinstance(exc, KeyboardInterrupt):
+            err(f"interrupted: run {run_id} is retried by the next worker")
+        raise RunAwaitError(run_id, exc) from exc
     finally:
         if embedded is not None:
             embedded.stop(timeout=30)
-    return print_result(snap, as_json=args.json)
+
+
+class RunAwaitError(DiffieError):
+    """Waiting for a queued run failed (timeout, interrupt): the run id and the cause."""
+
+    def __init__(self, run_id: str, cause: BaseException) -> None:
+        self.run_id = run_id
+        self.cause = cause
+        super().__init__(str(cause) or type(cause).__name__)
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -136,6 +150,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return submit_and_wait(ctx, run_id, args)
     finally:
         ctx.close()
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    """A coding agent's hook (see :mod:`diffie.agent_hook`): never raises, the exit code and
+    the stream say it all."""
+    repo = args.repo or agent_hook.hook_cwd(sys.stdin) or "."
+    try:
+        work = snapshot_worktree(Path(repo), args.base or "HEAD")
+    except NoChanges as exc:
+        print(f"diffie: nothing to verify ({exc})")
+        return 0
+    except DiffieError as exc:
+        print(f"diffie: cannot verify the working tree: {exc}", file=sys.stderr)
+        return 1
+    ctx = build_context()
+    try:
+        run_id = submit.submit_repo(ctx, repo=repo, base=work.base, head=work.head,
+                                    spec_path=args.spec_path,
+                                    title=args.title or "working tree (agent hook)")
+        snap = await_run(ctx, run_id, wait=True, timeout_s=args.timeout)
+    except SpecError as exc:                        # the change's own spec: the agent can fix it
+        print(f"diffie: fail — the change's spec is invalid: {exc}", file=sys.stderr)
+        return 2
+    except (DiffieError, KeyboardInterrupt) as exc:
+        print(f"diffie: error — could not verify: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ctx.close()
+    assert snap is not None
+    verdict = snap.get("verdict") or {"status": "error",
+                                      "reason": snap.get("reason") or snap["status"]}
+    status = str(verdict.get("status", "error"))
+    text = agent_hook.summary(verdict, snap["report"])
+    code = agent_hook.exit_code(status)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
@@ -282,6 +332,16 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--title", default=None)
         s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
 
+    s = sub.add_parser("hook", help="verify uncommitted work as a coding agent's hook: fail "
+                       "exits 2 with a summary on stderr; pass and changed exit 0")
+    s.add_argument("--repo", default=None,
+                   help="the project (default: the hook input's cwd, else the current one)")
+    s.add_argument("--base", default=None, help="compare against this revision (default HEAD)")
+    s.add_argument("--spec-path", default=".diffie.yml")
+    s.add_argument("--title", default=None)
+    s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    s.set_defaults(func=cmd_hook)
+
     s = sub.add_parser("runs", help="inspect runs")
     runs_sub = s.add_subparsers(dest="runs_command", required=True)
     show = runs_sub.add_parser("show", help="a run's status and verdict")
@@ -338,12 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except (DiffieError, KeyboardInterrupt) as exc:
-        if isinstance(exc, InputError):             # name the flag that is wrong
-            err(f"error: --{exc.where.replace('_', '-')}: {exc}")
-        else:
-            err("interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {exc}")
+        run_id = exc.run_id if isinstance(exc, RunAwaitError) else None
+        cause = exc.cause if isinstance(exc, RunAwaitError) else exc
+        if isinstance(cause, InputError):             # name the flag that is wrong
+            err(f"error: --{cause.where.replace('_', '-')}: {cause}")
+        elif not isinstance(cause, KeyboardInterrupt) or run_id is None:
+            err("interrupted" if isinstance(cause, KeyboardInterrupt) else f"error: {cause}")
         if as_json:
-            print(cli_output.error_json(cli_output.error_of(exc)))
+            print(cli_output.error_json(cli_output.error_of(cause), run_id=run_id))
         return EXIT_ERROR
     return code
 

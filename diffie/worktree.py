@@ -25,6 +25,10 @@ IDENTITY = {"GIT_AUTHOR_NAME": "diffie", "GIT_AUTHOR_EMAIL": "diffie@localhost",
 REF_PREFIX = "refs/diffie/worktree/"
 
 
+class NoChanges(InputError):
+    """The working tree is the base: there is nothing to verify."""
+
+
 @dataclass(frozen=True)
 class Worktree:
     """The working tree as a commit: ``head`` on top of ``base``, kept alive by ``ref``."""
@@ -71,7 +75,7 @@ def snapshot_worktree(repo: Path, base: str = "HEAD") -> Worktree:
     changed = _git(top, "diff-tree", "-r", "--name-only", "--no-renames", base_rev, tree)
     files = len([line for line in changed.splitlines() if line])
     if not files:
-        raise InputError("base", f"the working tree of {top} has no changes against "
+        raise NoChanges("base", f"the working tree of {top} has no changes against "
                                  f"{base} ({base_rev[:12]}): nothing to verify")
     message = f"diffie: the working tree on top of {head[:12]}"
     commit = _git(top, "commit-tree", tree, "-p", head, "-m", message, env=IDENTITY)
