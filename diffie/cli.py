@@ -188,6 +188,26 @@ def cmd_hook(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    ctx = build_context()
+    try:
+        with ctx.db.session() as s:
+            cancelled = run_store.cancel_runs(s, [args.run_id], args.reason[:500])
+        snap = submit.snapshot(ctx, args.run_id)
+        if snap is None:
+            raise InputError("run_id", f"no run {args.run_id}", code="not_found")
+        if not cancelled:
+            raise InputError("run_id", f"run {args.run_id} has already finished "
+                                       f"({snap['status']})")
+        ctx.events.finished(args.run_id)       # publishers (a GitHub check run) say it too
+        err(f"run {args.run_id} cancelled (a running one stops at its next phase)")
+        if args.json:
+            print(cli_output.cancelled_json(args.run_id))
+        return 0
+    finally:
+        ctx.close()
+
+
 def cmd_runs_show(args: argparse.Namespace) -> int:
     ctx = build_context()
     try:
@@ -348,6 +368,11 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_runs_show)
+    cancel = runs_sub.add_parser("cancel", help="cancel a waiting, queued or running run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(func=cmd_runs_cancel)
 
     s = sub.add_parser("image", help="VM images")
     image_sub = s.add_subparsers(dest="image_command", required=True)

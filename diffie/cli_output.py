@@ -4,7 +4,8 @@ happened, so a coding agent parses one thing and never reads stderr to learn wha
 - a verdict (:class:`diffie.verdict.Verdict`) when a run was judged (``status`` pass, changed,
   fail or error; an ``error`` verdict carries its ``reason``) with ``report_path``, the report
   on this machine's disk, when it is there (``report_url`` needs a running server);
-- :class:`Queued` when a run was submitted without ``--wait``;
+- :class:`Queued` when a run was submitted without ``--wait``; :class:`Cancelled` from
+  ``diffie runs cancel``;
 - :class:`ErrorResult` for everything else: bad input (a flag, a spec with its file, line
   and field), a run that ended without a verdict (cancelled, timed out), an infrastructure
   failure. ``error.code`` is one of :data:`ERROR_CODES`; ``error.hint`` says what to do next.
@@ -35,6 +36,7 @@ from diffie.errors import (
 from diffie.render.schema import committed_text, write_text
 from diffie.verdict import Verdict
 
+POSITIONAL = frozenset({"run_id"})          # arguments without a flag: named in capitals
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "cli-output.schema.json"
 MESSAGE_CHARS = 2000
 
@@ -91,6 +93,13 @@ class Queued(BaseModel):
     id: str = Field(description="the same as run_id (older name)")
 
 
+class Cancelled(BaseModel):
+    """``diffie runs cancel RUN --json``: the run is cancelled."""
+
+    status: Literal["cancelled"] = "cancelled"
+    run_id: str
+
+
 def error_of(exc: BaseException) -> CliError:
     """The :class:`CliError` of an exception Diffie raised (or an interrupt)."""
     code: ErrorCode
@@ -106,7 +115,8 @@ def error_of(exc: BaseException) -> CliError:
             extra = {k: context.get(k) for k in ("file", "line", "field")}
         else:
             code = "not_found" if exc.code == "not_found" else "bad_input"
-        extra["input"] = "--" + exc.where.replace("_", "-")
+        extra["input"] = exc.where.upper() if exc.where in POSITIONAL \
+            else "--" + exc.where.replace("_", "-")
         message = f"{extra['input']}: {exc}"
     elif isinstance(exc, KeyboardInterrupt):
         code, message = "interrupted", "interrupted"
@@ -149,12 +159,16 @@ def queued_json(run_id: str) -> str:
     return Queued(run_id=run_id, id=run_id).model_dump_json()
 
 
+def cancelled_json(run_id: str) -> str:
+    return Cancelled(run_id=run_id).model_dump_json()
+
+
 def output_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of everything ``--json`` prints: one of a verdict, a
-    queued run or an error result."""
+    """The JSON Schema (draft 2020-12) of what ``check``, ``verify`` and ``runs cancel`` print
+    with ``--json``: one of a verdict, a queued run, a cancelled run or an error result."""
     defs: dict[str, Any] = {}
     refs = []
-    for model in (Verdict, Queued, ErrorResult):
+    for model in (Verdict, Queued, Cancelled, ErrorResult):
         schema = model.model_json_schema(mode="serialization", ref_template="#/$defs/{model}")
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema

@@ -113,6 +113,22 @@ def change_input(db: Database, run_id: str) -> ChangeInput:
                            untrusted_head=bool(c.untrusted_head))
 
 
+ACTIVE = ("waiting", "queued", "running")
+
+
+def cancel_runs(s: Session, run_ids: list[str], reason: str) -> list[str]:
+    """Cancel those of ``run_ids`` still waiting, queued or running (a running one's worker
+    notices at its next heartbeat and stops). Returns the ids it cancelled."""
+    cancelled = []
+    for run_id in run_ids:
+        result = s.execute(update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE)).values(
+            status="cancelled", phase="cancelled", reason=reason, finished_at=utcnow())
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            cancelled.append(run_id)
+    return cancelled
+
+
 def abandon(db: Database, run_id: str, reason: str) -> None:
     """A queued run that will never be picked up (it could not be enqueued): ``error``."""
     from diffie.verdict import error_verdict

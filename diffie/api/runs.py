@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from diffie import links as run_links
 from diffie import run_store
 from diffie.api.auth import require_read, require_submit
 from diffie.api.deps import Ctx, invalid
-from diffie.api.schemas import ArtifactOut, ChangeOut, Links, RunAccepted, RunOut, RunRequest
+from diffie.api.schemas import (
+    ArtifactOut,
+    CancelRequest,
+    ChangeOut,
+    Links,
+    RunAccepted,
+    RunOut,
+    RunRequest,
+)
 from diffie.app_context import AppContext
 from diffie.config import Settings
 from diffie.errors import InputError, SpecError
 from diffie.git_source import is_url
-from diffie.models import RUN_STATUSES, Run
+from diffie.models import FINISHED, RUN_STATUSES, Run
 from diffie.run_store import as_utc
 from diffie.spec import parse_spec
 from diffie.spec_limits import SpecLimits, data_excess
@@ -225,6 +236,41 @@ def get_run(run_id: str, request: Request, ctx: Ctx) -> RunOut:
         if run is None:
             raise HTTPException(404, f"no run {run_id}")
         return run_out(request, ctx.settings, run)
+
+
+WAIT_MAX_S = 60.0
+WAIT_POLL_S = 0.5
+
+
+@router.get("/runs/{run_id}/wait", response_model=RunOut, dependencies=[Depends(require_read)],
+            summary="Long-poll: the run once it has finished, or as it is after timeout_s")
+async def wait_run(run_id: str, request: Request, ctx: Ctx,
+                   timeout_s: float = Query(default=30.0, ge=0.0, le=WAIT_MAX_S)) -> RunOut:
+    """Answers as soon as the run is done, error or cancelled, else after ``timeout_s``
+    (at most 60, so clients with 60-100 s request timeouts survive) with the run as it is:
+    call again while ``status`` is waiting, queued or running."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = await run_in_threadpool(get_run, run_id, request, ctx)
+        if out.status in FINISHED or time.monotonic() >= deadline:
+            return out
+        await asyncio.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut,
+             dependencies=[Depends(require_submit)],
+             summary="Cancel a waiting, queued or running run (409 once it has finished)")
+def cancel_run(run_id: str, request: Request, ctx: Ctx,
+               body: CancelRequest | None = None) -> RunOut:
+    reason = (body.reason if body and body.reason else None) or "cancelled through the API"
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id}")
+        if not run_store.cancel_runs(s, [run_id], reason):
+            raise HTTPException(409, f"run {run_id} has already finished ({run.status})")
+    ctx.events.finished(run_id)          # publishers (a GitHub check run) say it too
+    return get_run(run_id, request, ctx)
 
 
 @router.get("/runs", response_model=list[RunOut], dependencies=[Depends(require_read)],

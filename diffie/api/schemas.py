@@ -110,3 +110,9 @@ class RunOut(BaseModel):
     change: ChangeOut
     links: Links
     artifacts: list[ArtifactOut] = Field(default_factory=list)
+
+
+class CancelRequest(BaseModel):
+    """``POST /v1/runs/{id}/cancel``: why (shown as the run's reason)."""
+
+    reason: str | None = Field(default=None, max_length=500)

@@ -11,15 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from diffie.github.trust import AUTHORIZING_ROLES
 from diffie.github.webhook_events import Action, PullRequestEvent
 from diffie.models import Change, PullHead, Run, utcnow
-from diffie.run_store import as_utc, create_run
-
-ACTIVE = ("waiting", "queued", "running")
+from diffie.run_store import ACTIVE, as_utc, cancel_runs, create_run
 
 
 def note_head(s: Session, ev: PullRequestEvent) -> str | None:
@@ -46,19 +44,6 @@ def note_head(s: Session, ev: PullRequestEvent) -> str | None:
                 f"pull request's newest head is {row.head_sha[:12]} from {newest.isoformat()}")
     row.head_sha, row.updated_at, row.seen_at = ev.head_sha, ev.updated_at, utcnow()
     return None
-
-
-def cancel_runs(s: Session, run_ids: list[str], reason: str) -> list[str]:
-    """Cancel those of ``run_ids`` still queued or running (a running one's worker notices at
-    its next heartbeat and stops)."""
-    cancelled = []
-    for run_id in run_ids:
-        result = s.execute(update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE)).values(
-            status="cancelled", phase="cancelled", reason=reason, finished_at=utcnow())
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            cancelled.append(run_id)
-    return cancelled
 
 
 def active_pr_runs(s: Session, owner: str, repo: str, number: int) -> list[str]:

@@ -150,7 +150,7 @@ def test_superseded_run_is_cancelled_on_github(env: Env) -> None:
     first = record_pr(env)
     env.ctx.events.queued(first)
     with env.ctx.db.session() as s:
-        cancelled = pull_requests.cancel_runs(s, [first], "superseded by a newer push (abc)")
+        cancelled = run_store.cancel_runs(s, [first], "superseded by a newer push (abc)")
     assert cancelled == [first]
     env.ctx.events.finished(first)
     (cr,) = env.standin.check_runs.values()

@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 from jsonschema import Draft202012Validator
 
+from diffie import run_store
 from diffie.cli_output import SCHEMA_PATH
-from tests.conftest import PAGE, Site, free_port, wait_until
+from diffie.composition import build_context
+from tests.conftest import PAGE, Site, free_port, make_settings, wait_until
 from tests.paths import REPO_ROOT
 
 SPEC = """\
@@ -140,6 +142,24 @@ def test_every_json_outcome_is_one_object_on_stdout(tmp_path: Path) -> None:
 
     missing = diffie(["runs", "show", "nope", "--json"], data)
     assert missing.returncode == 2 and valid(missing.stdout)["error"]["code"] == "not_found"
+    gone = diffie(["runs", "cancel", "nope", "--json"], data)
+    error = valid(gone.stdout)["error"]
+    assert gone.returncode == 2 and (error["code"], error["input"]) == ("not_found", "RUN_ID")
+
+    ctx = build_context(make_settings(data))          # a queued run no worker takes
+    try:
+        run_id = run_store.submit_url(ctx.db, base_url="http://127.0.0.1:9",
+                                      head_url="http://127.0.0.1:9", spec_text=SPEC)
+    finally:
+        ctx.close()
+    cancelled = diffie(["runs", "cancel", run_id, "--json", "--reason", "not needed"], data)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert valid(cancelled.stdout) == {"status": "cancelled", "run_id": run_id}
+    shown = json.loads(diffie(["runs", "show", run_id, "--json"], data).stdout)
+    assert (shown["status"], shown["reason"]) == ("cancelled", "not needed")
+    twice = diffie(["runs", "cancel", run_id, "--json"], data)
+    assert twice.returncode == 2
+    assert "already finished (cancelled)" in valid(twice.stdout)["error"]["message"]
 
     usage = diffie(["verify", "--repo", "r", "--base", "a", "--head", "b", "--json",
                     "--no-such-flag"], data)
