@@ -27,6 +27,7 @@ from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, SpecError
+from diffie.mcp_server import serve_stdio
 from diffie.models import FINISHED
 from diffie.render.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
@@ -186,6 +187,16 @@ def cmd_hook(args: argparse.Namespace) -> int:
     code = agent_hook.exit_code(status)
     print(text, file=sys.stderr if code else sys.stdout)
     return code
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP server on stdio."""
+    ctx = build_context()
+    try:
+        serve_stdio(ctx)
+    finally:
+        ctx.close()
+    return 0
 
 
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
@@ -361,6 +372,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default=None)
     s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     s.set_defaults(func=cmd_hook)
+
+    s = sub.add_parser("mcp", help="the MCP server for coding agents, on stdin/stdout (tools: "
+                       "submit, wait, result, finding, cancel, list_runs)")
+    s.set_defaults(func=cmd_mcp)
 
     s = sub.add_parser("runs", help="inspect runs")
     runs_sub = s.add_subparsers(dest="runs_command", required=True)

@@ -116,6 +116,27 @@ def change_input(db: Database, run_id: str) -> ChangeInput:
 ACTIVE = ("waiting", "queued", "running")
 
 
+@dataclass(frozen=True)
+class RunRow:
+    """One line of a run list."""
+
+    id: str
+    status: str
+    verdict_status: str | None
+    title: str | None
+    created_at: str
+
+
+def recent_runs(db: Database, *, limit: int = 20) -> list[RunRow]:
+    """The newest runs first."""
+    with db.session() as s:
+        runs = s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit))
+        return [RunRow(id=r.id, status=r.status, verdict_status=r.verdict_status,
+                       title=r.change.title, created_at=(as_utc(r.created_at)
+                                                         or r.created_at).isoformat())
+                for r in runs]
+
+
 def cancel_runs(s: Session, run_ids: list[str], reason: str) -> list[str]:
     """Cancel those of ``run_ids`` still waiting, queued or running (a running one's worker
     notices at its next heartbeat and stops). Returns the ids it cancelled."""

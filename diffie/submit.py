@@ -35,9 +35,17 @@ def submit_url(ctx: AppContext, *, base_url: str, head_url: str, spec_path: str,
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
-    parse_spec(text, file=str(path), limits=SpecLimits.from_settings(ctx.settings), url_mode=True)
-    return run_store.submit_url(ctx.db, base_url=base_url, head_url=head_url, spec_text=text,
-                           title=title)
+    return submit_url_spec(ctx, base_url=base_url, head_url=head_url, spec_text=text,
+                           file=str(path), title=title)
+
+
+def submit_url_spec(ctx: AppContext, *, base_url: str, head_url: str, spec_text: str,
+                    file: str = ".diffie.yml", title: str | None = None) -> str:
+    """:func:`submit_url` with the spec's text (``file`` names it in errors)."""
+    parse_spec(spec_text, file=file, limits=SpecLimits.from_settings(ctx.settings),
+               url_mode=True)
+    return run_store.submit_url(ctx.db, base_url=base_url, head_url=head_url,
+                                spec_text=spec_text, title=title)
 
 
 def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: str,
