@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from diffie.api import reports, runs, webhooks
 from diffie.api.auth import parse_tokens
 from diffie.api.limits import BodySizeLimit
+from diffie.api.mcp_http import mcp_route
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.config import Settings
@@ -18,7 +19,9 @@ from diffie.config import Settings
 DESCRIPTION = """Diffie verifies a code change in a real browser: base vs head, the same flows,
 one structured verdict (`pass`, `changed`, `fail`, `error`) plus an HTML report.
 
-Submit with `POST /v1/runs` (202 at once), poll `GET /v1/runs/{id}` until `done` or `error`.
+Submit with `POST /v1/runs` (202 at once), then `GET /v1/runs/{id}/wait` (long-poll) or poll
+`GET /v1/runs/{id}` until `done` or `error`. Coding agents: the MCP tools at `/mcp`
+(streamable HTTP; a token with the `submit` scope).
 When `DIFFIE_API_TOKENS` is set, `/v1` needs `Authorization: Bearer <token>` (scope `read` to
 read, `submit` to submit); the report links in responses are signed and need no token."""
 
@@ -40,9 +43,12 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         log.warning("%s", OPEN_WARNING)
     ctx = context or build_context(settings)
 
+    route, mcp = mcp_route(ctx)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with mcp.session_manager.run():
+            yield
         if own:
             ctx.close()
 
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(reports.router)
     app.include_router(reports.signed_router)
     app.include_router(webhooks.router)
+    app.router.routes.append(route)                  # /mcp: the MCP tools over HTTP
 
     @app.get("/health", tags=["health"], summary="Liveness: the API answers")
     def health() -> dict[str, str]:

@@ -66,7 +66,7 @@ def parse_tokens(entries: Iterable[str], *, warn: bool = False) -> list[Token]:
     return tokens
 
 
-def _scopes_of(given: str, tokens: list[Token]) -> frozenset[str] | None:
+def scopes_of(given: str, tokens: list[Token]) -> frozenset[str] | None:
     """The scopes of the token ``given`` (None: no such token); compares against every token,
     so the time taken does not tell which one matched."""
     found: frozenset[str] | None = None
@@ -87,7 +87,7 @@ def require_scope(scope: Scope) -> Callable[..., None]:
         tokens = parse_tokens(request.app.state.ctx.settings.api_tokens)
         if not tokens:
             return
-        scopes = _scopes_of(credentials.credentials, tokens) if credentials else None
+        scopes = scopes_of(credentials.credentials, tokens) if credentials else None
         if scopes is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                                 "missing or invalid bearer token" if credentials else

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,13 +170,12 @@ def test_every_json_outcome_is_one_object_on_stdout(tmp_path: Path) -> None:
     assert "--no-such-flag" in usage.stdout
 
 
-def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
+@contextmanager
+def served(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
+    """``diffie serve`` (the API and its embedded worker) on a free port; yields its URL."""
     port = free_port()
-    site = Site({"/": PAGE % '<button id="buy">Buy</button>'}).__enter__()
-    env = diffie_env(tmp_path / "data")
-    env["DIFFIE_API_TOKENS"] = "tok1,tok2"
-    env["DIFFIE_URL_MODE_ORIGINS"] = site.url
-    with open(tmp_path / "serve.log", "wb") as log:
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "diffie.cli", "serve", "--host",
                                  "127.0.0.1", "--port", str(port)], cwd=REPO_ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -186,22 +187,30 @@ def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 return proc.poll() is not None
         wait_until(up, timeout=60, what="diffie serve")
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        headers = {"Authorization": "Bearer tok2"}
-        assert httpx.get(f"{url}/v1/runs", timeout=5).status_code == 401
-        resp = httpx.post(f"{url}/v1/runs", headers=headers, timeout=10, json={
-            "base_url": site.url, "head_url": site.url, "spec": SPEC})
-        assert resp.status_code == 202, resp.text
-        run_url = resp.json()["links"]["self"]
-        run = wait_until(lambda: (r := httpx.get(run_url, headers=headers).json())["status"]
-                         in ("done", "error") and r, timeout=180, what="the run")
-        assert run["status"] == "done" and run["verdict"]["status"] == "pass", run
-        page = httpx.get(resp.json()["links"]["report"])          # signed: no token needed
-        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert proc.poll() is None, log_path.read_text()
+        yield url
     finally:
-        site.__exit__(None, None, None)
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_serve_runs_the_api_and_a_worker(tmp_path: Path) -> None:
+    env = diffie_env(tmp_path / "data")
+    env["DIFFIE_API_TOKENS"] = "tok1,tok2"
+    with Site({"/": PAGE % '<button id="buy">Buy</button>'}) as site:
+        env["DIFFIE_URL_MODE_ORIGINS"] = site.url
+        with served(tmp_path, env) as url:
+            headers = {"Authorization": "Bearer tok2"}
+            assert httpx.get(f"{url}/v1/runs", timeout=5).status_code == 401
+            resp = httpx.post(f"{url}/v1/runs", headers=headers, timeout=10, json={
+                "base_url": site.url, "head_url": site.url, "spec": SPEC})
+            assert resp.status_code == 202, resp.text
+            run_url = resp.json()["links"]["self"]
+            run = wait_until(lambda: (r := httpx.get(run_url, headers=headers).json())["status"]
+                             in ("done", "error") and r, timeout=180, what="the run")
+            assert run["status"] == "done" and run["verdict"]["status"] == "pass", run
+            page = httpx.get(resp.json()["links"]["report"])      # signed: no token needed
+            assert page.status_code == 200 and "<html" in page.text.lower()

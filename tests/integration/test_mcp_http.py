@@ -1,0 +1,62 @@
+"""The MCP tools over streamable HTTP at /mcp of a real ``diffie serve`` (API + its worker),
+driven by the ``mcp`` package's own HTTP client: the API's tokens guard it (401 without one,
+403 for a read-only one), progress notifications arrive, and a URL-mode change is verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.conftest import PAGE, Site
+from tests.integration.test_mcp_stdio import text
+from tests.integration.test_queue_cli import SPEC, diffie_env, served
+
+
+async def _agent(url: str, token: str, base_url: str, head_url: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {"progress": []}
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen["progress"].append(progress)
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http, \
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        submitted = await session.call_tool("submit", {"base_url": base_url,
+                                                       "head_url": head_url, "spec": SPEC})
+        assert not submitted.is_error, text(submitted)
+        run_id = submitted.structured_content["run_id"]
+        for _ in range(15):
+            waited = await session.call_tool("wait", {"run_id": run_id, "timeout_s": 20},
+                                             progress_callback=on_progress)
+            assert not waited.is_error, text(waited)
+            if waited.structured_content["finished"]:
+                break
+        seen["wait"] = waited.structured_content
+    return seen
+
+
+def test_mcp_over_http_behind_the_api_tokens(tmp_path: Path) -> None:
+    with Site({"/": PAGE % '<button id="buy">Buy</button>'}) as base, \
+            Site({"/": PAGE % ""}) as head:
+        env = diffie_env(tmp_path / "data")
+        env["DIFFIE_API_TOKENS"] = "read:r3ader,subm1tter"
+        env["DIFFIE_URL_MODE_ORIGINS"] = f"{base.url},{head.url}"
+        with served(tmp_path, env) as url:
+            hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+            assert httpx.post(f"{url}/mcp", json=hello).status_code == 401
+            assert httpx.post(f"{url}/mcp", json=hello,
+                              headers={"Authorization": "Bearer r3ader"}).status_code == 403
+            assert httpx.post(f"{url}/mcp", json=hello,
+                              headers={"Authorization": "Bearer nope"}).status_code == 401
+            seen = anyio.run(_agent, url, "subm1tter", base.url, head.url)
+    wait = seen["wait"]
+    assert wait["finished"] and wait["result"]["status"] == "fail", wait
+    assert wait["result"]["groups"][0]["kind"] == "step_failed"
+    assert seen["progress"] and seen["progress"] == sorted(seen["progress"])
