@@ -12,6 +12,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -199,6 +200,23 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    ctx = build_context()
+    try:
+        done = submit.approve_findings(ctx, args.run_id, args.findings or None, by=args.by,
+                                       note=args.note)
+    finally:
+        ctx.close()
+    if not done.approved:
+        err(f"run {args.run_id} has no visual change to approve")
+    else:
+        err(f"approved {len(done.approved)} visual change(s) of run {args.run_id}"
+            + ("; the run is approved" if done.whole_run else ""))
+    if args.json:
+        print(cli_output.approved_json(args.run_id, done.approved, done.whole_run))
+    return 0
+
+
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
     ctx = build_context()
     try:
@@ -372,6 +390,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default=None)
     s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     s.set_defaults(func=cmd_hook)
+
+    s = sub.add_parser("approve", help="approve visual changes of a run (all, or the given "
+                       "finding ids); later runs of the same pull request, repository or URL "
+                       "pair showing the same change report them approved")
+    s.add_argument("run_id")
+    s.add_argument("findings", nargs="*", help="finding ids (f-…); default: every visual change")
+    s.add_argument("--note", default=None, help="why (shown with the approval)")
+    s.add_argument("--by", default=os.environ.get("USER") or "the command line",
+                   help="who approves (default: $USER)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_approve)
 
     s = sub.add_parser("mcp", help="the MCP server for coding agents, on stdin/stdout (tools: "
                        "submit, wait, result, finding, cancel, list_runs)")

@@ -36,7 +36,7 @@ from diffie.errors import (
 from diffie.render.schema import committed_text, write_text
 from diffie.verdict import Verdict
 
-POSITIONAL = frozenset({"run_id"})          # arguments without a flag: named in capitals
+POSITIONAL = frozenset({"run_id", "findings"})          # arguments without a flag: named in capitals
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "cli-output.schema.json"
 MESSAGE_CHARS = 2000
 
@@ -100,6 +100,15 @@ class Cancelled(BaseModel):
     run_id: str
 
 
+class ApprovedOut(BaseModel):
+    """``diffie approve RUN --json``: the findings now approved."""
+
+    status: Literal["approved"] = "approved"
+    run_id: str
+    approved: list[str]
+    whole_run: bool
+
+
 def error_of(exc: BaseException) -> CliError:
     """The :class:`CliError` of an exception Diffie raised (or an interrupt)."""
     code: ErrorCode
@@ -159,16 +168,21 @@ def queued_json(run_id: str) -> str:
     return Queued(run_id=run_id, id=run_id).model_dump_json()
 
 
+def approved_json(run_id: str, approved: list[str], whole_run: bool) -> str:
+    return ApprovedOut(run_id=run_id, approved=approved, whole_run=whole_run).model_dump_json()
+
+
 def cancelled_json(run_id: str) -> str:
     return Cancelled(run_id=run_id).model_dump_json()
 
 
 def output_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of what ``check``, ``verify`` and ``runs cancel`` print
-    with ``--json``: one of a verdict, a queued run, a cancelled run or an error result."""
+    """The JSON Schema (draft 2020-12) of what ``check``, ``verify``, ``runs cancel`` and
+    ``approve`` print with ``--json``: a verdict, a queued, cancelled or approved run, or an
+    error result."""
     defs: dict[str, Any] = {}
     refs = []
-    for model in (Verdict, Queued, Cancelled, ErrorResult):
+    for model in (Verdict, Queued, Cancelled, ApprovedOut, ErrorResult):
         schema = model.model_json_schema(mode="serialization", ref_template="#/$defs/{model}")
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema

@@ -11,7 +11,8 @@ Tools (typed input and output; structured content plus a short text the model re
   compact result once finished, else "call wait again";
 - ``result``: the compact verdict (:mod:`diffie.compact`), paged by ``cursor``;
 - ``finding``: one finding in full (stack, regions, requests, server log);
-- ``cancel``, ``list_runs``.
+- ``approve`` (visual findings, with a note: remembered for later runs of the same
+  subject, :mod:`diffie.approvals`), ``cancel``, ``list_runs``.
 
 Mistakes the model can fix (an unknown run id, a spec error with its ``file:line (field)``,
 a bad flag) come back as tool errors with that text; anything else as a short message with
@@ -34,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from diffie import run_store, submit
 from diffie.app_context import AppContext
+from diffie.cli_output import ApprovedOut
 from diffie.compact import CompactVerdict, compact
 from diffie.errors import DiffieError, InputError, SpecError
 from diffie.models import FINISHED, Run
@@ -248,6 +250,17 @@ def build_server(tools: DiffieTools) -> MCPServer:
         base = tools.ctx.settings.artifacts_dir / run_id
         evidence = [str(base / name) for name in full.get("evidence") or []]
         return FindingOut(run_id=run_id, finding=_bounded_json(full), evidence=evidence)
+
+    @server.tool(description="Approve visual findings of a finished run (finding_ids from "
+                             "the result's groups; none: every visual change), with a note "
+                             "saying why. Later runs of the same pull request, repository or "
+                             "URL pair that show the same change report it as approved. Only "
+                             "approve what the task asked for; errors cannot be approved.")
+    async def approve(run_id: str, note: str, finding_ids: list[str] | None = None,
+                      by: str = "a coding agent") -> ApprovedOut:
+        done = await _call(lambda: submit.approve_findings(tools.ctx, run_id, finding_ids,
+                                                           by=by, note=note))
+        return ApprovedOut(run_id=run_id, approved=done.approved, whole_run=done.whole_run)
 
     @server.tool(description="Cancel a waiting, queued or running run.")
     async def cancel(run_id: str, reason: str = "cancelled by an agent") -> Cancelled:

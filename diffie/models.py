@@ -202,6 +202,24 @@ class WorkerBeat(Base):
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Approval(Base):
+    """A visual change someone approved, remembered by its fingerprint for one subject (a
+    pull request, a repository, a URL pair): a later run of the same subject showing the same
+    change reports it as approved (:mod:`diffie.approvals`)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("subject", "fingerprint"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(500), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(32))          # where it was approved
+    finding_id: Mapped[str] = mapped_column(String(32))
+    approved_by: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Lease(Base):
     """A named, time-bounded lease shared by every process of a deployment (one periodic
     sweep per deployment; one publisher at a time per pull request)."""

@@ -261,7 +261,8 @@ def _judge_and_publish(settings: Settings, change: ChangeInput, sides: Sides, ou
                     viewports=viewports, duration_s=round(duration_s, 2),
                     report_url=links.report_url(settings, change.run_id), coverage=coverage,
                     not_verified=not_verified,
-                    fail_on_not_verified=sides.spec.fail_on_not_verified)
+                    fail_on_not_verified=sides.spec.fail_on_not_verified,
+                    approvals=change.approvals)
     captures = {"base": sides.base, "head": sides.head or [], "head2": sides.head2 or []}
     say.phase("report")
     meta = {**sides.meta, "run": change.run_id, "clock": clock.isoformat()}

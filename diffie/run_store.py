@@ -13,7 +13,7 @@ can move it on, and a run whose worker stopped heartbeating can be claimed again
 from __future__ import annotations
 
 import mimetypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -21,6 +21,7 @@ from typing import Literal
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from diffie.approvals import approvals_for, subject_of
 from diffie.artifacts import ArtifactDir
 from diffie.db import Database
 from diffie.models import FINISHED, Artifact, Change, FindingRow, Run, WorkerBeat, utcnow
@@ -70,6 +71,8 @@ class ChangeInput:
     title: str | None = None
     repository: str | None = None      # GitHub "owner/repo" (images may be limited to some)
     untrusted_head: bool = False       # sandbox, deploy and origins come from the base's spec
+    # visual changes approved before for this change's subject: fingerprint → approval text
+    approvals: dict[str, str] = field(default_factory=dict)
 
 
 # --- submission ---------------------------------------------------------------------------------
@@ -110,7 +113,8 @@ def change_input(db: Database, run_id: str) -> ChangeInput:
                            head_repo_url=c.head_repo_url, title=c.title,
                            repository=(f"{c.gh_owner}/{c.gh_repo}"
                                        if c.gh_owner and c.gh_repo else None),
-                           untrusted_head=bool(c.untrusted_head))
+                           untrusted_head=bool(c.untrusted_head),
+                           approvals=approvals_for(s, subject_of(c)))
 
 
 ACTIVE = ("waiting", "queued", "running")

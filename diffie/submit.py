@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffie import git_source, links, run_store
+from diffie import approvals, git_source, links, run_store
 from diffie.app_context import AppContext
+from diffie.approvals import Approved
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, RunTimeout, SourceError, SpecError
 from diffie.models import FINISHED, Run
@@ -142,3 +143,26 @@ def _tail(path: Path, offset: int, say: Say) -> int:
     for raw in data[:end].splitlines():
         say(raw.decode("utf-8", errors="replace"))
     return offset + end
+
+
+def approve_findings(ctx: AppContext, run_id: str, finding_ids: list[str] | None, *, by: str,
+                     note: str | None = None) -> Approved:
+    """:func:`diffie.approvals.approve` for the CLI and the MCP server: nothing is recorded
+    when an id is unknown or names an error (:class:`InputError` ``findings``); publishers
+    hear ``approved``."""
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise InputError("run_id", f"no run {run_id}", code="not_found")
+        if run.verdict is None:
+            raise InputError("run_id", f"run {run_id} has no verdict yet ({run.status})")
+        done = approvals.approve(s, run, finding_ids, by=by, note=note)
+        if done.unknown or done.not_visual:
+            s.rollback()
+            what = ([f"no such finding: {', '.join(done.unknown[:5])}"] if done.unknown else []) \
+                + ([f"not a visual change (fix it instead): {', '.join(done.not_visual[:5])}"]
+                   if done.not_visual else [])
+            raise InputError("findings", "; ".join(what))
+    if done.approved:
+        ctx.events.approved(run_id)
+    return done

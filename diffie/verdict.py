@@ -7,6 +7,7 @@ at ``GET /v1/schema/verdict.json``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -51,6 +52,8 @@ class Finding(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     pre_existing: bool = False                              # also failed on base: not blamed
     regions: list[Region] = Field(default_factory=list)
+    # a visual change approved before (same fingerprint: diffie.approvals): who, when, note
+    approval: str | None = None
 
     def with_id(self) -> Finding:
         key = "|".join(str(x) for x in (self.kind, self.flow, self.viewport, self.step,
@@ -147,12 +150,19 @@ def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = N
           flows: int = 0, viewports: int = 0, duration_s: float | None = None,
           report_url: str | None = None, coverage: list[Coverage] | None = None,
           not_verified: list[NotVerified] | None = None,
-          fail_on_not_verified: bool = False) -> Verdict:
+          fail_on_not_verified: bool = False,
+          approvals: Mapping[str, str] | None = None) -> Verdict:
     """``fail`` on any (non pre-existing) error-type finding, ``changed`` on visual ones only,
     ``pass`` on none. The summary also says how much was verified when a flow × viewport
     stopped on both sides (``not_verified``); with ``fail_on_not_verified`` that fails the run.
+    ``approvals``: fingerprint → approval text of visual changes approved before
+    (:mod:`diffie.approvals`); such a change is marked so and does not make the run changed.
     """
     findings = [f if f.id else f.with_id() for f in findings]
+    for f in findings:
+        mark = (approvals or {}).get(str(f.details.get("fingerprint", "")))
+        if f.kind in CHANGE_KINDS and mark:
+            f.approval = mark
     coverage = coverage or []
     not_verified = not_verified or []
     counts: dict[str, int] = {}
@@ -161,7 +171,8 @@ def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = N
     if not_verified:
         counts["not_verified"] = len(not_verified)
     errors = [f for f in findings if f.is_error]
-    changes = [f for f in findings if f.kind in CHANGE_KINDS]
+    changes = [f for f in findings if f.kind in CHANGE_KINDS and not f.approval]
+    approved = [f for f in findings if f.kind in CHANGE_KINDS and f.approval]
     pre = [f for f in findings if f.pre_existing]
     covered = coverage_text(coverage, not_verified)
     if errors:
@@ -176,7 +187,9 @@ def judge(run_id: str, findings: list[Finding], *, flaky: list[Flaky] | None = N
         summary = "not fully verified (fail_on_not_verified)"
     else:
         status = "pass"
-        summary = "no new findings" if pre else "no findings"
+        summary = "no new findings" if pre or approved else "no findings"
+    if approved:
+        summary += f"; {len(approved)} visual change(s) approved before"
     if pre:
         summary += f"; {len(pre)} pre-existing"
     if covered:

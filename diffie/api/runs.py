@@ -19,6 +19,8 @@ from diffie import run_store
 from diffie.api.auth import require_read, require_submit
 from diffie.api.deps import Ctx, invalid
 from diffie.api.schemas import (
+    ApproveOut,
+    ApproveRequest,
     ArtifactOut,
     CancelRequest,
     ChangeOut,
@@ -35,7 +37,7 @@ from diffie.models import FINISHED, RUN_STATUSES, Run
 from diffie.run_store import as_utc
 from diffie.spec import parse_spec
 from diffie.spec_limits import SpecLimits, data_excess
-from diffie.submit import check_local_repo_change
+from diffie.submit import approve_findings, check_local_repo_change
 from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
@@ -271,6 +273,25 @@ def cancel_run(run_id: str, request: Request, ctx: Ctx,
             raise HTTPException(409, f"run {run_id} has already finished ({run.status})")
     ctx.events.finished(run_id)          # publishers (a GitHub check run) say it too
     return get_run(run_id, request, ctx)
+
+
+@router.post("/runs/{run_id}/approve", response_model=ApproveOut,
+             dependencies=[Depends(require_submit)],
+             summary="Approve visual findings of a finished run; later runs of the same pull "
+                     "request, repository or URL pair showing the same change report them "
+                     "approved")
+def approve_run(run_id: str, ctx: Ctx, body: ApproveRequest | None = None) -> ApproveOut:
+    body = body or ApproveRequest()
+    with ctx.db.session() as s:
+        if s.get(Run, run_id) is None:
+            raise HTTPException(404, f"no run {run_id}")
+    try:
+        done = approve_findings(ctx, run_id, body.findings, by=body.by, note=body.note)
+    except InputError as exc:
+        if exc.where == "findings":
+            raise invalid(("body", "findings"), str(exc), "unknown_finding") from None
+        raise HTTPException(409, str(exc)) from None
+    return ApproveOut(run_id=run_id, approved=done.approved, whole_run=done.whole_run)
 
 
 @router.get("/runs", response_model=list[RunOut], dependencies=[Depends(require_read)],

@@ -116,3 +116,18 @@ class CancelRequest(BaseModel):
     """``POST /v1/runs/{id}/cancel``: why (shown as the run's reason)."""
 
     reason: str | None = Field(default=None, max_length=500)
+
+
+class ApproveRequest(BaseModel):
+    """``POST /v1/runs/{id}/approve``: which visual findings (all of the run's when left out),
+    why, and who (shown with the approval)."""
+
+    findings: list[str] | None = Field(default=None, max_length=500)
+    note: str | None = Field(default=None, max_length=500)
+    by: str = Field(default="the API", max_length=200)
+
+
+class ApproveOut(BaseModel):
+    run_id: str
+    approved: list[str]
+    whole_run: bool = Field(description="every visual change of the run is approved now")

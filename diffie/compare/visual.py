@@ -15,10 +15,12 @@ Per screenshot name present on both sides:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -289,6 +291,8 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     }
     if clipped:
         details["clipped_from"] = {"base": base_shot.clipped_from, "head": head_shot.clipped_from}
+    details["fingerprint"] = fingerprint(kind, flow, viewport, name, out.path(head_shot.artifact),
+                                         result.regions, max_pixels=max_pixels)
     finding = Finding(
         kind=kind, flow=flow, viewport=viewport, step=head_shot.step,
         step_description=step.description if step else None, message=message,
@@ -296,6 +300,34 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
         details=details, regions=regions,
     )
     return ScreenshotComparison(finding, flaky)
+
+
+def fingerprint(kind: str, flow: str, viewport: str, screenshot: str, head_png: Path,
+                regions: Sequence[RegionBox], *, max_pixels: int) -> str:
+    """What an approval of a visual finding remembers: the flow, viewport, screenshot and
+    the head's pixels inside the box around every changed region (the whole head image for a
+    size change, or when there are no regions). A later run whose head shows the same pixels
+    there — the same change, rendered again — has the same fingerprint; any other change to
+    that area, or a change elsewhere on the screenshot, has another."""
+    digest = hashlib.sha256(f"{kind}|{flow}|{viewport}|{screenshot}".encode())
+    try:
+        with Image.open(head_png) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageError(f"{head_png.name} is larger than {max_pixels} pixels")
+            rgba = img.convert("RGBA")
+            if regions and kind == "visual_change":
+                left = min(r.x for r in regions)
+                top = min(r.y for r in regions)
+                right = max(r.x + r.width for r in regions)
+                bottom = max(r.y + r.height for r in regions)
+                rgba = rgba.crop((left, top, right, bottom))
+                digest.update(f"|{left},{top},{right},{bottom}".encode())
+            digest.update(f"|{rgba.width}x{rgba.height}|".encode())
+            digest.update(rgba.tobytes())
+    except (OSError, ImageError) as exc:
+        log.warning("no fingerprint for %s: %s", head_png.name, exc)
+        digest.update(b"|unreadable")
+    return "fp-" + digest.hexdigest()[:32]
 
 
 def _full_size(shot: Screenshot) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from diffie import approvals
 from diffie.github.trust import AUTHORIZING_ROLES
 from diffie.github.webhook_events import Action, PullRequestEvent
 from diffie.models import Change, PullHead, Run, utcnow
@@ -130,6 +131,8 @@ def approve(s: Session, action: Action) -> str | None:
     run = _find_run(s, action)
     if run is None:
         return None
+    # every visual change of the run, remembered for the pull request (diffie.approvals)
+    approvals.approve(s, run, None, by=action.sender or "GitHub", note="approved on GitHub")
     run.approved = True
     if run.status in ("done", "error"):
         run.published = False   # republished green; if GitHub is down, the sweep does it later

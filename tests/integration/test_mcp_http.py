@@ -14,7 +14,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.conftest import PAGE, Site
-from tests.integration.test_mcp_stdio import text
+from tests.integration.test_mcp_stdio import verify
 from tests.integration.test_queue_cli import SPEC, diffie_env, served
 
 
@@ -28,17 +28,7 @@ async def _agent(url: str, token: str, base_url: str, head_url: str) -> dict[str
             streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
-        submitted = await session.call_tool("submit", {"base_url": base_url,
-                                                       "head_url": head_url, "spec": SPEC})
-        assert not submitted.is_error, text(submitted)
-        run_id = submitted.structured_content["run_id"]
-        for _ in range(15):
-            waited = await session.call_tool("wait", {"run_id": run_id, "timeout_s": 20},
-                                             progress_callback=on_progress)
-            assert not waited.is_error, text(waited)
-            if waited.structured_content["finished"]:
-                break
-        seen["wait"] = waited.structured_content
+        seen["wait"] = await verify(session, base_url, head_url, on_progress, spec=SPEC)
     return seen
 
 

@@ -24,7 +24,8 @@ def text(result: Any) -> str:
     return "".join(getattr(c, "text", "") for c in result.content)
 
 
-async def _session(data: Path, base_url: str, head_url: str) -> dict[str, Any]:
+async def _session(data: Path, base_url: str, head_url: str,
+                   visual: tuple[str, str] | None = None) -> dict[str, Any]:
     params = StdioServerParameters(command=sys.executable, args=["-m", "diffie.cli", "mcp"],
                                    env=diffie_env(data), cwd=str(REPO_ROOT))
     seen: dict[str, Any] = {"progress": []}
@@ -70,13 +71,62 @@ async def _session(data: Path, base_url: str, head_url: str) -> dict[str, Any]:
         seen["late_cancel"] = (late.is_error, text(late))
         runs = await session.call_tool("list_runs", {})
         seen["runs"] = runs.structured_content["runs"]
+
+        seen["progress"] = list(seen["progress"])        # the first run's, kept apart
+        if visual:                       # a visual change, approved, then verified again
+            seen["visual"] = []
+            for _ in range(2):
+                done = await verify(session, *visual, None)
+                seen["visual"].append(done)
+                if done["result"]["status"] == "changed":
+                    group = done["result"]["groups"][0]
+                    approved = await session.call_tool("approve", {
+                        "run_id": done["run_id"], "finding_ids": group["finding_ids"],
+                        "note": "the new colour is intended"})
+                    assert not approved.is_error, text(approved)
+                    seen["approved"] = approved.structured_content
+                    full = await session.call_tool("finding", {
+                        "run_id": done["run_id"], "finding_id": group["finding_ids"][0]})
+                    seen["approved_finding"] = full.structured_content["finding"]
     return seen
 
 
+# no step with a short timeout: a loaded host must not turn a visual change into a failed step
+VISUAL_SPEC = """\
+viewports:
+  desktop: {width: 800, height: 600}
+noise_floor: false
+flows:
+  - name: home
+    steps:
+      - goto: /
+      - screenshot: home
+"""
+
+
+async def verify(session: ClientSession, base_url: str, head_url: str, on_progress: Any,
+                 spec: str = VISUAL_SPEC) -> dict[str, Any]:
+    """submit, then wait until finished (at most 15 calls); the last wait's content."""
+    submitted = await session.call_tool("submit", {"base_url": base_url, "head_url": head_url,
+                                                   "spec": spec})
+    assert not submitted.is_error, text(submitted)
+    run_id = submitted.structured_content["run_id"]
+    for _ in range(15):
+        waited = await session.call_tool("wait", {"run_id": run_id, "timeout_s": 20},
+                                         progress_callback=on_progress)
+        assert not waited.is_error, text(waited)
+        if waited.structured_content["finished"]:
+            break
+    result: dict[str, Any] = waited.structured_content
+    return result
+
+
 def test_an_agent_verifies_a_change_over_mcp_stdio(tmp_path: Path) -> None:
-    with Site({"/": PAGE % '<button id="buy">Buy</button>'}) as base, \
-            Site({"/": PAGE % ""}) as head:
-        seen = anyio.run(_session, tmp_path / "data", base.url, head.url)
+    button = PAGE % '<button id="buy">Buy</button>'
+    with Site({"/": button}) as base, Site({"/": PAGE % ""}) as head, \
+            Site({"/": button.replace("#36c", "#c33")}) as recoloured:
+        seen = anyio.run(_session, tmp_path / "data", base.url, head.url,
+                         (base.url, recoloured.url))
 
     assert TOOLS <= set(seen["tools"])
     assert all(seen["tools"][name].output_schema for name in TOOLS)
@@ -103,3 +153,10 @@ def test_an_agent_verifies_a_change_over_mcp_stdio(tmp_path: Path) -> None:
     assert seen["bad_cursor"]
     assert seen["late_cancel"][0] and "already finished" in seen["late_cancel"][1]
     assert seen["runs"][0]["run_id"] == wait["run_id"]
+
+    first, second = seen["visual"]
+    assert first["result"]["status"] == "changed", first["result"]
+    assert seen["approved"]["approved"] == first["result"]["groups"][0]["finding_ids"]
+    assert seen["approved_finding"]["approval"].endswith(": the new colour is intended")
+    assert second["result"]["status"] == "pass", second["result"]    # approved: sticks
+    assert "approved before" in second["result"]["summary"]
