@@ -21,6 +21,8 @@ import json
 from collections import Counter
 from typing import Any, TextIO
 
+from diffie.text import clip, one_line
+
 SUMMARY_CHARS = 1500
 MAX_LINES = 8
 LINE_CHARS = 160
@@ -39,24 +41,19 @@ def hook_cwd(stdin: TextIO) -> str | None:
     return cwd if isinstance(cwd, str) and cwd else None
 
 
-def _one_line(text: str, limit: int = LINE_CHARS) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
-
-
 def summary(verdict: dict[str, Any], report: str | None) -> str:
     """A few lines an agent reads: the status and summary, the findings grouped by kind and
     message (where each was seen), the report."""
     status = str(verdict.get("status", "error"))
     head = f"diffie: {status}"
     text = verdict.get("summary") or verdict.get("reason") or ""
-    lines = [f"{head} — {_one_line(text, 300)}" if text else head]
+    lines = [f"{head} — {one_line(text, 300)}" if text else head]
     groups: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], list[str]] = {}
     for finding in verdict.get("findings") or []:
         if finding.get("pre_existing"):
             continue
-        key = (str(finding.get("kind", "")), _one_line(finding.get("message", ""), 120))
+        key = (str(finding.get("kind", "")), one_line(finding.get("message", ""), 120))
         groups[key] += 1
         at = " @ ".join(str(x) for x in (finding.get("flow"), finding.get("viewport")) if x)
         if at and at not in where.setdefault(key, []):
@@ -65,13 +62,12 @@ def summary(verdict: dict[str, Any], report: str | None) -> str:
         seen = where.get((kind, message), [])
         places = ", ".join(seen[:3]) + (f" +{len(seen) - 3}" if len(seen) > 3 else "")
         times = f" ×{count}" if count > 1 else ""
-        lines.append(_one_line(f"- [{kind}]{times} {places}: {message}"))
+        lines.append(one_line(f"- [{kind}]{times} {places}: {message}", LINE_CHARS))
     if len(groups) > MAX_LINES:
         lines.append(f"- … {len(groups) - MAX_LINES} more kind(s) of finding")
     if report:
         lines.append(f"report: {report}")
-    out = "\n".join(lines)
-    return out if len(out) <= SUMMARY_CHARS else out[:SUMMARY_CHARS - 1] + "…"
+    return clip("\n".join(lines), SUMMARY_CHARS)
 
 
 def exit_code(status: str) -> int:

@@ -220,15 +220,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
     ctx = build_context()
     try:
-        with ctx.db.session() as s:
-            cancelled = run_store.cancel_runs(s, [args.run_id], args.reason[:500])
-        snap = submit.snapshot(ctx, args.run_id)
-        if snap is None:
-            raise InputError("run_id", f"no run {args.run_id}", code="not_found")
-        if not cancelled:
-            raise InputError("run_id", f"run {args.run_id} has already finished "
-                                       f"({snap['status']})")
-        ctx.events.finished(args.run_id)       # publishers (a GitHub check run) say it too
+        submit.cancel_run(ctx, args.run_id, args.reason)
         err(f"run {args.run_id} cancelled (a running one stops at its next phase)")
         if args.json:
             print(cli_output.cancelled_json(args.run_id))

@@ -34,6 +34,7 @@ from diffie.errors import (
     SpecError,
 )
 from diffie.render.schema import committed_text, write_text
+from diffie.text import clip
 from diffie.verdict import Verdict
 
 POSITIONAL = frozenset({"run_id", "findings"})          # arguments without a flag: named in capitals
@@ -136,7 +137,7 @@ def error_of(exc: BaseException) -> CliError:
     for key in ("file", "field"):
         if extra.get(key) is not None:
             extra[key] = str(extra[key])
-    return CliError(code=code, message=_bounded(message), hint=HINTS[code], **extra)
+    return CliError(code=code, message=clip(message, MESSAGE_CHARS), hint=HINTS[code], **extra)
 
 
 def _code_by_class(exc: BaseException) -> ErrorCode:
@@ -151,17 +152,13 @@ def _code_by_class(exc: BaseException) -> ErrorCode:
     return "error"
 
 
-def _bounded(text: str) -> str:
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
-
-
 def error_json(error: CliError, run_id: str | None = None) -> str:
     return ErrorResult(run_id=run_id, error=error).model_dump_json(indent=2, exclude_none=True)
 
 
 def failure(code: ErrorCode, message: str, run_id: str | None = None) -> str:
     """The JSON of an :class:`ErrorResult` with ``code``'s hint."""
-    return error_json(CliError(code=code, message=_bounded(message), hint=HINTS[code]), run_id)
+    return error_json(CliError(code=code, message=clip(message, MESSAGE_CHARS), hint=HINTS[code]), run_id)
 
 
 def queued_json(run_id: str) -> str:

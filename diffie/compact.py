@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from diffie.text import one_line
+
 PAGE = 10
 BUDGET = 3800              # bytes of JSON a page stays within (an agent's context is precious)
 MESSAGE_CHARS = 300
@@ -76,11 +78,6 @@ def cause_key(finding: dict[str, Any]) -> tuple[str, str]:
     return kind, _DURING.sub("", message)[:400]
 
 
-def _bounded(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
-
-
 def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
     """Findings grouped by cause: the change's own first (errors before visual), then
     pre-existing; within those, the most frequent first."""
@@ -99,7 +96,7 @@ def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
         message = f"{len(members)} screenshot(s) changed; first: {first}" \
             if kind == "visual_change" and len(members) > 1 else first
         digest = hashlib.sha256(f"{kind}|{text}|{pre}".encode()).hexdigest()[:12]
-        out.append(Group(id=f"g-{digest}", kind=kind, message=_bounded(message, MESSAGE_CHARS),
+        out.append(Group(id=f"g-{digest}", kind=kind, message=one_line(message, MESSAGE_CHARS),
                          occurrences=len(members), where=where[:WHERE_MAX],
                          finding_ids=[str(f.get("id", "")) for f in members][:IDS_MAX],
                          pre_existing=pre))
@@ -139,8 +136,8 @@ def compact(snap: dict[str, Any], *, report: str | None, cursor: str | None = No
     reason = verdict.get("reason") or snap.get("reason")
     out = CompactVerdict(
         run_id=str(snap.get("id") or verdict.get("run_id")), status=status,
-        summary=_bounded(str(verdict.get("summary") or snap.get("phase") or ""), 500),
-        reason=_bounded(str(reason), 1000) if reason else None,
+        summary=one_line(verdict.get("summary") or snap.get("phase") or "", 500),
+        reason=one_line(reason, 1000) if reason else None,
         counts=dict(Counter(str(f.get("kind")) for f in findings)), groups=[],
         total_groups=len(groups), next_cursor=encode_cursor(offset), report=report,
         next_steps=NEXT_STEPS.get(status, "The run has no verdict yet: call wait again."))

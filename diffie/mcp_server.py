@@ -35,10 +35,11 @@ from pydantic import BaseModel, Field
 
 from diffie import run_store, submit
 from diffie.app_context import AppContext
-from diffie.cli_output import ApprovedOut
+from diffie.cli_output import ApprovedOut, Cancelled
 from diffie.compact import CompactVerdict, compact
 from diffie.errors import DiffieError, InputError, SpecError
-from diffie.models import FINISHED, Run
+from diffie.models import FINISHED
+from diffie.text import clip
 from diffie.worktree import snapshot_worktree
 from workers.embedded import EmbeddedWorkers
 
@@ -91,11 +92,6 @@ class RunSummary(BaseModel):
 
 class RunList(BaseModel):
     runs: list[RunSummary]
-
-
-class Cancelled(BaseModel):
-    run_id: str
-    status: str
 
 
 class DiffieTools:
@@ -155,8 +151,8 @@ async def _call(fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args)
     except ToolError:
         raise
-    except InputError as exc:
-        raise ToolError(f"--{exc.where.replace('_', '-')}: {exc}") from None
+    except InputError as exc:                   # named as the tool's argument
+        raise ToolError(f"{exc.where}: {exc}") from None
     except SpecError as exc:
         raise ToolError(f"spec error: {exc}") from None
     except DiffieError as exc:
@@ -264,17 +260,8 @@ def build_server(tools: DiffieTools) -> MCPServer:
 
     @server.tool(description="Cancel a waiting, queued or running run.")
     async def cancel(run_id: str, reason: str = "cancelled by an agent") -> Cancelled:
-        def go() -> Cancelled:
-            with tools.ctx.db.session() as s:
-                if s.get(Run, run_id) is None:
-                    raise ToolError(f"no run {run_id!r}")
-                done = run_store.cancel_runs(s, [run_id], reason[:500])
-            if not done:
-                raise ToolError(f"run {run_id} has already finished")
-            tools.ctx.events.finished(run_id)
-            return Cancelled(run_id=run_id, status="cancelled")
-
-        return await _call(go)
+        await _call(submit.cancel_run, tools.ctx, run_id, reason)
+        return Cancelled(run_id=run_id)
 
     @server.tool(description="Recent runs, newest first.")
     async def list_runs(limit: int = 10) -> RunList:
@@ -293,7 +280,7 @@ def _bounded_json(value: Any, budget: int = FINDING_CHARS) -> Any:
     """``value`` with every string cut so the whole stays within ``budget`` characters."""
     def cut(v: Any, limit: int) -> Any:
         if isinstance(v, str):
-            return v if len(v) <= limit else v[:limit - 1] + "…"
+            return clip(v, limit)
         if isinstance(v, list):
             return [cut(x, limit) for x in v[:100]]
         if isinstance(v, dict):

@@ -145,6 +145,19 @@ def _tail(path: Path, offset: int, say: Say) -> int:
     return offset + end
 
 
+def cancel_run(ctx: AppContext, run_id: str, reason: str) -> None:
+    """Cancel a waiting, queued or running run (a running one stops at its next phase);
+    publishers hear ``finished``. :class:`InputError` (``run_id``) when there is no such run
+    (code ``not_found``) or it has already finished."""
+    with ctx.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise InputError("run_id", f"no run {run_id}", code="not_found")
+        if not run_store.cancel_runs(s, [run_id], reason[:500]):
+            raise InputError("run_id", f"run {run_id} has already finished ({run.status})")
+    ctx.events.finished(run_id)
+
+
 def approve_findings(ctx: AppContext, run_id: str, finding_ids: list[str] | None, *, by: str,
                      note: str | None = None) -> Approved:
     """:func:`diffie.approvals.approve` for the CLI and the MCP server: nothing is recorded

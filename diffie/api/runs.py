@@ -37,7 +37,7 @@ from diffie.models import FINISHED, RUN_STATUSES, Run
 from diffie.run_store import as_utc
 from diffie.spec import parse_spec
 from diffie.spec_limits import SpecLimits, data_excess
-from diffie.submit import approve_findings, check_local_repo_change
+from diffie.submit import approve_findings, cancel_run, check_local_repo_change
 from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
@@ -262,16 +262,13 @@ async def wait_run(run_id: str, request: Request, ctx: Ctx,
 @router.post("/runs/{run_id}/cancel", response_model=RunOut,
              dependencies=[Depends(require_submit)],
              summary="Cancel a waiting, queued or running run (409 once it has finished)")
-def cancel_run(run_id: str, request: Request, ctx: Ctx,
+def cancel_run_request(run_id: str, request: Request, ctx: Ctx,
                body: CancelRequest | None = None) -> RunOut:
     reason = (body.reason if body and body.reason else None) or "cancelled through the API"
-    with ctx.db.session() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise HTTPException(404, f"no run {run_id}")
-        if not run_store.cancel_runs(s, [run_id], reason):
-            raise HTTPException(409, f"run {run_id} has already finished ({run.status})")
-    ctx.events.finished(run_id)          # publishers (a GitHub check run) say it too
+    try:
+        cancel_run(ctx, run_id, reason)        # publishers (a GitHub check run) say it too
+    except InputError as exc:
+        raise HTTPException(404 if exc.code == "not_found" else 409, str(exc)) from None
     return get_run(run_id, request, ctx)
 
 
@@ -282,15 +279,12 @@ def cancel_run(run_id: str, request: Request, ctx: Ctx,
                      "approved")
 def approve_run(run_id: str, ctx: Ctx, body: ApproveRequest | None = None) -> ApproveOut:
     body = body or ApproveRequest()
-    with ctx.db.session() as s:
-        if s.get(Run, run_id) is None:
-            raise HTTPException(404, f"no run {run_id}")
     try:
         done = approve_findings(ctx, run_id, body.findings, by=body.by, note=body.note)
     except InputError as exc:
         if exc.where == "findings":
             raise invalid(("body", "findings"), str(exc), "unknown_finding") from None
-        raise HTTPException(409, str(exc)) from None
+        raise HTTPException(404 if exc.code == "not_found" else 409, str(exc)) from None
     return ApproveOut(run_id=run_id, approved=done.approved, whole_run=done.whole_run)
 
 
