@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         "earlier attempt could not (GitHub was down); 0 = only at start-up.")
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of reports.")
     max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = Field(
+        default=750_000, ge=0, description="Largest patch or git bundle a repo-mode request may "
+        "carry as its head (bytes, decoded); the request body limit applies too.")
     chromium_path: str = "/usr/bin/chromium"
     browser_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins (scheme://host[:port]) every "

@@ -15,8 +15,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from diffie import gitrun
+from diffie import gitrun, uploads
 from diffie.errors import SourceError
+from diffie.uploads import Upload
 
 _URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*://|git@)", re.IGNORECASE)
 _REV_RE = re.compile(r"^[A-Za-z0-9._/@^~{}-]{1,200}$")
@@ -123,6 +124,17 @@ def open_repo(repo: str, revs: list[str], cache_dir: Path) -> Path:
     return path
 
 
+def head_from_upload(upload: Upload, repo: Path, base_sha: str, head_dest: Path) -> str:
+    """The head tree in ``head_dest`` (created, empty): base plus uploaded work. Returns the
+    head's name: the upload's label for a diff, the commit id for a bundle."""
+    if upload.format == "diff":
+        checkout(repo, base_sha, head_dest)
+        uploads.apply_diff(upload.data, head_dest)
+        return upload.label
+    scratch = head_dest.parent / f".{head_dest.name}.bundle-repo"
+    return checkout(scratch, uploads.unbundle(upload.data, repo, scratch), head_dest)
+
+
 class LocalSource:
     """The default source provider: ``change.repo`` is a local path (or a plain clone URL);
     ``change.head_repo_url``, when set, is where the head revision lives (a fork)."""
@@ -133,6 +145,11 @@ class LocalSource:
     def materialise(self, change: Any, base_dest: Path, head_dest: Path) -> tuple[str, str]:
         if not change.repo or not change.base_rev or not change.head_rev:
             raise SourceError("the change needs a repository and base and head revisions")
+        upload = getattr(change, "upload", None)
+        if upload is not None:            # the head is base + uploaded work (diffie.uploads)
+            repo = open_repo(change.repo, [change.base_rev], self.cache_dir)
+            base_sha = checkout(repo, change.base_rev, base_dest)
+            return base_sha, head_from_upload(upload, repo, base_sha, head_dest)
         head_url = change.head_repo_url or change.repo
         same = head_url == change.repo
         revs = [change.base_rev] + ([change.head_rev] if same else [])

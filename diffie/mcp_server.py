@@ -21,22 +21,26 @@ the exception's kind, never a traceback.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 from pydantic import BaseModel, Field
 
-from diffie import run_store, submit
+from diffie import run_store, submit, uploads
 from diffie.app_context import AppContext
 from diffie.cli_output import ApprovedOut, Cancelled
 from diffie.compact import CompactVerdict, compact
+from diffie.compare.crop import finding_picture
 from diffie.errors import DiffieError, InputError, SpecError
 from diffie.models import FINISHED
 from diffie.text import clip
@@ -80,6 +84,8 @@ class FindingOut(BaseModel):
     finding: dict[str, Any] = Field(description="the finding as in the verdict JSON")
     evidence: list[str] = Field(description="its artifacts (screenshots, diff, trace) on disk "
                                             "or as URLs")
+    image: str | None = Field(default=None, description="with include_image: whether a "
+                                                        "picture is attached")
 
 
 class RunSummary(BaseModel):
@@ -162,15 +168,17 @@ async def _call(fn: Callable[..., T], *args: Any) -> T:
 def build_server(tools: DiffieTools) -> MCPServer:
     server = MCPServer(name="diffie", title="Diffie", instructions=INSTRUCTIONS)
 
-    @server.tool(name="submit", description="Submit a change for verification. URL mode: base_url, head_url "
-                             "and spec (the .diffie.yml text). Repo mode: repo (a local path) "
-                             "with base and head revisions, or worktree=true to verify the "
-                             "uncommitted working tree against base (default HEAD). Returns "
-                             "the run id; then call wait.")
+    @server.tool(name="submit", description="Submit a change for verification. URL mode: "
+                             "base_url, head_url and spec (the .diffie.yml text). Repo mode: "
+                             "repo (a local path) with base and head revisions; or base and "
+                             "patch (`git diff --binary BASE` output) as the head; or "
+                             "worktree=true to verify the uncommitted working tree against "
+                             "base (default HEAD). Returns the run id; then call wait.")
     async def submit_change(base_url: str | None = None, head_url: str | None = None,
                             spec: str | None = None, repo: str | None = None,
                             base: str | None = None, head: str | None = None,
-                            worktree: bool = False, spec_path: str = ".diffie.yml",
+                            patch: str | None = None, worktree: bool = False,
+                            spec_path: str = ".diffie.yml",
                             title: str | None = None) -> Submitted:
         def go() -> str:
             if base_url or head_url or spec:
@@ -183,6 +191,13 @@ def build_server(tools: DiffieTools) -> MCPServer:
             if not repo:
                 raise InputError("repo", "give base_url/head_url/spec (URL mode) or repo "
                                          "(repo mode)")
+            if patch is not None:
+                if worktree:
+                    raise InputError("patch", "give worktree=true or a patch, not both")
+                upload = uploads.from_request(patch=patch, bundle=None,
+                                              max_bytes=tools.ctx.settings.max_upload_bytes)
+                return submit.submit_repo(tools.ctx, repo=repo, base=base or "HEAD", head=head,
+                                          spec_path=spec_path, title=title, upload=upload)
             rev_base, rev_head = base, head
             if worktree:
                 if head:
@@ -234,8 +249,12 @@ def build_server(tools: DiffieTools) -> MCPServer:
             raise ToolError(str(exc)) from None
 
     @server.tool(description="One finding in full (stack, regions and the elements under them, "
-                             "requests, server log), by its id (f-...) from a result group.")
-    async def finding(run_id: str, finding_id: str) -> FindingOut:
+                             "requests, server log), by its id (f-...) from a result group. "
+                             "include_image=true adds a picture of a visual finding: base | "
+                             "head | diff around its changed regions (costs context: ask "
+                             "only when you need to see it).")
+    async def finding(run_id: str, finding_id: str,
+                      include_image: bool = False) -> Annotated[CallToolResult, FindingOut]:
         snap = await _call(tools.snapshot, run_id)
         found = [f for f in (snap.get("verdict") or {}).get("findings") or []
                  if f.get("id") == finding_id]
@@ -243,9 +262,18 @@ def build_server(tools: DiffieTools) -> MCPServer:
             raise ToolError(f"run {run_id} has no finding {finding_id!r}: the result's groups "
                             "list the ids (finding_ids)")
         full = found[0]
-        base = tools.ctx.settings.artifacts_dir / run_id
-        evidence = [str(base / name) for name in full.get("evidence") or []]
-        return FindingOut(run_id=run_id, finding=_bounded_json(full), evidence=evidence)
+        run_dir = tools.ctx.settings.artifacts_dir / run_id
+        evidence = [str(run_dir / name) for name in full.get("evidence") or []]
+        picture = await _call(finding_picture, run_dir, full) if include_image else None
+        out = FindingOut(run_id=run_id, finding=_bounded_json(full), evidence=evidence,
+                         image=("attached: base | head | diff around the changed regions"
+                                if picture else "none" if include_image else None))
+        data = out.model_dump(mode="json")
+        content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(data))]
+        if picture:
+            content.append(ImageContent(type="image", mime_type="image/png",
+                                        data=base64.b64encode(picture).decode()))
+        return CallToolResult(content=content, structured_content=data)
 
     @server.tool(description="Approve visual findings of a finished run (finding_ids from "
                              "the result's groups; none: every visual change), with a note "

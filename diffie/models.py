@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -62,6 +63,9 @@ class Change(Base):
     head_rev: Mapped[str | None] = mapped_column(String(128))
     spec_text: Mapped[str | None] = mapped_column(Text)       # inline .diffie.yml, if given
     spec_path: Mapped[str] = mapped_column(String(512), default=".diffie.yml")
+    # repo mode with uploaded work: the head is base + this (diffie.uploads: diff | bundle)
+    patch: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    patch_format: Mapped[str | None] = mapped_column(String(8))
     # GitHub pull request (mode github)
     installation_id: Mapped[int | None] = mapped_column(Integer)
     gh_owner: Mapped[str | None] = mapped_column(String(200))

@@ -25,6 +25,7 @@ from diffie.approvals import approvals_for, subject_of
 from diffie.artifacts import ArtifactDir
 from diffie.db import Database
 from diffie.models import FINISHED, Artifact, Change, FindingRow, Run, WorkerBeat, utcnow
+from diffie.uploads import Upload
 from diffie.verdict import Verdict
 
 PHASE_LEN = 32
@@ -65,6 +66,7 @@ class ChangeInput:
     repo: str | None = None
     base_rev: str | None = None
     head_rev: str | None = None
+    upload: Upload | None = None       # repo mode: the head is base + this
     spec_text: str | None = None
     spec_path: str = ".diffie.yml"
     head_repo_url: str | None = None
@@ -95,10 +97,14 @@ def submit_url(db: Database, *, base_url: str, head_url: str, spec_text: str,
 
 
 def submit_repo(db: Database, *, repo: str, base: str, head: str, spec_path: str = ".diffie.yml",
-                spec_text: str | None = None, title: str | None = None) -> str:
+                spec_text: str | None = None, title: str | None = None,
+                upload: Upload | None = None) -> str:
+    """A repo-mode run; with ``upload``, ``head`` is its label and the head is base + it."""
     with db.session() as s:
         return create_run(s, Change(mode="repo", repo=repo, base_rev=base, head_rev=head,
-                                    spec_path=spec_path, spec_text=spec_text, title=title)).id
+                                    spec_path=spec_path, spec_text=spec_text, title=title,
+                                    patch=upload.data if upload else None,
+                                    patch_format=upload.format if upload else None)).id
 
 
 def change_input(db: Database, run_id: str) -> ChangeInput:
@@ -109,6 +115,8 @@ def change_input(db: Database, run_id: str) -> ChangeInput:
         c = run.change
         return ChangeInput(run_id=run.id, mode=c.mode, base_url=c.base_url, head_url=c.head_url,
                            repo=c.repo, base_rev=c.base_rev, head_rev=c.head_rev,
+                           upload=(Upload(c.patch_format, c.patch)  # type: ignore[arg-type]
+                                   if c.patch is not None and c.patch_format else None),
                            spec_text=c.spec_text, spec_path=c.spec_path,
                            head_repo_url=c.head_repo_url, title=c.title,
                            repository=(f"{c.gh_owner}/{c.gh_repo}"

@@ -18,6 +18,7 @@ from diffie.errors import DiffieError, InputError, RunTimeout, SourceError, Spec
 from diffie.models import FINISHED, Run
 from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
+from diffie.uploads import Upload
 from diffie.url_mode import strict_origin
 
 Say = Callable[[str], None]
@@ -49,6 +50,19 @@ def submit_url_spec(ctx: AppContext, *, base_url: str, head_url: str, spec_text:
                                 spec_text=spec_text, title=title)
 
 
+def check_local_repo_base(*, repo: str, base: str) -> Path:
+    """A local repository and its base revision exist (for uploaded work as the head)."""
+    try:
+        path = git_source.local_repo(repo)
+    except SourceError as exc:
+        raise InputError("repo", str(exc)) from None
+    try:
+        git_source.resolve_rev(path, base)
+    except SourceError as exc:
+        raise InputError("base", str(exc)) from None
+    return path
+
+
 def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: str,
                             spec_path: str) -> tuple[Path, Spec]:
     """A repo-mode change of a repository on this machine, checked before anything is queued:
@@ -56,15 +70,11 @@ def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: s
     section. Returns the repository's path and the head's spec; raises :class:`InputError`
     naming the wrong field, or :class:`SpecError` (file, line, field). (A repository URL is
     fetched and checked by the worker.)"""
+    path = check_local_repo_base(repo=repo, base=base)
     try:
-        path = git_source.local_repo(repo)
+        git_source.resolve_rev(path, head)
     except SourceError as exc:
-        raise InputError("repo", str(exc)) from None
-    for name, rev in (("base", base), ("head", head)):
-        try:
-            git_source.resolve_rev(path, rev)
-        except SourceError as exc:
-            raise InputError(name, str(exc)) from None
+        raise InputError("head", str(exc)) from None
     try:
         text = git_source.read_file(path, head, spec_path)
     except SourceError as exc:
@@ -80,13 +90,23 @@ def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: s
     return path, spec
 
 
-def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str,
-                spec_path: str = ".diffie.yml", title: str | None = None) -> str:
-    """Record a repo-mode run of a local repository (checked first); returns its id."""
-    path, _ = check_local_repo_change(ctx.settings, repo=repo, base=base, head=head,
-                                      spec_path=spec_path)
+def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str | None,
+                spec_path: str = ".diffie.yml", title: str | None = None,
+                upload: Upload | None = None) -> str:
+    """Record a repo-mode run of a local repository (checked first); returns its id. With
+    ``upload`` (:mod:`diffie.uploads`) the head is base + it and ``head`` must be None."""
+    if upload is not None:
+        if head is not None:
+            raise InputError("head", f"the {upload.format} is the head: leave out head")
+        path = check_local_repo_base(repo=repo, base=base)
+        head = upload.label
+    elif head is None:
+        raise InputError("head", "repo mode needs a head revision (or a patch)")
+    else:
+        path, _ = check_local_repo_change(ctx.settings, repo=repo, base=base, head=head,
+                                          spec_path=spec_path)
     return run_store.submit_repo(ctx.db, repo=str(path), base=base, head=head,
-                            spec_path=spec_path, title=title)
+                                 spec_path=spec_path, title=title, upload=upload)
 
 
 def snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:

@@ -9,27 +9,30 @@ import time
 from typing import Any
 
 import yaml
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from diffie import links as run_links
-from diffie import run_store
+from diffie import run_store, uploads
 from diffie.api.auth import require_read, require_submit
 from diffie.api.deps import Ctx, invalid
+from diffie.api.events import run_event_stream
 from diffie.api.schemas import (
     ApproveOut,
     ApproveRequest,
     ArtifactOut,
     CancelRequest,
     ChangeOut,
+    FindingsPage,
     Links,
     RunAccepted,
     RunOut,
     RunRequest,
 )
 from diffie.app_context import AppContext
+from diffie.compact import CompactVerdict, compact, decode_cursor, encode_cursor
 from diffie.config import Settings
 from diffie.errors import InputError, SpecError
 from diffie.git_source import is_url
@@ -37,7 +40,14 @@ from diffie.models import FINISHED, RUN_STATUSES, Run
 from diffie.run_store import as_utc
 from diffie.spec import parse_spec
 from diffie.spec_limits import SpecLimits, data_excess
-from diffie.submit import approve_findings, cancel_run, check_local_repo_change
+from diffie.submit import (
+    approve_findings,
+    cancel_run,
+    check_local_repo_base,
+    check_local_repo_change,
+    snapshot,
+)
+from diffie.uploads import Upload
 from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
@@ -45,7 +55,7 @@ router = APIRouter(prefix="/v1", tags=["runs"])
 
 URL_FIELDS = ("base_url", "head_url", "spec", "flows")
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper
-REPO_FIELDS = ("repo", "base", "head", "spec_path")
+REPO_FIELDS = ("repo", "base", "head", "spec_path", "patch", "bundle")
 
 
 def links(request: Request, settings: Settings, run_id: str) -> Links:
@@ -148,23 +158,37 @@ def _check_repo_source(settings: Settings, repo: str) -> None:
                       f"mode ({REPO_MODE_SETTING})", "repo_not_allowed", setting=REPO_MODE_SETTING)
 
 
-def _check_repo_mode(settings: Settings, body: RunRequest) -> str:
-    for name in ("repo", "base", "head"):
+def _check_repo_mode(settings: Settings, body: RunRequest) -> tuple[str, Upload | None]:
+    """The spec's path and the uploaded head, if any (checked; an upload's spec is checked
+    by the worker once it has applied it)."""
+    try:
+        upload = uploads.from_request(patch=body.patch, bundle=body.bundle,
+                                      max_bytes=settings.max_upload_bytes)
+    except InputError as exc:
+        raise invalid(exc.where, str(exc), exc.code) from None
+    if upload is not None and body.head:
+        raise invalid("head", f"the {upload.format} is the head: leave out head")
+    for name in ("repo", "base") + (() if upload else ("head",)):
         if not getattr(body, name):
-            raise invalid(name, "Field required (repo mode needs repo, base and head)", "missing")
-    assert body.repo and body.base and body.head
+            raise invalid(name, "Field required (repo mode needs repo, base and head, or a "
+                          "patch or bundle instead of head)", "missing")
+    assert body.repo and body.base
     _check_repo_source(settings, body.repo)
     spec_path = body.spec_path or ".diffie.yml"
     if is_url(body.repo):
-        return spec_path                    # fetched by the worker; validated there
+        return spec_path, upload            # fetched by the worker; validated there
     try:
-        check_local_repo_change(settings, repo=body.repo, base=body.base, head=body.head,
-                                spec_path=spec_path)
+        if upload is None:
+            assert body.head
+            check_local_repo_change(settings, repo=body.repo, base=body.base, head=body.head,
+                                    spec_path=spec_path)
+        else:
+            check_local_repo_base(repo=body.repo, base=body.base)
     except InputError as exc:
         raise invalid(exc.where, str(exc), exc.code, **exc.context) from None
     except SpecError as exc:
         raise _spec_error("spec_path", exc) from None
-    return spec_path
+    return spec_path, upload
 
 
 def enqueue_or_fail(ctx: AppContext, run_id: str) -> None:
@@ -198,10 +222,11 @@ def submit_run(body: RunRequest, request: Request, response: Response,
         run_id = run_store.submit_url(ctx.db, base_url=body.base_url, head_url=body.head_url,
                                       spec_text=spec_text, title=body.title)
     else:
-        spec_path = _check_repo_mode(ctx.settings, body)
-        assert body.repo and body.base and body.head
-        run_id = run_store.submit_repo(ctx.db, repo=body.repo, base=body.base, head=body.head,
-                                       spec_path=spec_path, title=body.title)
+        spec_path, upload = _check_repo_mode(ctx.settings, body)
+        head = upload.label if upload else body.head
+        assert body.repo and body.base and head
+        run_id = run_store.submit_repo(ctx.db, repo=body.repo, base=body.base, head=head,
+                                       spec_path=spec_path, title=body.title, upload=upload)
     enqueue_or_fail(ctx, run_id)
     out = RunAccepted(id=run_id, links=links(request, ctx.settings, run_id))
     response.headers["Location"] = out.links.self
@@ -230,8 +255,13 @@ def run_out(request: Request, settings: Settings, run: Run) -> RunOut:
                    for a in sorted(run.artifacts, key=lambda a: a.name)])
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, dependencies=[Depends(require_read)],
-            summary="A run's status and verdict")
+VIEW = Query(default="full", pattern="^(full|compact)$",
+             description="full: the run with its whole verdict; compact: the verdict an agent "
+                         "reads (findings grouped by cause, bounded, paged by cursor)")
+CURSOR = Query(default=None, max_length=100, description="compact view: next_cursor of the "
+                                                         "previous page")
+
+
 def get_run(run_id: str, request: Request, ctx: Ctx) -> RunOut:
     with ctx.db.session() as s:
         run = s.get(Run, run_id)
@@ -240,14 +270,61 @@ def get_run(run_id: str, request: Request, ctx: Ctx) -> RunOut:
         return run_out(request, ctx.settings, run)
 
 
+def compact_run(run_id: str, ctx: AppContext, cursor: str | None) -> CompactVerdict:
+    snap = snapshot(ctx, run_id)
+    if snap is None:
+        raise HTTPException(404, f"no run {run_id}")
+    report = (snap.get("verdict") or {}).get("report_url")
+    try:
+        return compact(snap, report=report, cursor=cursor)
+    except ValueError as exc:
+        raise invalid(("query", "cursor"), str(exc), "bad_cursor") from None
+
+
+def viewed(run_id: str, request: Request, ctx: AppContext, view: str,
+           cursor: str | None) -> RunOut | CompactVerdict:
+    return compact_run(run_id, ctx, cursor) if view == "compact" else \
+        get_run(run_id, request, ctx)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut | CompactVerdict,
+            dependencies=[Depends(require_read)], summary="A run's status and verdict")
+def read_run(run_id: str, request: Request, ctx: Ctx, view: str = VIEW,
+             cursor: str | None = CURSOR) -> RunOut | CompactVerdict:
+    return viewed(run_id, request, ctx, view, cursor)
+
+
+@router.get("/runs/{run_id}/findings", response_model=FindingsPage,
+            dependencies=[Depends(require_read)],
+            summary="A run's findings in full, a page at a time, optionally of one kind")
+def list_findings(run_id: str, ctx: Ctx,
+                  cursor: str | None = CURSOR,
+                  limit: int = Query(default=20, ge=1, le=100),
+                  kind: str | None = Query(default=None, max_length=40)) -> FindingsPage:
+    snap = snapshot(ctx, run_id)
+    if snap is None:
+        raise HTTPException(404, f"no run {run_id}")
+    findings = [f for f in (snap.get("verdict") or {}).get("findings") or []
+                if kind is None or f.get("kind") == kind]
+    try:
+        offset = decode_cursor(cursor)
+    except ValueError as exc:
+        raise invalid(("query", "cursor"), str(exc), "bad_cursor") from None
+    end = offset + limit
+    return FindingsPage(run_id=run_id, total=len(findings), findings=findings[offset:end],
+                        next_cursor=encode_cursor(end) if end < len(findings) else None)
+
+
 WAIT_MAX_S = 60.0
 WAIT_POLL_S = 0.5
 
 
-@router.get("/runs/{run_id}/wait", response_model=RunOut, dependencies=[Depends(require_read)],
+@router.get("/runs/{run_id}/wait", response_model=RunOut | CompactVerdict,
+            dependencies=[Depends(require_read)],
             summary="Long-poll: the run once it has finished, or as it is after timeout_s")
 async def wait_run(run_id: str, request: Request, ctx: Ctx,
-                   timeout_s: float = Query(default=30.0, ge=0.0, le=WAIT_MAX_S)) -> RunOut:
+                   timeout_s: float = Query(default=30.0, ge=0.0, le=WAIT_MAX_S),
+                   view: str = VIEW) -> RunOut | CompactVerdict:
     """Answers as soon as the run is done, error or cancelled, else after ``timeout_s``
     (at most 60, so clients with 60-100 s request timeouts survive) with the run as it is:
     call again while ``status`` is waiting, queued or running."""
@@ -255,8 +332,29 @@ async def wait_run(run_id: str, request: Request, ctx: Ctx,
     while True:
         out = await run_in_threadpool(get_run, run_id, request, ctx)
         if out.status in FINISHED or time.monotonic() >= deadline:
-            return out
+            return out if view == "full" else \
+                await run_in_threadpool(compact_run, run_id, ctx, None)
         await asyncio.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+@router.get("/runs/{run_id}/events", dependencies=[Depends(require_read)],
+            response_class=StreamingResponse,
+            summary="Server-sent events: the run's progress lines as they happen, its status "
+                    "changes, and its compact verdict when it finishes (then the stream ends)",
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def run_events(run_id: str, ctx: Ctx,
+                     last_event_id: str | None = Header(default=None, max_length=20)
+                     ) -> StreamingResponse:
+    if await run_in_threadpool(snapshot, ctx, run_id) is None:
+        raise HTTPException(404, f"no run {run_id}")
+    try:
+        seen = max(0, int(last_event_id)) if last_event_id else 0
+    except ValueError:
+        raise invalid(("header", "last-event-id"), "Last-Event-ID is the number of a "
+                      "progress event this stream sent", "bad_event_id") from None
+    stream = run_event_stream(ctx, run_id, seen=seen)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut,

@@ -25,14 +25,17 @@ class RunRequest(BaseModel):
 
     - **URL mode**: ``base_url`` + ``head_url`` (two running deployments) and the flows, as a
       ``.diffie.yml`` text in ``spec`` (or the same document as a JSON object), or as ``flows``.
-    - **Repo mode**: ``repo`` (a local git repository path), ``base`` and ``head`` revisions;
-      the spec is ``spec_path`` (default ``.diffie.yml``) in the head revision.
+    - **Repo mode**: ``repo`` (a local git repository path), ``base`` and ``head`` revisions,
+      or ``base`` and uploaded work as the head (``patch`` or ``bundle``); the spec is
+      ``spec_path`` (default ``.diffie.yml``) in the head.
     """
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"base_url": "http://127.0.0.1:8001", "head_url": "http://127.0.0.1:8002",
          "spec": "flows:\n  - name: home\n    steps:\n      - goto: /\n      - screenshot: home\n"},
         {"repo": "/srv/repos/shop", "base": "main", "head": "feature"},
+        {"repo": "/srv/repos/shop", "base": "main",
+         "patch": "diff --git a/app.css b/app.css\n--- a/app.css\n+++ b/app.css\n..."},
     ]})
 
     base_url: str | None = Field(default=None, max_length=2000, description="URL mode: base.")
@@ -46,6 +49,13 @@ class RunRequest(BaseModel):
     head: str | None = Field(default=None, max_length=200, description="Repo mode: head rev.")
     spec_path: str | None = Field(default=None, max_length=500,
                                   description="Repo mode: spec file in the head tree.")
+    patch: str | None = Field(
+        default=None, description="Repo mode without head: the head is base plus this patch "
+        "(`git diff --binary BASE` output; uncommitted work). At most DIFFIE_MAX_UPLOAD_BYTES.")
+    bundle: str | None = Field(
+        default=None, description="Repo mode without head: base64 of a git bundle "
+        "(`git bundle create FILE BASE..HEAD`) whose head is verified. At most "
+        "DIFFIE_MAX_UPLOAD_BYTES once decoded.")
     title: str | None = Field(default=None, max_length=500, description="A label for reports.")
 
     @field_validator("base_url", "head_url")
@@ -131,3 +141,12 @@ class ApproveOut(BaseModel):
     run_id: str
     approved: list[str]
     whole_run: bool = Field(description="every visual change of the run is approved now")
+
+
+class FindingsPage(BaseModel):
+    """``GET /v1/runs/{id}/findings``: findings as in the verdict, a page at a time."""
+
+    run_id: str
+    total: int = Field(description="findings (of the asked kind) in the verdict")
+    findings: list[dict[str, Any]]
+    next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")

@@ -5,6 +5,8 @@ as tool errors that say what to fix."""
 
 from __future__ import annotations
 
+import base64
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from PIL import Image
 
 from tests.conftest import PAGE, Site
 from tests.integration.test_queue_cli import SPEC, diffie_env
@@ -86,8 +89,11 @@ async def _session(data: Path, base_url: str, head_url: str,
                     assert not approved.is_error, text(approved)
                     seen["approved"] = approved.structured_content
                     full = await session.call_tool("finding", {
-                        "run_id": done["run_id"], "finding_id": group["finding_ids"][0]})
+                        "run_id": done["run_id"], "finding_id": group["finding_ids"][0],
+                        "include_image": True})
                     seen["approved_finding"] = full.structured_content["finding"]
+                    seen["images"] = [base64.b64decode(c.data) for c in full.content
+                                      if c.type == "image"]
     return seen
 
 
@@ -160,3 +166,6 @@ def test_an_agent_verifies_a_change_over_mcp_stdio(tmp_path: Path) -> None:
     assert seen["approved_finding"]["approval"].endswith(": the new colour is intended")
     assert second["result"]["status"] == "pass", second["result"]    # approved: sticks
     assert "approved before" in second["result"]["summary"]
+    [picture] = seen["images"]                 # base | head | diff around the button
+    with Image.open(io.BytesIO(picture)) as img:
+        assert img.format == "PNG" and 3 * 20 < img.width <= 1200 and img.height < 600
