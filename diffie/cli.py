@@ -25,18 +25,21 @@ from diffie import agent_hook, cli_output, cli_tools, run_store, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
+from diffie.approvals import Approved
 from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, SpecError
 from diffie.mcp_server import serve_stdio
 from diffie.models import FINISHED
+from diffie.remote import SERVER_ENV, TOKEN_ENV, Remote
 from diffie.render.schema import schema_text, write_schema
 from diffie.sandbox.images import build_image
-from diffie.worktree import NoChanges, snapshot_worktree
+from diffie.worktree import NoChanges, origin_url, patch_of, snapshot_worktree
 from workers.embedded import EmbeddedWorkers
 
 EXIT_CODES = {"pass": 0, "fail": 1, "error": 2, "changed": 3}
 EXIT_ERROR = 2
+REMOTE_WAIT_S = 3600.0
 
 
 def err(message: str) -> None:
@@ -121,7 +124,37 @@ class RunAwaitError(DiffieError):
 
 # --- commands -----------------------------------------------------------------------------------
 
+def remote_of(args: argparse.Namespace) -> Remote | None:
+    return Remote.from_args(getattr(args, "server", None), getattr(args, "token", None))
+
+
+def remote_submit_and_wait(remote: Remote, body: dict[str, Any],
+                           args: argparse.Namespace) -> int:
+    """Submit to a Diffie server; with ``--wait``, follow the run and print its verdict."""
+    run_id = remote.submit({k: v for k, v in body.items() if v is not None})
+    err(f"queued run {run_id} on {remote.server}")
+    if not args.wait:
+        print(cli_output.queued_json(run_id) if args.json else run_id)
+        return 0
+    try:
+        snap = remote.wait(run_id, timeout_s=args.timeout or REMOTE_WAIT_S, say=err)
+    except (KeyboardInterrupt, DiffieError) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            err(f"interrupted: run {run_id} goes on on the server (diffie runs cancel {run_id})")
+        raise RunAwaitError(run_id, exc) from exc
+    return print_result(snap, as_json=args.json)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    remote = remote_of(args)
+    if remote is not None:
+        try:
+            spec = Path(args.spec).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read the spec: {exc.strerror}", file=args.spec) from None
+        return remote_submit_and_wait(remote, {"base_url": args.base_url,
+                                               "head_url": args.head_url, "spec": spec,
+                                               "title": args.title}, args)
     ctx = build_context()
     try:
         run_id = submit.submit_url(ctx, base_url=args.base_url, head_url=args.head_url,
@@ -133,6 +166,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     base, head = args.base, args.head
+    remote = remote_of(args)
+    patch = None
     if args.worktree:
         if head is not None:
             raise InputError("head", "--worktree is the head: leave out --head")
@@ -140,11 +175,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         err(f"the working tree ({work.files} changed path(s) against {base or 'HEAD'}) is "
             f"commit {work.head[:12]}, kept as {work.ref}")
         base, head = work.base, work.head
+        if remote is not None:              # the server gets the base and the work as a patch
+            patch, head = patch_of(Path(args.repo), work), None
     else:
         for name, value in (("base", base), ("head", head)):
             if not value:
                 raise InputError(name, f"--{name} is required (or --worktree for uncommitted "
                                        "work)")
+    if remote is not None:
+        repo = args.server_repo or (origin_url(Path(args.repo)) if patch is not None
+                                    else args.repo)
+        if not repo:
+            raise InputError("server_repo", f"{args.repo} has no 'origin' remote: name the "
+                             "repository as the server knows it (a URL or a path there)")
+        return remote_submit_and_wait(remote, {"repo": repo, "base": base, "head": head,
+                                               "patch": patch, "spec_path": args.spec_path,
+                                               "title": args.title}, args)
     ctx = build_context()
     try:
         run_id = submit.submit_repo(ctx, repo=args.repo, base=base, head=head,
@@ -201,12 +247,19 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    ctx = build_context()
-    try:
-        done = submit.approve_findings(ctx, args.run_id, args.findings or None, by=args.by,
-                                       note=args.note)
-    finally:
-        ctx.close()
+    remote = remote_of(args)
+    if remote is not None:
+        got = remote.request("POST", f"/v1/runs/{args.run_id}/approve",
+                             json={"findings": args.findings or None, "note": args.note,
+                                   "by": args.by})
+        done = Approved(approved=list(got["approved"]), whole_run=bool(got["whole_run"]))
+    else:
+        ctx = build_context()
+        try:
+            done = submit.approve_findings(ctx, args.run_id, args.findings or None, by=args.by,
+                                           note=args.note)
+        finally:
+            ctx.close()
     if not done.approved:
         err(f"run {args.run_id} has no visual change to approve")
     else:
@@ -218,6 +271,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    remote = remote_of(args)
+    if remote is not None:
+        remote.request("POST", f"/v1/runs/{args.run_id}/cancel", json={"reason": args.reason})
+        err(f"run {args.run_id} cancelled on {remote.server}")
+        if args.json:
+            print(cli_output.cancelled_json(args.run_id))
+        return 0
     ctx = build_context()
     try:
         submit.cancel_run(ctx, args.run_id, args.reason)
@@ -230,9 +290,11 @@ def cmd_runs_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    ctx = build_context()
+    remote = remote_of(args)
+    ctx = build_context() if remote is None else None
     try:
-        snap = submit.snapshot(ctx, args.run_id)
+        snap = submit.snapshot(ctx, args.run_id) if ctx is not None else \
+            _remote_snapshot(remote, args.run_id)
         if snap is None:
             err(f"no run {args.run_id}")
             if args.json:
@@ -246,7 +308,18 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             print_result(snap, as_json=False)
         return 0
     finally:
-        ctx.close()
+        if ctx is not None:
+            ctx.close()
+
+
+def _remote_snapshot(remote: Remote | None, run_id: str) -> dict[str, Any] | None:
+    assert remote is not None
+    try:
+        return remote.snapshot(run_id)
+    except InputError as exc:
+        if exc.code == "not_found":
+            return None
+        raise
 
 
 def is_loopback(host: str) -> bool:
@@ -326,6 +399,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=None,
+                   help=f"a Diffie server's URL: act through its API instead of this machine's "
+                        f"database and broker (default ${SERVER_ENV})")
+    p.add_argument("--token", default=None,
+                   help=f"the server's API token (default ${TOKEN_ENV})")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="diffie", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -372,6 +453,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print the verdict JSON on stdout")
         s.add_argument("--title", default=None)
         s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+        add_server_flags(s)
+        if name == "verify":
+            s.add_argument("--server-repo", default=None,
+                           help="with --server: the repository as the server knows it (a URL "
+                                "or a path there; default: --repo, or with --worktree its "
+                                "'origin' remote)")
 
     s = sub.add_parser("hook", help="verify uncommitted work as a coding agent's hook: fail "
                        "exits 2 with a summary on stderr; pass and changed exit 0")
@@ -392,6 +479,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--by", default=os.environ.get("USER") or "the command line",
                    help="who approves (default: $USER)")
     s.add_argument("--json", action="store_true")
+    add_server_flags(s)
     s.set_defaults(func=cmd_approve)
 
     s = sub.add_parser("mcp", help="the MCP server for coding agents, on stdin/stdout (tools: "
@@ -403,11 +491,13 @@ def parser() -> argparse.ArgumentParser:
     show = runs_sub.add_parser("show", help="a run's status and verdict")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+    add_server_flags(show)
     show.set_defaults(func=cmd_runs_show)
     cancel = runs_sub.add_parser("cancel", help="cancel a waiting, queued or running run")
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="cancelled from the command line")
     cancel.add_argument("--json", action="store_true")
+    add_server_flags(cancel)
     cancel.set_defaults(func=cmd_runs_cancel)
 
     s = sub.add_parser("image", help="VM images")

@@ -82,3 +82,19 @@ def snapshot_worktree(repo: Path, base: str = "HEAD") -> Worktree:
     ref = f"{REF_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{commit[:12]}"
     _git(top, "update-ref", ref, commit)
     return Worktree(base=base_rev, head=commit, ref=ref, files=files)
+
+
+def patch_of(repo: Path, work: Worktree) -> str:
+    """``git diff --binary`` from the worktree's base to its commit: the uploaded head a
+    Diffie server applies to its own checkout of the base (:mod:`diffie.uploads`)."""
+    out = gitrun.run(["diff", "--binary", "--no-color", "--no-ext-diff", work.base, work.head],
+                     cwd=Path(repo).expanduser().resolve()).stdout
+    return out.decode("utf-8", errors="surrogateescape")
+
+
+def origin_url(repo: Path) -> str | None:
+    """Where ``repo``'s ``origin`` remote points (the repository a server knows), if any."""
+    try:
+        return _git(Path(repo).expanduser().resolve(), "remote", "get-url", "origin") or None
+    except SourceError:
+        return None

@@ -171,13 +171,15 @@ def test_every_json_outcome_is_one_object_on_stdout(tmp_path: Path) -> None:
 
 
 @contextmanager
-def served(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
-    """``diffie serve`` (the API and its embedded worker) on a free port; yields its URL."""
+def served(tmp_path: Path, env: dict[str, str], *, worker: bool = True) -> Iterator[str]:
+    """``diffie serve`` (the API and its embedded worker, unless not ``worker``) on a free
+    port; yields its URL."""
     port = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "diffie.cli", "serve", "--host",
-                                 "127.0.0.1", "--port", str(port)], cwd=REPO_ROOT, env=env,
+                                 "127.0.0.1", "--port", str(port),
+                                 *([] if worker else ["--no-worker"])], cwd=REPO_ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
