@@ -37,6 +37,7 @@ bench: setup services
 	$(PY) -m benchmarks.urlmode
 	$(PY) -m benchmarks.vm
 	$(PY) -m benchmarks.scale
+	$(PY) -m benchmarks.agent
 	$(PY) -m benchmarks.deps
 	$(PY) -m benchmarks.security
 	$(PY) -m benchmarks.architecture

@@ -3,8 +3,9 @@ status, summary, counts, and the findings grouped by cause, a page of groups at 
 
 A group is the findings one cause explains: the same kind and the same message once what
 differs between flows is taken out (the step's number, the step a failed request happened
-during); every visual change of a run is one group until the report explains causes in DOM
-terms. A group's id is a hash of that key (stable across runs of the same change); its
+during); visual changes by their cause in DOM terms (:mod:`diffie.compare.explain`: the same
+element resized by the same amount, the same text change), those without one together.
+A group's id is a hash of that key (stable across runs of the same change); its
 message is its first finding's, bounded to :data:`MESSAGE_CHARS`; ``finding_ids`` name the
 findings (``finding`` shows one in full).
 """
@@ -72,8 +73,8 @@ _DURING = re.compile(r" during step # \(.*\)$")
 
 def cause_key(finding: dict[str, Any]) -> tuple[str, str]:
     kind = str(finding.get("kind", ""))
-    if kind == "visual_change":
-        return kind, ""
+    if kind == "visual_change":               # the DOM cause, when the element maps show one
+        return kind, str((finding.get("details") or {}).get("cause_key") or "")
     message = _STEP.sub("step #", str(finding.get("message", "")))
     return kind, _DURING.sub("", message)[:400]
 
@@ -93,8 +94,13 @@ def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
             if at and at not in where:
                 where.append(at)
         first = str(members[0].get("message", ""))
-        message = f"{len(members)} screenshot(s) changed; first: {first}" \
-            if kind == "visual_change" and len(members) > 1 else first
+        cause = (members[0].get("details") or {}).get("cause")
+        if kind == "visual_change" and cause:
+            message = f"{len(members)} screenshot(s) changed: {cause}"
+        elif kind == "visual_change" and len(members) > 1:
+            message = f"{len(members)} screenshot(s) changed; first: {first}"
+        else:
+            message = first
         digest = hashlib.sha256(f"{kind}|{text}|{pre}".encode()).hexdigest()[:12]
         out.append(Group(id=f"g-{digest}", kind=kind, message=one_line(message, MESSAGE_CHARS),
                          occurrences=len(members), where=where[:WHERE_MAX],

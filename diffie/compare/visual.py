@@ -28,6 +28,7 @@ from PIL import Image
 
 from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Box, Capture, Screenshot
+from diffie.compare.explain import explain
 from diffie.compare.regions import DiffResult, RegionBox, compare_files
 from diffie.errors import DiffieError, ImageError
 from diffie.spec_limits import MAX_SCREENSHOT_PIXELS
@@ -254,6 +255,7 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     diff_name = _save_diff(result, out, slug("diff", flow, viewport, name) + ".png")
     head_els = load_elements(out, head_shot)
     base_els = load_elements(out, base_shot)
+    why = explain(base_els, head_els, base_size=result.size_a, head_size=result.size_b)
     boxes = sorted(result.regions, key=lambda r: -r.pixels)[:MAX_REGIONS]
     regions = [_region(b, head_els, base_els) for b in boxes]
     step = next((s for s in head_cap.steps if s.index == head_shot.step), None)
@@ -269,7 +271,8 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
                         f" in {len(result.regions)} region(s): {_describe_regions(regions)}")
         kind: FindingKind = "size_change"
     else:
-        message = (f"screenshot {name!r} changed: {counted:,} pixels ({pct})"
+        cause = f"{why.summary()} — " if why else ""
+        message = (f"screenshot {name!r} changed: {cause}{counted:,} pixels ({pct})"
                    f" in {len(result.regions)} region(s): {_describe_regions(regions)}")
         kind = "visual_change"
     details: dict[str, Any] = {
@@ -289,6 +292,12 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
         "head": head_shot.artifact,
         "stable": {"base": base_shot.stable, "head": head_shot.stable},
     }
+    if why:
+        details["cause"] = why.summary()
+        details["cause_key"] = why.key
+        details["causes"] = [{"kind": c.kind, "selector": c.selector, "change": c.text}
+                             for c in why.causes]
+        details["moved"] = {"elements": why.moved, "by": list(why.shift)}
     if clipped:
         details["clipped_from"] = {"base": base_shot.clipped_from, "head": head_shot.clipped_from}
     details["fingerprint"] = fingerprint(kind, flow, viewport, name, out.path(head_shot.artifact),

@@ -1,0 +1,183 @@
+"""What changed on a page in DOM terms, from the element maps of base and head (selector,
+text and box of each visible element, recorded with every screenshot).
+
+Elements are matched by selector. A cause is a change of an element itself:
+
+- ``resized``: its box changed size, and no element inside it did (a container that grew
+  because its child grew is not a cause; the child is);
+- ``text``: its text changed, and no element inside it changed text;
+- ``added`` / ``removed``: only on one side, and its parent is on both.
+
+Elements whose box only moved are counted apart ("moved because something above grew"), with
+the offset most of them moved by. Each cause has a ``key`` that does not depend on where on
+the page or in which viewport it was seen (selector and size delta, a hash of the texts), so
+the same cause in ten screenshots groups as one. A change the maps cannot show (a colour, a
+font) gives no cause: the pixel regions still say where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+TOLERANCE = 1.0              # pixels of box change that are rounding, not change
+MAX_CAUSES = 5
+TEXT_CHARS = 60
+
+CauseKind = Literal["resized", "text", "added", "removed"]
+
+
+class Boxed(Protocol):
+    @property
+    def selector(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def x(self) -> float: ...
+    @property
+    def y(self) -> float: ...
+    @property
+    def width(self) -> float: ...
+    @property
+    def height(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Cause:
+    kind: CauseKind
+    selector: str
+    key: str
+    text: str
+
+
+@dataclass
+class Explanation:
+    causes: list[Cause] = field(default_factory=list)
+    moved: int = 0
+    shift: tuple[int, int] = (0, 0)
+
+    def __bool__(self) -> bool:
+        return bool(self.causes or self.moved)
+
+    @property
+    def key(self) -> str:
+        """Stable across screenshots and viewports of the same change."""
+        parts = [c.key for c in self.causes[:3]]
+        if not parts and self.moved:
+            parts = [f"moved|{self.shift[0]:+d}|{self.shift[1]:+d}"]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        parts = [c.text for c in self.causes[:3]]
+        if len(self.causes) > 3:
+            parts.append(f"{len(self.causes) - 3} more element change(s)")
+        if self.moved:
+            below = " below" if any(c.kind == "resized" for c in self.causes) else ""
+            parts.append(f"{self.moved} element(s){below} moved {_direction(self.shift)}")
+        return "; ".join(parts)
+
+
+def _direction(shift: tuple[int, int]) -> str:
+    dx, dy = shift
+    if dx == 0:
+        return f"{'down' if dy > 0 else 'up'} {abs(dy)} px"
+    if dy == 0:
+        return f"{'right' if dx > 0 else 'left'} {abs(dx)} px"
+    return f"by ({dx:+d}, {dy:+d}) px"
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child.startswith(parent + " > ") or child.startswith(parent + " ")
+
+
+def _parent(selector: str) -> str | None:
+    head, sep, _ = selector.rpartition(" > ")
+    return head if sep else None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "…"
+
+
+def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
+            base_size: tuple[int, int] | None = None,
+            head_size: tuple[int, int] | None = None) -> Explanation:
+    """The element changes from ``base``'s map to ``head``'s (see the module doc). With the
+    screenshots' sizes, an element that only left (or entered) the captured area by the
+    common shift is moved, not removed (added)."""
+    before: dict[str, Boxed] = {}
+    for e in base:
+        before.setdefault(e.selector, e)
+    after: dict[str, Boxed] = {}
+    for e in head:
+        after.setdefault(e.selector, e)
+    resized: dict[str, tuple[Boxed, Boxed]] = {}
+    retexted: dict[str, tuple[Boxed, Boxed]] = {}
+    shifts: Counter[tuple[int, int]] = Counter()
+    for sel, h in after.items():
+        b = before.get(sel)
+        if b is None:
+            continue
+        if abs(h.width - b.width) > TOLERANCE or abs(h.height - b.height) > TOLERANCE:
+            resized[sel] = (b, h)
+        elif abs(h.x - b.x) > TOLERANCE or abs(h.y - b.y) > TOLERANCE:
+            shifts[(round(h.x - b.x), round(h.y - b.y))] += 1
+        if h.text != b.text:
+            retexted[sel] = (b, h)
+    causes: list[Cause] = []
+    for sel, (b, h) in retexted.items():
+        if not any(_inside(other, sel) for other in retexted):
+            digest = hashlib.sha256(f"{b.text}\0{h.text}".encode()).hexdigest()[:12]
+            causes.append(Cause("text", sel, f"text|{sel}|{digest}",
+                                f"{sel} text {_clip(b.text)!r} → {_clip(h.text)!r}"))
+    for sel, (b, h) in resized.items():
+        if any(_inside(other, sel) for other in resized) or sel in retexted:
+            continue
+        dw, dh = round(h.width - b.width), round(h.height - b.height)
+        if abs(dw) <= TOLERANCE:
+            what = f"height {b.height:.0f} → {h.height:.0f} px"
+        elif abs(dh) <= TOLERANCE:
+            what = f"width {b.width:.0f} → {h.width:.0f} px"
+        else:
+            what = f"size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f} px"
+        causes.append(Cause("resized", sel, f"resized|{sel}|{dw:+d}|{dh:+d}", f"{sel} {what}"))
+    shift = shifts.most_common(1)[0][0] if shifts else (0, 0)
+    for sel, e in after.items():
+        parent = _parent(sel)
+        if sel in before or (parent is not None and parent not in before):
+            continue
+        if _outside(e, (-shift[0], -shift[1]), base_size):
+            shifts[shift] += 1                     # it came into view: it moved
+        else:
+            causes.append(Cause("added", sel, f"added|{sel}",
+                                f"{sel} added ({e.width:.0f}x{e.height:.0f} at "
+                                f"{e.x:.0f},{e.y:.0f})"))
+    for sel, e in before.items():
+        parent = _parent(sel)
+        if sel in after or (parent is not None and parent not in after):
+            continue
+        if _outside(e, shift, head_size):
+            shifts[shift] += 1                     # it went out of view: it moved
+        else:
+            causes.append(Cause("removed", sel, f"removed|{sel}", f"{sel} removed"))
+    order = {"resized": 0, "text": 1, "added": 2, "removed": 3}
+    causes.sort(key=lambda c: (order[c.kind], _top(c.selector, before, after)))
+    moved = sum(shifts.values()) if shift != (0, 0) else 0
+    return Explanation(causes=causes[:MAX_CAUSES], moved=moved, shift=shift)
+
+
+def _outside(e: Boxed, shift: tuple[int, int], size: tuple[int, int] | None) -> bool:
+    """Whether ``e`` moved by ``shift`` lies outside a screenshot of ``size``."""
+    if size is None or shift == (0, 0):
+        return False
+    x, y = e.x + shift[0], e.y + shift[1]
+    return x >= size[0] or y >= size[1] or x + e.width <= 0 or y + e.height <= 0
+
+
+def _top(selector: str, before: dict[str, Boxed], after: dict[str, Boxed]) -> float:
+    """Page order: the element's top on head (else base)."""
+    e = after.get(selector) or before.get(selector)
+    return e.y if e is not None else 0.0

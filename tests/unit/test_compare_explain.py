@@ -1,0 +1,78 @@
+"""Visual changes explained in DOM terms (diffie.compare.explain) from the element maps of
+base and head: the element that changed itself, not the ones it pushed; the same cause seen
+in several viewports has one key; the compact view groups by it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from diffie.compact import groups_of
+from diffie.compare.explain import explain
+
+
+@dataclass(frozen=True)
+class El:
+    selector: str
+    text: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+def page(banner_h: float, width: float = 1280, title: str = "Shop", cards: int = 3) -> list[El]:
+    els = [El("body", "all", 0, 0, width, 400 + banner_h),
+           El("body > div.banner", "Free shipping", 0, 0, width, banner_h),
+           El("body > header", title, 0, banner_h, width, 60),
+           El("body > header > h1", title, 20, banner_h + 10, 200, 40)]
+    els += [El(f"body > main > article:nth-of-type({i})", f"card {i}", 20,
+               banner_h + 80 + 100 * i, 300, 90) for i in range(1, cards + 1)]
+    els.append(El("body > main", "cards", 0, banner_h + 70, width, 330))
+    return els
+
+
+def test_a_grown_banner_is_the_cause_and_the_rest_moved_down() -> None:
+    why = explain(page(32), page(40))
+    assert [(c.kind, c.selector) for c in why.causes] == [("resized", "body > div.banner")]
+    assert why.summary() == ("body > div.banner height 32 → 40 px; 6 element(s) below moved "
+                             "down 8 px")
+    mobile = explain(page(51, width=390), page(59, width=390))
+    assert mobile.key == why.key                     # one cause in every viewport
+    assert explain(page(32), page(44)).key != why.key
+
+
+def test_text_added_removed_and_what_the_maps_cannot_show() -> None:
+    retitled = explain(page(32), page(32, title="Boutique"))
+    assert [c.kind for c in retitled.causes] == ["text"]
+    assert retitled.causes[0].selector == "body > header > h1"
+    assert "'Shop' → 'Boutique'" in retitled.summary()
+    added = explain(page(32, cards=2), page(32, cards=3))
+    assert [(c.kind, c.selector) for c in added.causes] == \
+        [("added", "body > main > article:nth-of-type(3)")]
+    removed = explain(page(32, cards=3), page(32, cards=2))
+    assert [c.kind for c in removed.causes] == ["removed"]
+    assert not explain(page(32), page(32))           # a recolour: no cause in the maps
+
+
+def test_an_element_pushed_out_of_the_screenshot_moved_it_was_not_removed() -> None:
+    base = page(32) + [El("body > footer", "footer", 0, 790, 1280, 8)]
+    head = [replace(e, y=e.y + 8) if e.selector != "body > div.banner" else e for e in page(40)]
+    head = [e for e in head if e.selector != "body"] + [El("body", "all", 0, 0, 1280, 440)]
+    why = explain(base, head, base_size=(1280, 800), head_size=(1280, 800))
+    assert [c.kind for c in why.causes] == ["resized"]       # the footer left the frame
+    assert [c.kind for c in explain(base, head).causes] == ["resized", "removed"]
+
+
+def test_the_compact_view_groups_visual_changes_by_cause() -> None:
+    def visual(fid: str, flow: str, key: str, cause: str) -> dict[str, object]:
+        return {"id": fid, "kind": "visual_change", "flow": flow, "viewport": "desktop",
+                "message": f"screenshot {flow!r} changed: lots of pixels",
+                "details": {"cause_key": key, "cause": cause}}
+
+    banner = "body > div.banner height 32 → 40 px; 6 element(s) below moved down 8 px"
+    groups = groups_of([visual("f-1", "home", "k1", banner), visual("f-2", "cart", "k1", banner),
+                        visual("f-3", "home", "k2", "body > h1 text 'a' → 'b'"),
+                        {"id": "f-4", "kind": "visual_change", "flow": "x", "message": "m"}])
+    assert [(g.occurrences, g.message) for g in groups] == [
+        (2, f"2 screenshot(s) changed: {banner}"),
+        (1, "1 screenshot(s) changed: body > h1 text 'a' → 'b'"), (1, "m")]
