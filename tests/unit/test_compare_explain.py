@@ -4,20 +4,11 @@ in several viewports has one key; the compact view groups by it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from diffie.compact import groups_of
 from diffie.compare.explain import explain
-
-
-@dataclass(frozen=True)
-class El:
-    selector: str
-    text: str
-    x: float
-    y: float
-    width: float
-    height: float
+from diffie.compare.visual import Element as El
 
 
 def page(banner_h: float, width: float = 1280, title: str = "Shop", cards: int = 3) -> list[El]:
