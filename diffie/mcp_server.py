@@ -43,6 +43,7 @@ from diffie.compact import CompactVerdict, compact
 from diffie.compare.crop import finding_picture
 from diffie.errors import DiffieError, InputError, SpecError
 from diffie.models import FINISHED
+from diffie.submit_policy import check_repo_source, check_url_origins
 from diffie.text import clip
 from diffie.worktree import snapshot_worktree
 from workers.embedded import EmbeddedWorkers
@@ -103,9 +104,12 @@ class RunList(BaseModel):
 class DiffieTools:
     """The state the tools share: one app context, the embedded worker once one is needed."""
 
-    def __init__(self, ctx: AppContext, *, embedded_worker: bool = True) -> None:
+    def __init__(self, ctx: AppContext, *, embedded_worker: bool = True,
+                 remote: bool = False) -> None:
         self.ctx = ctx
         self.embedded_worker = embedded_worker
+        # over HTTP: the operator's limits on what may be verified apply (as in the API)
+        self.remote = remote
         self.worker: EmbeddedWorkers | None = None
         self._lock = threading.Lock()
 
@@ -186,11 +190,20 @@ def build_server(tools: DiffieTools) -> MCPServer:
                     raise InputError("spec", "URL mode needs base_url, head_url and spec")
                 if repo:
                     raise InputError("repo", "give URL mode or repo mode, not both")
+                if tools.remote:
+                    check_url_origins(tools.ctx.settings, {"base_url": base_url,
+                                                           "head_url": head_url})
                 return submit.submit_url_spec(tools.ctx, base_url=base_url, head_url=head_url,
                                               spec_text=spec, file="spec", title=title)
             if not repo:
                 raise InputError("repo", "give base_url/head_url/spec (URL mode) or repo "
                                          "(repo mode)")
+            if tools.remote:
+                if worktree:
+                    raise InputError("worktree", "worktree=true reads the repository on the "
+                                     "machine running 'diffie mcp'; over HTTP send the work "
+                                     "as a patch (git diff --binary BASE) with base")
+                check_repo_source(tools.ctx.settings, repo)
             if patch is not None:
                 if worktree:
                     raise InputError("patch", "give worktree=true or a patch, not both")

@@ -93,19 +93,23 @@ def check_local_repo_change(settings: Settings, *, repo: str, base: str, head: s
 def submit_repo(ctx: AppContext, *, repo: str, base: str, head: str | None,
                 spec_path: str = ".diffie.yml", title: str | None = None,
                 upload: Upload | None = None) -> str:
-    """Record a repo-mode run of a local repository (checked first); returns its id. With
-    ``upload`` (:mod:`diffie.uploads`) the head is base + it and ``head`` must be None."""
+    """Record a repo-mode run of a local repository (checked first) or a clone URL (checked
+    by the worker); returns its id. With ``upload`` (:mod:`diffie.uploads`) the head is base
+    + it and ``head`` must be None."""
     if upload is not None:
         if head is not None:
             raise InputError("head", f"the {upload.format} is the head: leave out head")
-        path = check_local_repo_base(repo=repo, base=base)
         head = upload.label
     elif head is None:
         raise InputError("head", "repo mode needs a head revision (or a patch)")
+    if git_source.is_url(repo):
+        where = repo                        # fetched and checked by the worker
+    elif upload is not None:
+        where = str(check_local_repo_base(repo=repo, base=base))
     else:
-        path, _ = check_local_repo_change(ctx.settings, repo=repo, base=base, head=head,
-                                          spec_path=spec_path)
-    return run_store.submit_repo(ctx.db, repo=str(path), base=base, head=head,
+        where = str(check_local_repo_change(ctx.settings, repo=repo, base=base, head=head,
+                                            spec_path=spec_path)[0])
+    return run_store.submit_repo(ctx.db, repo=where, base=base, head=head,
                                  spec_path=spec_path, title=title, upload=upload)
 
 

@@ -3,6 +3,9 @@ same tools as ``diffie mcp``, behind the API's bearer tokens (a token with the `
 scope: the tools submit and cancel runs), with progress notifications (SSE responses, not
 ``json_response``). The API's own worker (``diffie serve``) or the fleet's take the runs.
 
+What may be verified is limited as in the API (:mod:`diffie.submit_policy`: allowed URL-mode
+origins, allowed repository places; no ``worktree``, which reads the server's disk).
+
 DNS-rebinding protection (a Host check) is off: like the rest of the API, ``/mcp`` relies on
 the tokens, and with none configured the API is open and says so at start."""
 
@@ -62,7 +65,7 @@ async def _deny(send: Send, status: int, detail: str) -> None:
 def mcp_route(ctx: AppContext) -> tuple[Route, MCPServer]:
     """The ``/mcp`` route for the API, and the server (its ``session_manager.run()`` must be
     running while the API serves: the API's lifespan enters it)."""
-    server = build_server(DiffieTools(ctx, embedded_worker=False))
+    server = build_server(DiffieTools(ctx, embedded_worker=False, remote=True))
     asgi = server.streamable_http_app(
         streamable_http_path=PATH,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))

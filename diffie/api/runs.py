@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -47,8 +46,8 @@ from diffie.submit import (
     check_local_repo_change,
     snapshot,
 )
+from diffie.submit_policy import check_repo_source, check_url_origins
 from diffie.uploads import Upload
-from diffie.url_mode import is_allowed, strict_origin
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["runs"])
@@ -67,28 +66,6 @@ def links(request: Request, settings: Settings, run_id: str) -> Links:
                  artifacts=run_links.api_url(settings, run_id, "artifacts/", base=base))
 
 
-URL_MODE_SETTING = "DIFFIE_URL_MODE_ORIGINS"
-
-
-def _check_url_mode_origins(settings: Settings, body: RunRequest) -> None:
-    """URL mode opens the given URLs from the worker: only the origins the operator allows.
-    The answer depends only on the URL text, never on the network (no port-scan oracle)."""
-    for name in ("base_url", "head_url"):
-        url = getattr(body, name)
-        if url is None:
-            continue
-        origin = strict_origin(url)
-        if not settings.url_mode_origins:
-            raise invalid(name, f"URL mode is off on this server: it verifies only origins the "
-                          f"operator allows. Set {URL_MODE_SETTING} (comma-separated "
-                          "scheme://host:port) to allow your app's origins, or use repo mode",
-                          "url_mode_off", setting=URL_MODE_SETTING)
-        if not is_allowed(origin, settings.url_mode_origins):
-            raise invalid(name, f"origin {origin} is not allowed for URL mode: the operator "
-                          f"allows origins with {URL_MODE_SETTING}", "origin_not_allowed",
-                          setting=URL_MODE_SETTING, origin=origin)
-
-
 def _spec_error(field: str, exc: SpecError) -> Exception:
     return invalid(field, str(exc), "spec_error", file=exc.file, line=exc.line,
                    field=exc.field, reason=exc.reason)
@@ -103,7 +80,10 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
     if body.spec is None and body.flows is None:
         raise invalid("spec", "URL mode needs the flows: spec (a .diffie.yml text) or flows",
                       "missing")
-    _check_url_mode_origins(settings, body)
+    try:
+        check_url_origins(settings, {"base_url": body.base_url, "head_url": body.head_url})
+    except InputError as exc:
+        raise invalid(exc.where, str(exc), exc.code, **exc.context) from None
     limits = SpecLimits.from_settings(settings)
     if isinstance(body.spec, str):
         text, field, file = body.spec, "spec", ".diffie.yml"
@@ -121,43 +101,6 @@ def _url_mode_spec(settings: Settings, body: RunRequest) -> str:
     return text
 
 
-REPO_MODE_SETTING = "DIFFIE_REPO_MODE_SOURCES"
-
-
-def repo_source_allowed(repo: str, sources: list[str]) -> bool:
-    """Whether ``repo`` (a URL or a local path) lies in one of the operator's ``sources``: a URL
-    under a URL prefix (at a ``/`` boundary), a directory under a local directory (symbolic
-    links resolved). Decided from the text and the operator's paths only, before git or the
-    disk is asked anything about ``repo`` (no oracle of what exists on the server)."""
-    if any(ord(c) < 0x20 or c in "\\\x7f" for c in repo):
-        return False
-    if is_url(repo):
-        for source in sources:
-            prefix = source.rstrip("/")
-            if is_url(source) and (repo.rstrip("/") == prefix or repo.startswith(prefix + "/")):
-                return "/.." not in repo[len(prefix):] and "@" not in repo.split("/")[2]
-        return False
-    path = os.path.realpath(os.path.expanduser(repo))
-    for source in sources:
-        if is_url(source):
-            continue
-        root = os.path.realpath(os.path.expanduser(source))
-        if os.path.commonpath([root, path]) == root:
-            return True
-    return False
-
-
-def _check_repo_source(settings: Settings, repo: str) -> None:
-    if not settings.repo_mode_sources:
-        raise invalid("repo", f"repo mode is off on this server's API: set {REPO_MODE_SETTING} "
-                      "(comma-separated local directories and URL prefixes the API may take "
-                      "repositories from); `diffie verify` on the server verifies local "
-                      "repositories directly", "repo_mode_off", setting=REPO_MODE_SETTING)
-    if not repo_source_allowed(repo, settings.repo_mode_sources):
-        raise invalid("repo", f"this repository is not in a place the operator allows for repo "
-                      f"mode ({REPO_MODE_SETTING})", "repo_not_allowed", setting=REPO_MODE_SETTING)
-
-
 def _check_repo_mode(settings: Settings, body: RunRequest) -> tuple[str, Upload | None]:
     """The spec's path and the uploaded head, if any (checked; an upload's spec is checked
     by the worker once it has applied it)."""
@@ -173,7 +116,10 @@ def _check_repo_mode(settings: Settings, body: RunRequest) -> tuple[str, Upload 
             raise invalid(name, "Field required (repo mode needs repo, base and head, or a "
                           "patch or bundle instead of head)", "missing")
     assert body.repo and body.base
-    _check_repo_source(settings, body.repo)
+    try:
+        check_repo_source(settings, body.repo)
+    except InputError as exc:
+        raise invalid(exc.where, str(exc), exc.code, **exc.context) from None
     spec_path = body.spec_path or ".diffie.yml"
     if is_url(body.repo):
         return spec_path, upload            # fetched by the worker; validated there

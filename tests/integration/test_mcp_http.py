@@ -14,8 +14,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.conftest import PAGE, Site
-from tests.integration.test_mcp_stdio import verify
+from tests.integration.test_mcp_stdio import text, verify
 from tests.integration.test_queue_cli import SPEC, diffie_env, served
+from tests.paths import REPO_ROOT
 
 
 async def _agent(url: str, token: str, base_url: str, head_url: str) -> dict[str, Any]:
@@ -28,6 +29,15 @@ async def _agent(url: str, token: str, base_url: str, head_url: str) -> dict[str
             streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
+        refused = {}
+        for name, args in (
+                ("origin", {"base_url": "http://127.0.0.1:6379", "head_url": head_url,
+                            "spec": SPEC}),
+                ("worktree", {"repo": str(REPO_ROOT), "worktree": True}),
+                ("repo", {"repo": str(REPO_ROOT), "base": "HEAD~1", "head": "HEAD"})):
+            got = await session.call_tool("submit", args)
+            refused[name] = (got.is_error, text(got))
+        seen["refused"] = refused
         seen["wait"] = await verify(session, base_url, head_url, on_progress, spec=SPEC)
     return seen
 
@@ -46,6 +56,10 @@ def test_mcp_over_http_behind_the_api_tokens(tmp_path: Path) -> None:
             assert httpx.post(f"{url}/mcp", json=hello,
                               headers={"Authorization": "Bearer nope"}).status_code == 401
             seen = anyio.run(_agent, url, "subm1tter", base.url, head.url)
+    refused = seen["refused"]              # the operator's limits hold over MCP as in the API
+    assert refused["origin"][0] and "not allowed for URL mode" in refused["origin"][1]
+    assert refused["worktree"][0] and "send the work as a patch" in refused["worktree"][1]
+    assert refused["repo"][0] and "repo mode is off" in refused["repo"][1]
     wait = seen["wait"]
     assert wait["finished"] and wait["result"]["status"] == "fail", wait
     assert wait["result"]["groups"][0]["kind"] == "step_failed"

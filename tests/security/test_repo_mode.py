@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from diffie.api import create_app
-from diffie.api.runs import repo_source_allowed
 from diffie.composition import build_context
+from diffie.submit_policy import repo_source_allowed
 from tests.conftest import make_repo, make_settings
 
 SPEC = """flows:
