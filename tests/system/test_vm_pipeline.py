@@ -3,7 +3,8 @@ SQLite one) → a ``celery worker`` subprocess → the pipeline, which deploys b
 corpus change into restored VM snapshots (libvirt + QEMU) and drives Chromium through the shop.
 
 - Corpus changes with different expected verdicts end with the manifest's status and kinds,
-  and no domain or overlay of the runs is left.
+  and no domain or overlay of the runs is left; one of them comes from a coding agent over
+  MCP as a patch of uncommitted work, is approved, and passes as approved the second time.
 - A worker killed (SIGKILL) while its run's VM is up: a new worker retries the run (or ends it
   ``error`` with a reason, never stuck ``running``), and its reaper removes the dead worker's
   domain and overlay.
@@ -16,12 +17,17 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from diffie.app_context import AppContext
 from diffie.composition import build_context
@@ -104,23 +110,100 @@ def submit_change(api: httpx.Client, case: ChangeCase, tmp: Path) -> str:
     return submit_repo(api, repo, base, head)
 
 
+async def _agent(url: str, repo: Path, base: str, patch: str,
+                 submitted: threading.Event) -> dict[str, Any]:
+    """A coding agent over MCP (streamable HTTP at /mcp): the change as a patch on base →
+    wait (progress) → compact result → the finding with its picture → approve → the same
+    change again, until that run's verdict."""
+    seen: dict[str, Any] = {"progress": [], "runs": []}
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen["progress"].append(progress)
+
+    async with create_mcp_http_client() as http, \
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        for attempt in range(2):
+            got = await session.call_tool("submit", {"repo": str(repo), "base": base,
+                                                     "patch": patch})
+            assert not got.is_error, got.content
+            submitted.set()
+            run_id = got.structured_content["run_id"]
+            for _ in range(int(3 * RUN_TIMEOUT / 45)):
+                waited = await session.call_tool("wait", {"run_id": run_id, "timeout_s": 45},
+                                                 progress_callback=on_progress)
+                assert not waited.is_error, waited.content
+                if waited.structured_content["finished"]:
+                    break
+            result = waited.structured_content["result"]
+            seen["runs"].append((run_id, result))
+            if attempt or result["status"] != "changed":
+                break
+            group = result["groups"][0]
+            full = await session.call_tool("finding", {
+                "run_id": run_id, "finding_id": group["finding_ids"][0], "include_image": True})
+            seen["finding"] = full.structured_content["finding"]
+            seen["images"] = [c for c in full.content if c.type == "image"]
+            approved = await session.call_tool("approve", {"run_id": run_id,
+                                                           "note": "the taller banner is wanted"})
+            assert not approved.is_error, approved.content
+            seen["approved"] = approved.structured_content
+    return seen
+
+
 @pytest.mark.parametrize("vm_api", ["redis"], indirect=True)
 def test_corpus_changes_through_api_and_queue(vm_api: tuple[AppContext, httpx.Client],
                                               tmp_path: Path) -> None:
+    """Two corpus changes over the REST API; the layout shift as an agent sends it over MCP:
+    uncommitted work (a patch on base) applied by the worker in its checkout, approved, and
+    reported approved when the same change comes again."""
     ctx, api = vm_api
     corpus = cases()
     log = tmp_path / "worker.log"
     before = frozenset(overlays(ctx.settings))
+    shift = corpus["layout-shift-banner"]
+    repo = tmp_path / "repo-agent"
+    base, _ = materialize_repo(SHOP_DIR, None, repo)
+    patch = (CHANGES_DIR / shift.patch).read_text(encoding="utf-8")
+    submitted = threading.Event()
+    agent: dict[str, Any] = {}
+    server_url = str(api.base_url).rstrip("/")
+
+    def run_agent() -> None:
+        try:
+            agent.update(anyio.run(_agent, server_url, repo, base, patch, submitted))
+        except BaseException as exc:         # reported below, in the test's thread
+            agent["error"] = exc
+            submitted.set()
+
     worker = worker_process(ctx.settings, log)
+    thread = threading.Thread(target=run_agent, name="agent")
     try:
-        ids = {cid: submit_change(api, corpus[cid], tmp_path) for cid in CHANGES}
+        thread.start()
+        assert submitted.wait(60), "the agent could not submit"
+        ids = {cid: submit_change(api, corpus[cid], tmp_path)
+               for cid in CHANGES if cid != shift.id}
         runs = {cid: finished(api, run_id, timeout=RUN_TIMEOUT, interval=2)
                 for cid, run_id in ids.items()}
+        thread.join(4 * RUN_TIMEOUT)
     finally:
         stop_process(worker, timeout=60)
     for cid, run in runs.items():
         assert_expected(corpus[cid], run, log)
         assert run["change"]["mode"] == "repo"
+    assert "error" not in agent, agent.get("error")
+    (first_id, first), (second_id, second) = agent["runs"]
+    run = api.get(f"/v1/runs/{first_id}").json()
+    assert run["change"]["head"].startswith("diff:"), run["change"]
+    assert_expected(shift, run, log)
+    assert first["status"] == "changed" and len(first["groups"]) == 1, first
+    assert "body > div.banner height" in first["groups"][0]["message"]
+    assert agent["progress"] and agent["progress"] == sorted(agent["progress"])
+    assert agent["finding"]["kind"] == "visual_change" and len(agent["images"]) == 1
+    assert agent["approved"]["whole_run"]
+    assert second["status"] == "pass" and "approved before" in second["summary"], second
+    ids.update(agent=first_id, again=second_id)
     assert run_domains(ctx.settings, list(ids.values())) == []
     assert overlays(ctx.settings, before) == []
 
