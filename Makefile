@@ -27,7 +27,7 @@ test-system:
 
 # Everything CI runs: set up, start services, lint, type-check, all tests.
 check test: setup services lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 demo:
 	scripts/demo.sh

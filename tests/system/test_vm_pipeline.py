@@ -115,10 +115,11 @@ async def _agent(url: str, repo: Path, base: str, patch: str,
     """A coding agent over MCP (streamable HTTP at /mcp): the change as a patch on base →
     wait (progress) → compact result → the finding with its picture → approve → the same
     change again, until that run's verdict."""
-    seen: dict[str, Any] = {"progress": [], "runs": []}
+    seen: dict[str, Any] = {"progress": [[], []], "runs": []}
+    attempt = 0
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen["progress"].append(progress)
+        seen["progress"][attempt].append(progress)     # a counter per run
 
     async with create_mcp_http_client() as http, \
             streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
@@ -199,7 +200,7 @@ def test_corpus_changes_through_api_and_queue(vm_api: tuple[AppContext, httpx.Cl
     assert_expected(shift, run, log)
     assert first["status"] == "changed" and len(first["groups"]) == 1, first
     assert "body > div.banner height" in first["groups"][0]["message"]
-    assert agent["progress"] and agent["progress"] == sorted(agent["progress"])
+    assert all(p and p == sorted(p) for p in agent["progress"]), agent["progress"]
     assert agent["finding"]["kind"] == "visual_change" and len(agent["images"]) == 1
     assert agent["approved"]["whole_run"]
     assert second["status"] == "pass" and "approved before" in second["summary"], second
