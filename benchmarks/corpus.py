@@ -68,6 +68,7 @@ class FoundItem:
     viewport: str | None = None
     pre_existing: bool = False
     message: str = ""
+    cause: str = ""                 # a visual finding's explanation in DOM terms
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class Summary:
     pass_runs: int = 0              # no-op/noise runs
     runs: int = 0
     seconds: float = 0.0
+    explained: int = 0              # visual regression runs whose cause is named
+    to_explain: int = 0             # visual regression runs (manifest expect_cause)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -120,8 +123,15 @@ class Summary:
 def findings_from_verdict(verdict: dict[str, Any] | None) -> tuple[FoundItem, ...]:
     return tuple(FoundItem(kind=str(f.get("kind")), flow=f.get("flow"), viewport=f.get("viewport"),
                            pre_existing=bool(f.get("pre_existing")),
-                           message=str(f.get("message", ""))[:300])
+                           message=str(f.get("message", ""))[:300],
+                           cause=str((f.get("details") or {}).get("cause") or "")[:1000])
                  for f in (verdict or {}).get("findings") or [])
+
+
+def names_cause(case: ChangeCase, result: RunResult) -> bool:
+    """Whether one visual finding's explanation has every word of ``expect_cause``."""
+    return any(all(word in f.cause for word in case.expect_cause)
+               for f in result.findings if f.kind == "visual_change" and f.cause)
 
 
 def out_of_scope(case: ChangeCase, item: FoundItem) -> bool:
@@ -162,6 +172,14 @@ def summarise(cases: Iterable[ChangeCase], results: Iterable[RunResult]) -> Summ
         if result.got == "error" and case.expected != "error":
             summary.errors += 1
         label = f"{result.change}" + (f" #{result.repeat}" if not case.is_regression else "")
+        if case.is_regression and case.expect_cause:
+            summary.to_explain += 1
+            if names_cause(case, result):
+                summary.explained += 1
+            else:
+                said = next((f.cause for f in result.findings if f.cause), "no explanation")
+                summary.problems.append(f"{label}: cause not named (want "
+                                        f"{' + '.join(case.expect_cause)}): {said[:160]}")
         if case.is_regression:
             summary.regressions += 1
             if score.outcome == "caught":
@@ -236,6 +254,8 @@ def render_summary(summary: Summary) -> str:
         f"false findings: {summary.false_findings}",
         f"runs in error: {summary.errors}",
     ]
+    if summary.to_explain:
+        lines.append(f"explain: named={summary.explained}/{summary.to_explain}")
     lines += [f"  - {p}" for p in summary.problems]
     lines.append(summary.last_line())
     return "\n".join(lines)

@@ -84,6 +84,8 @@ class ChangeCase(BaseModel):
     viewports: list[str] | None = None
     description: str = Field(min_length=1)
     notes: str = ""
+    # a visual change: words the explanation (details.cause) of one of its findings contains
+    expect_cause: list[str] = Field(default_factory=list)
     patch_path: Path = Path()          # resolved by load_manifest
     line: int | None = None
 

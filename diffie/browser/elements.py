@@ -2,7 +2,8 @@
 
 Taken right after each screenshot, written as a JSON artifact next to it: a list of visible
 elements in document order (parents before children), each
-``{"selector", "text", "x", "y", "width", "height"}``. Coordinates are the screenshot's own
+``{"selector", "text", "x", "y", "width", "height", "style"}`` (``style``: the computed values
+of :data:`STYLE_PROPS`, so a comparison can say "colour #36c → #c33"). Coordinates are the screenshot's own
 pixels (screenshots are taken with ``scale="css"``): for a full-page shot, page coordinates; for a
 viewport shot, what the visual viewport shows — page coordinates minus the scroll offset, times
 the viewport's zoom (1 unless a mobile page lacks ``<meta name=viewport>``). The comparer uses
@@ -29,6 +30,13 @@ MAX_ELEMENT_TEXT = 80
 MAX_SELECTOR = 200
 MAX_DEPTH = 10
 MAX_MASK_BOXES = 200
+MAX_STYLE_VALUE = 80
+# computed properties kept per element: what a reviewer names when a screenshot changes
+STYLE_PROPS = ("color", "background-color", "border-top-color", "border-top-width",
+               "border-radius", "box-shadow", "opacity", "visibility",
+               "font-size", "font-weight", "font-family", "font-style", "line-height",
+               "letter-spacing", "text-decoration-line", "text-align", "white-space",
+               "padding", "margin", "gap")
 
 # Maps a getBoundingClientRect() onto the screenshot's pixels (screenshots use scale="css").
 # Full page: page coordinates. Viewport: what the visual viewport shows, zoomed by its scale — a
@@ -48,7 +56,7 @@ const imageSpace = (fullPage) => {
 """
 
 _ELEMENT_MAP_JS = r"""
-([limit, maxText, maxDepth, fullPage]) => {
+([limit, maxText, maxDepth, fullPage, props]) => {
   const SKIP = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE', 'HEAD', 'META', 'LINK', 'TITLE']);
   const view = imageSpace(fullPage);
   const cache = new Map();
@@ -107,8 +115,10 @@ _ELEMENT_MAP_JS = r"""
     const visible = !el.checkVisibility
       || el.checkVisibility({opacityProperty: true, visibilityProperty: true});
     if (!visible) continue;
+    const cs = getComputedStyle(el);
     out.push({selector: selector(el).sel, text: textOf(el),
-              x: r.x, y: r.y, width: r.width, height: r.height});
+              x: r.x, y: r.y, width: r.width, height: r.height,
+              style: props.map(p => cs.getPropertyValue(p))});
   }
   return out;
 }
@@ -154,15 +164,23 @@ def _clean_element(raw: Any) -> dict[str, Any] | None:
     if any(n is None for n in nums):
         return None
     x, y, w, h = (n or 0 for n in nums)
-    return {"selector": selector[:MAX_SELECTOR],
-            "text": text[:MAX_ELEMENT_TEXT] if isinstance(text, str) else "",
-            "x": x, "y": y, "width": w, "height": h}
+    out: dict[str, Any] = {"selector": selector[:MAX_SELECTOR],
+                           "text": text[:MAX_ELEMENT_TEXT] if isinstance(text, str) else "",
+                           "x": x, "y": y, "width": w, "height": h}
+    style = raw.get("style")
+    if isinstance(style, list) and len(style) == len(STYLE_PROPS):
+        out["style"] = {name: value[:MAX_STYLE_VALUE]
+                        for name, value in zip(STYLE_PROPS, style, strict=True)
+                        if isinstance(value, str) and value}
+    return out
 
 
 def element_map(page: Page, *, full_page: bool, timeout_ms: float = 5000,
                 limit: int = MAX_ELEMENTS) -> list[dict[str, Any]]:
-    """Visible elements with their boxes (screenshot coordinates), selector and text."""
-    raw = evaluate(page, _with_helpers(_ELEMENT_MAP_JS), [limit, MAX_ELEMENT_TEXT, MAX_DEPTH, full_page],
+    """Visible elements with their boxes (screenshot coordinates), selector, text and
+    computed style."""
+    raw = evaluate(page, _with_helpers(_ELEMENT_MAP_JS),
+                   [limit, MAX_ELEMENT_TEXT, MAX_DEPTH, full_page, list(STYLE_PROPS)],
                    timeout_ms=timeout_ms)
     if not isinstance(raw, list):
         return []

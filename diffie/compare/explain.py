@@ -6,6 +6,8 @@ Elements are matched by selector. A cause is a change of an element itself:
 - ``resized``: its box changed size, and no element inside it did (a container that grew
   because its child grew is not a cause; the child is);
 - ``text``: its text changed, and no element inside it changed text;
+- ``restyled``: a computed property changed (colour, background, border, font, opacity...),
+  and for an inherited property (colour, font) its parent did not change the same way;
 - ``added`` / ``removed``: only on one side, and its parent is on both.
 
 Elements whose box only moved are counted apart ("moved because something above grew"), with
@@ -27,7 +29,10 @@ TOLERANCE = 1.0              # pixels of box change that are rounding, not chang
 MAX_CAUSES = 5
 TEXT_CHARS = 60
 
-CauseKind = Literal["resized", "text", "added", "removed"]
+CauseKind = Literal["resized", "restyled", "text", "added", "removed"]
+# inherited: a change on a parent shows on every descendant; the parent is the cause
+INHERITED = frozenset({"color", "font-size", "font-weight", "font-family", "font-style",
+                       "visibility"})
 
 
 class Boxed(Protocol):
@@ -43,6 +48,8 @@ class Boxed(Protocol):
     def width(self) -> float: ...
     @property
     def height(self) -> float: ...
+    @property
+    def style(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,21 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
         if h.text != b.text:
             retexted[sel] = (b, h)
     causes: list[Cause] = []
+    restyled = _restyled(before, after)
+    for sel, changes in restyled.items():
+        what = ", ".join(f"{prop} {old} → {new}" for prop, old, new in changes[:3])
+        if sel in resized:
+            b, h = resized[sel]
+            what += f" (size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f})"
+        key = "|".join(f"{prop}:{old}>{new}" for prop, old, new in changes)
+        causes.append(Cause("restyled", sel, f"restyled|{sel}|{key}", f"{sel} {what}"))
     for sel, (b, h) in retexted.items():
         if not any(_inside(other, sel) for other in retexted):
             digest = hashlib.sha256(f"{b.text}\0{h.text}".encode()).hexdigest()[:12]
             causes.append(Cause("text", sel, f"text|{sel}|{digest}",
                                 f"{sel} text {_clip(b.text)!r} → {_clip(h.text)!r}"))
     for sel, (b, h) in resized.items():
-        if any(_inside(other, sel) for other in resized) or sel in retexted:
+        if any(_inside(other, sel) for other in resized) or sel in retexted or sel in restyled:
             continue
         dw, dh = round(h.width - b.width), round(h.height - b.height)
         if abs(dw) <= TOLERANCE:
@@ -163,10 +178,33 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
             shifts[shift] += 1                     # it went out of view: it moved
         else:
             causes.append(Cause("removed", sel, f"removed|{sel}", f"{sel} removed"))
-    order = {"resized": 0, "text": 1, "added": 2, "removed": 3}
+    order = {"resized": 0, "restyled": 1, "text": 2, "added": 3, "removed": 4}
     causes.sort(key=lambda c: (order[c.kind], _top(c.selector, before, after)))
     moved = sum(shifts.values()) if shift != (0, 0) else 0
     return Explanation(causes=causes[:MAX_CAUSES], moved=moved, shift=shift)
+
+
+def _restyled(before: dict[str, Boxed],
+              after: dict[str, Boxed]) -> dict[str, list[tuple[str, str, str]]]:
+    """Elements whose computed style changed: ``{selector: [(property, before, after)]}``,
+    without inherited changes their parent shows too."""
+    changed: dict[str, list[tuple[str, str, str]]] = {}
+    for sel, h in after.items():
+        b = before.get(sel)
+        if b is None or not b.style or not h.style:
+            continue
+        diffs = [(prop, b.style[prop], h.style[prop]) for prop in h.style
+                 if prop in b.style and b.style[prop] != h.style[prop]]
+        if diffs:
+            changed[sel] = diffs
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for sel, diffs in changed.items():
+        parent = _parent(sel)
+        from_parent = set(changed.get(parent, [])) if parent else set()
+        own = [d for d in diffs if not (d[0] in INHERITED and d in from_parent)]
+        if own:
+            out[sel] = own
+    return out
 
 
 def _outside(e: Boxed, shift: tuple[int, int], size: tuple[int, int] | None) -> bool:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class Element:
     y: float
     width: float
     height: float
+    style: dict[str, str] = field(default_factory=dict)   # computed values (STYLE_PROPS)
 
     @property
     def area(self) -> float:
@@ -79,10 +80,14 @@ def load_elements(out: ArtifactDir, shot: Screenshot | None) -> list[Element]:
     elements: list[Element] = []
     for item in raw[:MAX_ELEMENTS] if isinstance(raw, list) else []:
         try:
+            raw_style = item.get("style")
+            style = {str(k)[:40]: str(v)[:80] for k, v in list(raw_style.items())[:20]} \
+                if isinstance(raw_style, dict) else {}
             el = Element(selector=str(item["selector"])[:200],
                          text=" ".join(str(item.get("text") or "").split())[:ELEMENT_TEXT],
                          x=float(item["x"]), y=float(item["y"]),
-                         width=float(item["width"]), height=float(item["height"]))
+                         width=float(item["width"]), height=float(item["height"]),
+                         style=style)
         except (KeyError, TypeError, ValueError):
             continue
         if el.width > 0 and el.height > 0:

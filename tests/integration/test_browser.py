@@ -22,6 +22,7 @@ from PIL import Image
 
 from diffie.artifacts import ArtifactDir
 from diffie.browser import BrowserRunner
+from diffie.browser.elements import STYLE_PROPS
 from diffie.capture import Capture
 from diffie.config import Settings
 from diffie.spec import Spec, parse_spec
@@ -486,6 +487,10 @@ def test_screenshot_trace_and_element_map(runner, site, tmp_path):
     title = _by_selector(elements, "#title")
     assert title["text"] == "Welcome to the shop"
     assert (title["x"], title["y"], title["width"], title["height"]) == (40, 100, 300, 50)
+    style = title["style"]                  # computed values, for "colour a → b" explanations
+    assert isinstance(style, dict)
+    assert style["color"].startswith("rgb") and style["font-size"].endswith("px")
+    assert style["opacity"] == "1" and set(style) <= set(STYLE_PROPS)
     mug = _by_selector(elements, "body > ul.items > li.item:nth-of-type(2)")
     assert mug["text"] == "Red mug" and (mug["x"], mug["y"]) == (40, 230)
     assert all(len(str(e["text"])) <= 80 for e in elements)

@@ -162,6 +162,8 @@ def test_an_agent_verifies_a_change_over_mcp_stdio(tmp_path: Path) -> None:
 
     first, second = seen["visual"]
     assert first["result"]["status"] == "changed", first["result"]
+    why = first["result"]["groups"][0]["message"]        # the cause, in DOM terms
+    assert "div.box background-color rgb(51, 102, 204) → rgb(204, 51, 51)" in why, why
     assert seen["approved"]["approved"] == first["result"]["groups"][0]["finding_ids"]
     assert seen["approved_finding"]["approval"].endswith(": the new colour is intended")
     assert second["result"]["status"] == "pass", second["result"]    # approved: sticks

@@ -248,3 +248,21 @@ def test_concurrency_reaches_the_runner_and_throughput_is_printed(
 def test_throughput_is_runs_per_hour_of_wall_time() -> None:
     assert bench.throughput_line(35, 1800.0, 2) == \
         "throughput: concurrency=2 runs=35 wall_s=1800 changes_per_hour=70.0"
+
+
+def test_explanations_are_scored_against_the_manifests_expected_cause() -> None:
+    shift = case("shift", expected="changed", kinds=["visual_change"],
+                 expect_cause=["div.banner", "padding"])
+    recolour = case("recolour", expected="changed", kinds=["visual_change"],
+                    expect_cause=["color"])
+    named = FoundItem("visual_change", "home", "desktop",
+                      cause="body > div.banner padding 6px 16px → 10px 16px; 9 moved down 8 px")
+    vague = FoundItem("visual_change", "home", "desktop", cause="body > main moved down 8 px")
+    s = summarise([shift, recolour], [run("shift", "changed", vague, named),
+                                      run("recolour", "changed", VISUAL_HOME_DESKTOP)])
+    assert (s.explained, s.to_explain) == (1, 2)
+    assert "explain: named=1/2" in bench.render_summary(s).splitlines()
+    assert any(p.startswith("recolour: cause not named (want color): no explanation")
+               for p in s.problems)
+    manifest = {c.id: c for c in load_manifest(CHANGES_DIR)}
+    assert all(c.expect_cause for c in manifest.values() if c.expected == "changed")

@@ -67,3 +67,36 @@ def test_the_compact_view_groups_visual_changes_by_cause() -> None:
     assert [(g.occurrences, g.message) for g in groups] == [
         (2, f"2 screenshot(s) changed: {banner}"),
         (1, "1 screenshot(s) changed: body > h1 text 'a' → 'b'"), (1, "m")]
+
+
+def styled(els: list[El], selector: str, **style: str) -> list[El]:
+    """``els`` with ``style`` set on ``selector`` and, for colour, inherited by its children."""
+    base = {"color": "rgb(0, 0, 0)", "background-color": "rgba(0, 0, 0, 0)",
+            "font-weight": "400"}
+    out = []
+    for e in els:
+        own = dict(base)
+        if e.selector == selector or (e.selector.startswith(selector + " > ")
+                                      and "color" in style):
+            own.update({k.replace("_", "-"): v for k, v in style.items()
+                        if e.selector == selector or k == "color"})
+        out.append(replace(e, style=own))
+    return out
+
+
+def test_a_recolour_names_the_element_and_the_colours_not_its_children() -> None:
+    why = explain(styled(page(32), "body > header"),
+                  styled(page(32), "body > header", color="rgb(204, 51, 51)"))
+    assert [(c.kind, c.selector) for c in why.causes] == [("restyled", "body > header")]
+    assert why.summary() == "body > header color rgb(0, 0, 0) → rgb(204, 51, 51)"
+    bg = explain(styled(page(32), "body > main > article:nth-of-type(2)"),
+                 styled(page(32), "body > main > article:nth-of-type(2)",
+                        background_color="rgb(250, 250, 250)"))
+    assert bg.causes[0].text.endswith("background-color rgba(0, 0, 0, 0) → rgb(250, 250, 250)")
+    bold = page(32)
+    wider = [replace(e, width=e.width + 6) if e.selector == "body > header > h1" else e
+             for e in bold]
+    why = explain(styled(bold, "body > header > h1"),
+                  styled(wider, "body > header > h1", font_weight="700"))
+    assert [c.kind for c in why.causes] == ["restyled"]
+    assert why.summary() == "body > header > h1 font-weight 400 → 700 (size 200x40 → 206x40)"

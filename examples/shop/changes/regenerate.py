@@ -56,6 +56,9 @@ class Change:
     flows: tuple[str, ...] = ()        # empty: anywhere
     viewports: tuple[str, ...] = ()    # empty: anywhere
     notes: str = ""
+    # a visual change: words the explanation of at least one finding must contain (the
+    # element the change touched and the property; `diffie bench corpus` prints explain:)
+    expect_cause: tuple[str, ...] = ()
 
 
 JS = "static/app.js"
@@ -166,6 +169,7 @@ def product_page(product: Row) -> str:
     Change(
         id="layout-shift-banner", category="regression", expected="changed",
         kinds=("visual_change",),
+        expect_cause=("div.banner", "padding"),
         description="Doubles the banner's vertical padding: everything below it moves down 8px "
                     "on every page.",
         edits=(Edit(CSS, """.banner {
@@ -175,6 +179,7 @@ def product_page(product: Row) -> str:
     Change(
         id="colour-change-brand", category="regression", expected="changed",
         kinds=("visual_change",),
+        expect_cause=("color",),
         description="Changes the brand colour from green to orange: links, buttons and "
                     "the cart status change colour.",
         edits=(Edit(CSS, """  --brand: #2f6f4f;
@@ -184,6 +189,7 @@ def product_page(product: Row) -> str:
     Change(
         id="mobile-overflow-banner", category="regression", expected="changed",
         kinds=("visual_change",), viewports=("mobile",),
+        expect_cause=("div.banner", "white-space"),
         description="Keeps the banner on one line (white-space: nowrap): it fits at 1280px but "
                     "overflows the 390px mobile viewport.",
         edits=(Edit(CSS, """.banner {
@@ -196,6 +202,7 @@ def product_page(product: Row) -> str:
     Change(
         id="copy-change-button", category="regression", expected="changed",
         kinds=("visual_change",), flows=("product",),
+        expect_cause=("Add to bag",),
         description="Renames the 'Add to cart' button to 'Add to bag' (same id): a visible "
                     "text change only.",
         edits=(Edit(PAGES, """data-product-id="{esc(product["id"])}">Add to cart</button>""",
@@ -250,6 +257,7 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     # --- changes a person sees that a renderer tolerance would hide (issue 10) ------------------
     Change(
         id="hue-shift-brand", category="regression", expected="changed", kinds=("visual_change",),
+        expect_cause=("color",),
         description="Recolours the brand from green (47,111,79) to a slate blue of almost the "
                     "same lightness (47,95,127): links, buttons and the cart status (ΔE00 28, "
                     "but a YIQ delta of 150, under pixelmatch's 0.1 allowance of 352).",
@@ -258,11 +266,13 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     Change(
         id="subtle-background", category="regression", expected="changed",
         kinds=("visual_change",),
+        expect_cause=("background-color",),
         description="Warms the page background from #f5f7fa to #f8f6f1 (ΔE00 4.2): every page.",
         edits=(Edit(CSS, "  --wash: #f5f7fa;", "  --wash: #f8f6f1;"),),
     ),
     Change(
         id="subtle-border", category="regression", expected="changed", kinds=("visual_change",),
+        expect_cause=("border-top-color",),
         description="Turns the 1px hairlines (header, cards, forms, tables) from #dfe3ea to a "
                     "neutral #e3e3e3 (ΔE00 3.6).",
         edits=(Edit(CSS, "  --line: #dfe3ea;", "  --line: #e3e3e3;"),),
@@ -270,11 +280,13 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     Change(
         id="subtle-text-colour", category="regression", expected="changed",
         kinds=("visual_change",),
+        expect_cause=("body", "color"),
         description="Shifts the body text colour from #1d2433 to #252433 (ΔE00 4.3).",
         edits=(Edit(CSS, "  --ink: #1d2433;", "  --ink: #252433;"),),
     ),
     Change(
         id="subtle-button", category="regression", expected="changed", kinds=("visual_change",),
+        expect_cause=("button", "background-color"),
         flows=("product", "signin"),
         description="Gives primary buttons their own green, #2f754a instead of the brand "
                     "#2f6f4f (ΔE00 3.5); links keep the brand colour.",
@@ -284,6 +296,7 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     Change(
         id="spacing-1px-grid", category="regression", expected="changed",
         kinds=("visual_change",), flows=("home",),
+        expect_cause=("#product-grid", "gap"),
         description="Widens the product grid's gap from 20px to 21px: the cards move by 1px.",
         edits=(Edit(CSS, """  gap: 20px;
   min-height: 300px;""", """  gap: 21px;
@@ -292,6 +305,7 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     Change(
         id="font-weight-price", category="regression", expected="changed",
         kinds=("visual_change",), flows=("home",),
+        expect_cause=("price", "font-weight"),
         description="Sets the product cards' prices in normal weight instead of bold.",
         edits=(Edit(CSS, ".product-card .price { margin: 0; font-weight: bold; }",
                     ".product-card .price { margin: 0; font-weight: normal; }"),),
@@ -299,6 +313,7 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     Change(
         id="opacity-card-summary", category="regression", expected="changed",
         kinds=("visual_change",), flows=("home",),
+        expect_cause=("summary", "opacity"),
         description="Fades the product cards' one-line summaries to 85% opacity.",
         edits=(Edit(CSS, ".product-card .summary { margin: 0 0 8px; font-size: 13px; color: var(--muted); }",
                     ".product-card .summary { margin: 0 0 8px; font-size: 13px; color: var(--muted); opacity: 0.85; }"),),
@@ -796,6 +811,8 @@ def render_manifest() -> str:
         lines.append(f"    description: {_q(c.description)}")
         if c.notes:
             lines.append(f"    notes: {_q(c.notes)}")
+        if c.expect_cause:
+            lines.append(f"    expect_cause: [{', '.join(_q(w) for w in c.expect_cause)}]")
     return "\n".join(lines) + "\n"
 
 
