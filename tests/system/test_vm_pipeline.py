@@ -199,7 +199,7 @@ def test_corpus_changes_through_api_and_queue(vm_api: tuple[AppContext, httpx.Cl
     assert run["change"]["head"].startswith("diff:"), run["change"]
     assert_expected(shift, run, log)
     assert first["status"] == "changed" and len(first["groups"]) == 1, first
-    assert "body > div.banner height" in first["groups"][0]["message"]
+    assert "body > div.banner padding 6px 16px → 10px 16px" in first["groups"][0]["message"]
     assert all(p and p == sorted(p) for p in agent["progress"]), agent["progress"]
     assert agent["finding"]["kind"] == "visual_change" and len(agent["images"]) == 1
     assert agent["approved"]["whole_run"]
