@@ -110,6 +110,13 @@ def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
     return out
 
 
+def shared_causes(findings: list[dict[str, Any]]) -> list[Group]:
+    """:func:`groups_of`, when a cause explains more than one finding (else []): what the report
+    and the PR comment lead with."""
+    groups = groups_of(findings)
+    return groups if len(groups) < len(findings) else []
+
+
 def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
 

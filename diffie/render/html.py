@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from diffie.artifacts import ArtifactDir, slug
 from diffie.capture import Capture, Screenshot, StepResult
+from diffie.compact import Group, shared_causes
 from diffie.errors import DiffieError
 from diffie.text import clip as clip_text
 from diffie.verdict import Finding, Flaky, NotVerified, Region, Verdict
@@ -271,7 +272,12 @@ def render_html(verdict: Verdict, captures: dict[str, list[Capture]], out: Artif
         detail_items=_detail_items, max_rows=MAX_ROWS,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         errors=[f for f in verdict.findings if f.is_error],
+        causes=_causes(verdict),
     )
+
+
+def _causes(verdict: Verdict) -> list[Group]:
+    return shared_causes([f.model_dump(mode="json") for f in verdict.findings])
 
 
 def render_report(verdict: Verdict, captures: dict[str, list[Capture]], out: ArtifactDir, *,

@@ -1,6 +1,7 @@
 """The verdict as GitHub-flavoured Markdown: a check run's summary, a PR comment, a CLI print.
 
-A title line, a counts line, and one table row per finding (errors first), cut cleanly under
+A title line, a counts line, the causes when one explains several findings (the same element
+change seen in ten screenshots is one line), and one table row per finding (errors first), cut cleanly under
 ``limit`` (GitHub caps a check run summary at 65,535 characters) with an "N more findings in
 the report" line. Every cell is one line; app text is made inert (:func:`diffie.gfm.inert`) so
 it cannot break the table, open a link, mention a user, reference an issue or inject HTML.
@@ -8,6 +9,7 @@ it cannot break the table, open a link, mention a user, reference an issue or in
 
 from __future__ import annotations
 
+from diffie.compact import shared_causes
 from diffie.gfm import inert
 from diffie.verdict import Finding, Verdict
 
@@ -63,6 +65,23 @@ def _counts(verdict: Verdict) -> str:
 
 
 NOT_VERIFIED_LINES = 5
+CAUSE_LINES = 5
+
+
+def _causes(verdict: Verdict) -> str:
+    """The findings grouped by cause (:func:`diffie.compact.shared_causes`): what a reviewer
+    reads first."""
+    groups = shared_causes([f.model_dump(mode="json") for f in verdict.findings])
+    if not groups:
+        return ""
+    lines = []
+    for g in groups[:CAUSE_LINES]:
+        icon = "⚪" if g.pre_existing else ("🟡" if g.kind == "visual_change" else "❌")
+        where = ", ".join(g.where[:3]) + (", …" if g.occurrences > len(g.where[:3]) else "")
+        lines.append(f"- {icon} {cell(g.message, 300)} ({g.occurrences}× · {cell(where, 120)})\n")
+    if len(groups) > CAUSE_LINES:
+        lines.append(f"- … and {len(groups) - CAUSE_LINES} more cause(s)\n")
+    return "**Causes**:\n" + "".join(lines) + "\n"
 
 
 def _not_verified(verdict: Verdict) -> str:
@@ -92,6 +111,7 @@ def verdict_markdown(verdict: Verdict, *, report_url: str | None, limit: int = 6
     if verdict.approved:
         head += "Visual changes **approved**.\n\n"
     head += _not_verified(verdict)
+    head += _causes(verdict)
 
     findings = sorted(verdict.findings, key=_rank)      # stable: errors, changes, pre-existing
     if not findings:

@@ -12,7 +12,7 @@ from diffie.artifacts import ArtifactDir
 from diffie.capture import Capture, ConsoleEntry, PageError, RequestIssue, Screenshot, StepResult
 from diffie.compare.findings import compare_runs
 from diffie.render.html import render_report
-from diffie.verdict import Verdict, error_verdict, judge
+from diffie.verdict import Finding, Verdict, error_verdict, judge
 
 XSS = "<script>alert(1)</script>"
 
@@ -142,3 +142,19 @@ def test_displayed_text_is_bounded(out):
     html = render(verdict, captures, out)
     assert "A" * 1000 not in html
     assert len(html) < 100_000
+
+
+def test_causes_lead_the_report_with_links_to_their_findings(out):
+    cause = f"body > div.banner{XSS} padding 6px → 10px; 9 element(s) below moved down 8 px"
+    shots = [Finding(kind="visual_change", flow=flow, viewport="desktop",
+                     message=f"{flow} changed", details={"cause_key": "k", "cause": cause})
+             for flow in ("home", "cart", "account")]
+    verdict = judge("run-2", shots)
+    html = render(verdict, {}, out)
+    section = html.split('<section id="causes">', 1)[1].split("</section>", 1)[0]
+    assert "3 screenshot(s) changed: body &gt; div.banner&lt;script&gt;" in section
+    assert "3× · home @ desktop, cart @ desktop, account @ desktop" in section
+    assert [f'href="#{f.id}"' in section for f in verdict.findings] == [True] * 3
+    assert html.index('id="causes"') < html.index('id="findings"')
+    lone = judge("run-3", shots[:1])
+    assert 'id="causes"' not in render(lone, {}, out)         # one finding: nothing to group

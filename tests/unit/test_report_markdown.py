@@ -71,3 +71,20 @@ def test_pass_and_error_verdicts():
     assert md.startswith("## ✅ Diffie: pass") and "No findings" in md and "|" not in md
     md = verdict_markdown(error_verdict("r", "VM did not boot\nin 60 s"), report_url=None)
     assert md.startswith("## ⚠️ Diffie: error") and "> VM did not boot in 60 s" in md
+
+
+def test_causes_lead_when_one_explains_several_findings():
+    cause = "body > div.banner padding 6px → 10px; 9 element(s) below moved down 8 px @admin"
+    shots = [Finding(kind="visual_change", flow=flow, viewport=vp, message=f"{flow} changed",
+                     details={"cause_key": "k1", "cause": cause})
+             for flow in ("home", "cart") for vp in ("desktop", "mobile")]
+    md = verdict_markdown(judge("r", [*shots, finding(1)]), report_url=None)
+    causes = md.split("**Causes**:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert causes[0].startswith("- ❌ console error number 1 (1×")
+    assert causes[1].startswith("- 🟡 4 screenshot(s) changed: body &gt; div.banner padding")
+    assert "(4× · home @\u200b desktop, home @\u200b mobile, cart @\u200b desktop, …)" \
+        in causes[1]
+    assert "@admin" not in causes[1]                         # inert like every cell
+    assert len(table_rows(md)) == 5                           # every finding still listed
+    single = verdict_markdown(judge("r", [finding(1), finding(2)]), report_url=None)
+    assert "**Causes**" not in single                         # nothing to group
