@@ -8,7 +8,9 @@ or opened from disk. Jinja2 autoescaping is always on: every string from the app
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -64,6 +66,28 @@ def environment() -> Environment:
     return env
 
 
+def _js() -> Markup:
+    """The report's one script (compare views, zoom, keys), inlined; its hash is in the CSP."""
+    js = files("reports").joinpath("static").joinpath("report.js").read_text(encoding="utf-8")
+    return Markup(js.replace("</", "<\\/"))     # our own file; never closes the <script> early
+
+
+def script_hash() -> str:
+    """``'sha256-…'`` of the inline script: the only script the report's CSP allows."""
+    digest = hashlib.sha256(str(_js()).encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+def report_csp(*, meta: bool) -> str:
+    """The report's Content-Security-Policy: its own images, inline styles, its one script by
+    hash; nothing from anywhere else. ``meta``: the ``<meta>`` form (which also allows
+    ``file:`` images, for a report opened from disk; frame-ancestors needs the header)."""
+    images = "'self' data: file: blob:" if meta else "'self' data:"
+    policy = (f"default-src 'none'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+              f"script-src {script_hash()}; base-uri 'none'; form-action 'none'")
+    return policy if meta else policy + "; font-src 'self' data:; frame-ancestors 'none'"
+
+
 def _css() -> Markup:
     css = files("reports").joinpath("static").joinpath("report.css").read_text(encoding="utf-8")
     return Markup(css.replace("</", "<\\/"))     # our own file; never closes the <style> early
@@ -80,6 +104,14 @@ class Box:
     width: float
     height: float
     label: str
+
+    @property
+    def cx(self) -> float:
+        return self.left + self.width / 2
+
+    @property
+    def cy(self) -> float:
+        return self.top + self.height / 2
 
     @property
     def style(self) -> str:
@@ -272,7 +304,7 @@ def render_html(verdict: Verdict, captures: dict[str, list[Capture]], out: Artif
         detail_items=_detail_items, max_rows=MAX_ROWS,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         errors=[f for f in verdict.findings if f.is_error],
-        causes=_causes(verdict),
+        causes=_causes(verdict), js=_js(), csp=report_csp(meta=True),
     )
 
 

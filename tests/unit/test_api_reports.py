@@ -12,6 +12,7 @@ from diffie import run_store
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
+from diffie.render.html import script_hash
 from diffie.render.schema import SCHEMA_PATH
 from diffie.verdict import Finding, judge
 
@@ -47,7 +48,9 @@ def test_report_html_and_its_relative_links(client: TestClient, done_run: str) -
         page = client.get(f"/v1/runs/{done_run}/{path}", follow_redirects=False)
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        assert "default-src 'none'" in page.headers["content-security-policy"]
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert f"script-src {script_hash()};" in csp      # the report's own script, by hash
         assert page.headers["x-content-type-options"] == "nosniff"
     # the page's relative image link resolves to a served artifact, from either URL
     for path in ("head-home.png", "report/head-home.png"):

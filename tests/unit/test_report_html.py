@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -83,7 +86,11 @@ def test_app_text_is_escaped_everywhere(out):
     html = render(verdict, captures, out)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert" not in html
-    assert "<script" not in html.lower()               # the report runs no script at all
+    assert html.lower().count("<script") == 1          # one script: the report's own
+    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
+    assert script.startswith("// Diffie report: compare views")
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in unescape(html)   # allowed by its hash alone
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
     assert "got &lt;h1&gt;Sh0p&lt;/h1&gt;" in html
     assert "#buy&lt;b&gt;" in html and "<i>now</i>" not in html
@@ -158,3 +165,17 @@ def test_causes_lead_the_report_with_links_to_their_findings(out):
     assert html.index('id="causes"') < html.index('id="findings"')
     lone = judge("run-3", shots[:1])
     assert 'id="causes"' not in render(lone, {}, out)         # one finding: nothing to group
+
+
+def test_a_changed_screenshot_has_compare_views_and_zoomable_boxes(out):
+    verdict, captures = build(out)
+    html = render(verdict, captures, out)
+    block = html.split('class="shot compare" data-mode="side" data-stop', 1)[1].split(
+        '<div class="images">', 1)[0]
+    for mode in ("side", "swipe", "onion", "blink", "diff"):
+        assert f'data-mode="{mode}"' in block
+    assert '<img class="layer head" src="head-home.png"' in block
+    assert '<img class="layer base" src="base-home.png"' in block
+    assert 'class="layer diff" src="diff-home-desktop-home.png"' in block
+    assert re.search(r'<a class="box" href="head-home.png" style="left:[0-9.]+%;[^"]*" '
+                     r'data-cx="[0-9.]+" data-cy="[0-9.]+"', block)

@@ -1,0 +1,82 @@
+// Diffie report: compare views for changed screenshots, zoom to a region, keyboard navigation.
+// Inlined in index.html and allowed by its Content-Security-Policy hash; the report reads
+// nothing but its own folder. Without this script the side-by-side view still works.
+(function () {
+  "use strict";
+  var MODES = ["side", "swipe", "onion", "blink", "diff"];
+  document.documentElement.classList.add("js");
+
+  function setMode(block, mode) {
+    if (MODES.indexOf(mode) < 0) return;
+    block.setAttribute("data-mode", mode);
+    var buttons = block.querySelectorAll("button[data-mode]");
+    for (var i = 0; i < buttons.length; i++) {
+      var on = buttons[i].getAttribute("data-mode") === mode;
+      buttons[i].setAttribute("aria-pressed", on ? "true" : "false");
+    }
+    var range = block.querySelector("input.amount");
+    if (range) range.hidden = !(mode === "swipe" || mode === "onion");
+  }
+
+  function setAmount(block, value) {
+    var stage = block.querySelector(".stage");
+    if (stage) stage.style.setProperty("--amount", String(value / 100));
+  }
+
+  function zoom(block, box) {
+    var stage = block.querySelector(".stage");
+    if (!stage) return;
+    if (stage.classList.contains("zoomed") || !box) {
+      stage.classList.remove("zoomed");
+      stage.style.removeProperty("--origin");
+      return;
+    }
+    var x = parseFloat(box.getAttribute("data-cx")), y = parseFloat(box.getAttribute("data-cy"));
+    stage.style.setProperty("--origin", x + "% " + y + "%");
+    stage.classList.add("zoomed");
+  }
+
+  var blocks = Array.prototype.slice.call(document.querySelectorAll(".compare"));
+  blocks.forEach(function (block) {
+    block.addEventListener("click", function (ev) {
+      var target = ev.target;
+      if (!(target instanceof Element)) return;
+      var button = target.closest("button[data-mode]");
+      if (button) { setMode(block, button.getAttribute("data-mode")); return; }
+      var box = target.closest(".stage .box");
+      if (box) { ev.preventDefault(); zoom(block, box); return; }
+      if (target.closest(".stage")) zoom(block, null);
+    });
+    var range = block.querySelector("input.amount");
+    if (range) {
+      range.addEventListener("input", function () { setAmount(block, Number(range.value)); });
+      setAmount(block, Number(range.value));
+    }
+    setMode(block, block.getAttribute("data-mode") || "side");
+  });
+
+  // j / k: next / previous changed screenshot or finding; 1-5: the view of the current one
+  var stops = Array.prototype.slice.call(document.querySelectorAll("[data-stop]"));
+  var current = -1;
+  function go(step) {
+    if (!stops.length) return;
+    current = Math.max(0, Math.min(stops.length - 1, current + step));
+    var el = stops[current];
+    el.scrollIntoView({block: "start"});
+    if (typeof el.focus === "function") el.focus({preventScroll: true});
+  }
+  document.addEventListener("keydown", function (ev) {
+    if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    var t = ev.target;
+    if (t instanceof Element && t.closest("input, textarea, select")) return;
+    if (ev.key === "j") { go(1); ev.preventDefault(); }
+    else if (ev.key === "k") { go(-1); ev.preventDefault(); }
+    else if (ev.key >= "1" && ev.key <= "5") {
+      var el = stops[current] || null;
+      var block = el && (el.classList.contains("compare") ? el : el.querySelector(".compare"));
+      if (block) setMode(block, MODES[Number(ev.key) - 1]);
+    } else if (ev.key === "Escape") {
+      blocks.forEach(function (b) { zoom(b, null); });
+    }
+  });
+})();

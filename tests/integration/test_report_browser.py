@@ -1,0 +1,163 @@
+"""The HTML report looked at in Chromium, opened from disk (file://) as a reviewer does: the
+compare views switch (side by side, swipe, onion skin, blink, diff), the slider moves the
+swipe, a region box zooms, the keys move between findings, and the page logs no console
+error (a CSP violation would); the screenshots of each view are kept as test artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from diffie.artifacts import ArtifactDir
+from diffie.config import Settings
+from diffie.verdict import Finding, error_verdict, judge
+from tests.paths import REPO_ROOT
+from tests.unit.test_report_html import build, render
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=Settings().chromium_path,
+                               args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def _open(browser: Browser, report: Path) -> tuple[Page, list[str]]:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.goto(report.as_uri())
+    return page, problems
+
+
+def test_compare_views_zoom_and_keys_in_chromium(browser: Browser, tmp_path: Path) -> None:
+    out = ArtifactDir(tmp_path / "report").ensure()
+    verdict, captures = build(out)
+    render(verdict, captures, out)
+    page, problems = _open(browser, out.root / "index.html")
+    shots = tmp_path / "views"
+    shots.mkdir()
+    block = page.locator(".compare").first
+    assert page.evaluate("document.documentElement.classList.contains('js')")
+    assert block.locator(".toolbar").is_visible() and not block.locator(".stage").is_visible()
+
+    for mode, label in (("swipe", "Swipe"), ("onion", "Onion skin"), ("blink", "Blink"),
+                        ("diff", "Diff only"), ("side", "Side by side")):
+        block.get_by_role("button", name=label).click()
+        assert block.get_attribute("data-mode") == mode
+        assert block.get_by_role("button", name=label).get_attribute("aria-pressed") == "true"
+        assert block.locator(".stage").is_visible() == (mode != "side")
+        assert block.locator(".images").is_visible() == (mode == "side")
+        assert block.locator("input.amount").is_visible() == (mode in ("swipe", "onion"))
+        block.screenshot(path=str(shots / f"{mode}.png"))
+
+    block.get_by_role("button", name="Swipe").click()
+    base = block.locator(".layer.base")
+    half = base.evaluate("e => getComputedStyle(e).clipPath")
+    block.locator("input.amount").fill("80")
+    assert base.evaluate("e => getComputedStyle(e).clipPath") != half
+    assert "20%" in base.evaluate("e => getComputedStyle(e).clipPath")
+    block.get_by_role("button", name="Diff only").click()
+    assert block.locator(".layer.diff").is_visible()
+
+    stage = block.locator(".stage")
+    block.locator(".stage .box").first.click()
+    assert "zoomed" in (stage.get_attribute("class") or "")
+    page.wait_for_function("() => getComputedStyle(document.querySelector('.compare .canvas'))"
+                           ".transform.startsWith('matrix(3, 0, 0, 3')", timeout=5000)
+    page.keyboard.press("Escape")
+    assert "zoomed" not in (stage.get_attribute("class") or "")
+
+    stops = page.locator("[data-stop]")
+    count = stops.count()
+    assert count >= 2                     # the error findings' rows, then the changed shot
+    for i in range(count):
+        page.keyboard.press("j")
+        assert page.evaluate("document.activeElement === document.querySelectorAll("
+                             f"'[data-stop]')[{i}]")
+    page.keyboard.press("2")              # the current stop is the compare block: swipe
+    assert block.get_attribute("data-mode") == "swipe"
+    page.keyboard.press("k")
+    assert page.evaluate("document.activeElement === document.querySelectorAll("
+                         f"'[data-stop]')[{count - 2}]")
+    assert problems == []
+    page.close()
+
+
+def test_the_report_works_without_its_script(browser: Browser, tmp_path: Path) -> None:
+    out = ArtifactDir(tmp_path / "report").ensure()
+    verdict, captures = build(out)
+    html = render(verdict, captures, out)
+    (out.root / "index.html").write_text(html.replace("<script>", "<script>throw 1;"))
+    page, problems = _open(browser, out.root / "index.html")   # blocked: the hash differs
+    assert any("Content Security Policy" in p for p in problems), problems
+    block = page.locator(".compare").first
+    assert not block.locator(".toolbar").is_visible()          # no dead buttons
+    assert block.locator(".images img").first.is_visible()     # side by side, as before
+    page.close()
+
+
+AXE = REPO_ROOT / "tests" / "fixtures" / "axe-core" / "axe.min.js"
+
+
+def _reports(tmp_path: Path) -> dict[str, Path]:
+    """Reports of the verdicts a corpus gives: fail (every kind, a stack), changed, pass,
+    error, and a change that does not deploy."""
+    made: dict[str, Path] = {}
+    out = ArtifactDir(tmp_path / "fail").ensure()
+    verdict, captures = build(out)
+    render(verdict, captures, out)
+    made["fail"] = out.root / "index.html"
+    out = ArtifactDir(tmp_path / "changed").ensure()
+    verdict, captures = build(out, console_text="")
+    visual = [f for f in verdict.findings if f.kind == "visual_change"]
+    render(judge("run-c", visual), captures, out)
+    made["changed"] = out.root / "index.html"
+    out = ArtifactDir(tmp_path / "pass").ensure()
+    render(judge("run-p", [], flows=1, viewports=1), {}, out)
+    made["pass"] = out.root / "index.html"
+    out = ArtifactDir(tmp_path / "error").ensure()
+    render(error_verdict("run-e", "no VM slot was free within 600 s"), {}, out)
+    made["error"] = out.root / "index.html"
+    out = ArtifactDir(tmp_path / "deploy").ensure()
+    deploy = Finding(kind="deploy_error", message="head: `npm ci` exited 1",
+                     details={"command": "npm ci", "exit_code": 1, "output": "npm ERR! <x>"})
+    render(judge("run-d", [deploy]), {}, out)
+    made["deploy_error"] = out.root / "index.html"
+    return made
+
+
+def _console_errors(page: Page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return errors
+
+
+def test_reports_have_no_serious_accessibility_violations(browser: Browser,
+                                                          tmp_path: Path) -> None:
+    axe = AXE.read_text(encoding="utf-8")
+    context = browser.new_context(bypass_csp=True)       # to inject axe-core, test only
+    try:
+        for kind, report in _reports(tmp_path).items():
+            page = context.new_page()
+            errors = _console_errors(page)
+            page.goto(report.as_uri())
+            page.add_script_tag(content=axe)
+            result = page.evaluate(
+                "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+                " return r.violations.map(v => [v.id, v.impact, v.help, v.nodes.slice(0, 3).map("
+                "n => n.target.join(' ') + ': ' + (n.any[0] || {}).message)]); }")
+            serious = [v for v in result if v[1] in ("serious", "critical")]
+            assert serious == [], (kind, serious)
+            assert errors == [], (kind, errors)
+            page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
+            page.close()
+    finally:
+        context.close()
