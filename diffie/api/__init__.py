@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from diffie.api import reports, runs, webhooks
+from diffie.api import reports, runs, trace_viewer, webhooks
 from diffie.api.auth import parse_tokens
 from diffie.api.limits import BodySizeLimit
 from diffie.api.mcp_http import mcp_route
@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(runs.router)
     app.include_router(reports.router)
     app.include_router(reports.signed_router)
+    app.include_router(trace_viewer.router)
+    app.include_router(trace_viewer.read_router)
+    app.include_router(trace_viewer.signed_router)
     app.include_router(webhooks.router)
     app.router.routes.append(route)                  # /mcp: the MCP tools over HTTP
 

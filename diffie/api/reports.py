@@ -7,6 +7,8 @@ which needs no token: the links in check runs, PR comments and CLI/API output.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 from sqlalchemy import select
@@ -30,6 +32,15 @@ SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": 
 
 
 def _artifact(ctx: AppContext, run_id: str, name: str) -> FileResponse:
+    path, media_type = find_artifact(ctx, run_id, name)
+    headers = dict(SAFE_HEADERS)
+    if media_type.split(";")[0] in ("application/zip", "application/octet-stream"):
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+def find_artifact(ctx: AppContext, run_id: str, name: str) -> tuple[Path, str]:
+    """The file and media type of one artifact of a run; 404 naming what is missing."""
     if not NAME_RE.match(name) or ".." in name:
         raise HTTPException(404, f"no artifact {name!r}")
     with ctx.db.session() as s:
@@ -46,10 +57,7 @@ def _artifact(ctx: AppContext, run_id: str, name: str) -> FileResponse:
         path = ArtifactDir(ctx.settings.artifacts_dir / run.id).path(name)
     if not path.is_file():
         raise HTTPException(404, f"artifact {name!r} of run {run_id} is missing on disk")
-    headers = dict(SAFE_HEADERS)
-    if media_type.split(";")[0] in ("application/zip", "application/octet-stream"):
-        headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return FileResponse(path, media_type=media_type, headers=headers)
+    return path, media_type
 
 
 @router.get("/runs/{run_id}/report", summary="The HTML report", response_class=FileResponse)
@@ -85,7 +93,7 @@ def report_sibling(run_id: str, name: str, ctx: Ctx) -> FileResponse:
 
 # --- signed links (no token) --------------------------------------------------------------------
 
-def _check_link(ctx: AppContext, run_id: str, granted: str, expires: str, sig: str) -> None:
+def check_link(ctx: AppContext, run_id: str, granted: str, expires: str, sig: str) -> None:
     try:
         if not expires.isascii() or not expires.isdigit() or len(expires) > 12:
             raise links.LinkProblem("this link is not valid: its expiry is not a time")
@@ -98,26 +106,26 @@ def _check_link(ctx: AppContext, run_id: str, granted: str, expires: str, sig: s
 def signed_report_redirect(run_id: str, expires: str, sig: str, ctx: Ctx) -> RedirectResponse:
     """To ``…/report/`` (relative, so it holds behind a proxy): the report's relative links
     resolve under the signed prefix from there."""
-    _check_link(ctx, run_id, links.REPORT, expires, sig)
+    check_link(ctx, run_id, links.REPORT, expires, sig)
     return RedirectResponse("report/", 307)
 
 
 @signed_router.get("/report/", summary="The HTML report, by a signed link (no token)",
                    response_class=FileResponse)
 def signed_report(run_id: str, expires: str, sig: str, ctx: Ctx) -> FileResponse:
-    _check_link(ctx, run_id, links.REPORT, expires, sig)
+    check_link(ctx, run_id, links.REPORT, expires, sig)
     return _artifact(ctx, run_id, "index.html")
 
 
 @signed_router.get("/report/{name}", summary="A file the report links to, by a signed link",
                    response_class=FileResponse)
 def signed_report_file(run_id: str, expires: str, sig: str, name: str, ctx: Ctx) -> FileResponse:
-    _check_link(ctx, run_id, links.REPORT, expires, sig)
+    check_link(ctx, run_id, links.REPORT, expires, sig)
     return _artifact(ctx, run_id, name)
 
 
 @signed_router.get("/artifacts/{name}", summary="One artifact, by a signed link (no token)",
                    response_class=FileResponse)
 def signed_artifact(run_id: str, expires: str, sig: str, name: str, ctx: Ctx) -> FileResponse:
-    _check_link(ctx, run_id, f"artifacts/{name}", expires, sig)
+    check_link(ctx, run_id, f"artifacts/{name}", expires, sig)
     return _artifact(ctx, run_id, name)

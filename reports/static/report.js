@@ -5,6 +5,8 @@
   "use strict";
   var MODES = ["side", "swipe", "onion", "blink", "diff"];
   document.documentElement.classList.add("js");
+  // served by Diffie (not opened from disk): traces open in its trace viewer
+  if (/^https?:$/.test(window.location.protocol)) document.documentElement.classList.add("served");
 
   function setMode(block, mode) {
     if (MODES.indexOf(mode) < 0) return;

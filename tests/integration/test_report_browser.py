@@ -5,15 +5,19 @@ error (a CSP violation would); the screenshots of each view are kept as test art
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from diffie import links, run_store
+from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
 from diffie.verdict import Finding, error_verdict, judge
+from tests.conftest import PAGE, LiveServer, Site
 from tests.paths import REPO_ROOT
 from tests.unit.test_report_html import build, render
 
@@ -161,3 +165,55 @@ def test_reports_have_no_serious_accessibility_violations(browser: Browser,
             page.close()
     finally:
         context.close()
+
+
+def test_a_trace_opens_in_the_viewer_diffie_serves(browser: Browser, ctx: AppContext,
+                                                   live_api: Callable[[AppContext], LiveServer],
+                                                   tmp_path: Path) -> None:
+    """A real trace (Chromium visiting a page) recorded with a run; from the report served by
+    a signed link, one click on "in the viewer" opens Playwright's trace viewer, served by
+    Diffie, showing the trace's navigation; no token is needed and nothing outside this
+    origin is loaded."""
+    ctx.settings.api_tokens = ["read:r3ad"]
+    run_id = run_store.submit_url(ctx.db, base_url="http://b", head_url="http://h",
+                                  spec_text="flows: []")
+    assert run_store.claim(ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
+    out = ArtifactDir(ctx.settings.artifacts_dir / run_id).ensure()
+    verdict, captures = build(out)
+    name = "head-home-desktop-trace.zip"
+    with Site({"/": PAGE % "<p>traced page</p>"}) as site:
+        recording = browser.new_context()
+        recording.tracing.start(screenshots=True, snapshots=True)
+        shot = recording.new_page()
+        shot.goto(site.url)
+        recording.tracing.stop(path=str(out.path(name)))
+        recording.close()
+    captures["head"][0] = captures["head"][0].model_copy(update={"trace": name})
+    render(verdict, captures, out)
+    verdict = verdict.model_copy(update={"run_id": run_id})
+    assert run_store.record_verdict(ctx.db, run_id, "w1", verdict, out)
+    server = live_api(ctx)
+    report = links.report_url(ctx.settings, run_id, base=server.url)
+
+    context = browser.new_context()
+    seen: list[str] = []
+    failed: list[str] = []
+    context.on("request", lambda r: seen.append(r.url))
+    context.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+               if r.status >= 400 else None)
+    page = context.new_page()
+    errors = _console_errors(page)
+    page.goto(report)
+    viewer = page.locator("section.flow a.viewer", has_text="head in the viewer").first
+    assert viewer.is_visible()                       # served: the viewer's link shows
+    viewer.click()
+    page.wait_for_url(f"{server.url}/v1/trace-viewer/index.html?trace=*")
+    page.get_by_text("Navigate", exact=False).first.wait_for(timeout=30_000)
+    page.frame_locator("iframe").first.get_by_text("traced page").wait_for(timeout=30_000)
+    page.screenshot(path=str(tmp_path / "trace-viewer.png"))
+    assert all(url.startswith((server.url, "data:", "blob:")) for url in seen), \
+        [u for u in seen if not u.startswith(server.url)][:5]
+    assert failed == [] and errors == [], (failed, errors)
+    context.close()
+    assert httpx.get(f"{server.url}/v1/runs/{run_id}/trace/{name}").status_code == 401
+    assert httpx.get(f"{server.url}/v1/trace-viewer/../../../../etc/passwd").status_code == 404
