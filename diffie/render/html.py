@@ -80,11 +80,13 @@ def script_hash() -> str:
 
 def report_csp(*, meta: bool) -> str:
     """The report's Content-Security-Policy: its own images, inline styles, its one script by
-    hash; nothing from anywhere else. ``meta``: the ``<meta>`` form (which also allows
-    ``file:`` images, for a report opened from disk; frame-ancestors needs the header)."""
+    hash, requests only to its own origin (the approval); nothing from anywhere else.
+    ``meta``: the ``<meta>`` form (which also allows ``file:`` images, for a report opened
+    from disk; frame-ancestors needs the header)."""
     images = "'self' data: file: blob:" if meta else "'self' data:"
     policy = (f"default-src 'none'; img-src {images}; style-src 'self' 'unsafe-inline'; "
-              f"script-src {script_hash()}; base-uri 'none'; form-action 'none'")
+              f"script-src {script_hash()}; connect-src 'self'; base-uri 'none'; "
+              "form-action 'none'")
     return policy if meta else policy + "; font-src 'self' data:; frame-ancestors 'none'"
 
 

@@ -81,4 +81,62 @@
       blocks.forEach(function (b) { zoom(b, null); });
     }
   });
+
+  // filters: show the findings of one kind, flow or viewport
+  var filters = Array.prototype.slice.call(document.querySelectorAll("select[data-filter]"));
+  var rows = Array.prototype.slice.call(document.querySelectorAll("table.findings tbody tr"));
+  var shown = document.querySelector("[data-shown]");
+  function applyFilters() {
+    var visible = 0;
+    rows.forEach(function (row) {
+      var ok = filters.every(function (f) {
+        return !f.value || row.getAttribute("data-" + f.getAttribute("data-filter")) === f.value;
+      });
+      row.hidden = !ok;
+      if (ok) visible++;
+    });
+    if (shown) shown.textContent = visible === rows.length ? "" : visible + " of " + rows.length + " shown";
+  }
+  filters.forEach(function (f) { f.addEventListener("change", applyFilters); });
+
+  // approve (served by Diffie): the same approval as the API, the CLI and GitHub's button;
+  // it needs a token with the submit scope, asked once and kept for this tab only
+  var api = (window.location.pathname.match(/^(.*\/v1\/runs\/[0-9a-zA-Z_-]+\/)/) || [])[1];
+  function approve(button) {
+    var status = button.parentNode.querySelector("[data-approve-status]");
+    var ids = (button.getAttribute("data-approve") || "").split(" ").filter(Boolean);
+    var note = window.prompt("Why is this change intended? (shown with the approval)", "");
+    if (note === null) return;
+    var token = window.sessionStorage.getItem("diffie-token");
+    if (token === null) {
+      token = window.prompt("A Diffie API token with the submit scope (empty if the API has none)", "");
+      if (token === null) return;
+    }
+    var headers = {"Content-Type": "application/json"};
+    if (token) headers.Authorization = "Bearer " + token;
+    status.textContent = "approving…";
+    fetch(api + "approve", {method: "POST", headers: headers, credentials: "omit",
+      body: JSON.stringify({findings: ids, note: note || null, by: "the report"})})
+      .then(function (resp) {
+        return resp.json().catch(function () { return {}; }).then(function (body) {
+          if (resp.ok) {
+            window.sessionStorage.setItem("diffie-token", token);
+            status.textContent = "approved " + body.approved.length + " change(s)" +
+              (body.whole_run ? "; the run is approved" : "");
+            button.disabled = true;
+          } else {
+            if (resp.status === 401 || resp.status === 403) window.sessionStorage.removeItem("diffie-token");
+            status.textContent = "not approved (" + resp.status + "): " +
+              String(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || "")).slice(0, 200);
+          }
+        });
+      })
+      .catch(function (err) { status.textContent = "not approved: " + String(err).slice(0, 200); });
+  }
+  if (api) {
+    document.documentElement.classList.add("can-approve");
+    Array.prototype.slice.call(document.querySelectorAll("button[data-approve]")).forEach(function (b) {
+      b.addEventListener("click", function () { approve(b); });
+    });
+  }
 })();

@@ -16,6 +16,7 @@ from diffie import links, run_store
 from diffie.app_context import AppContext
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
+from diffie.models import Approval
 from diffie.verdict import Finding, error_verdict, judge
 from tests.conftest import PAGE, LiveServer, Site
 from tests.paths import REPO_ROOT
@@ -217,3 +218,49 @@ def test_a_trace_opens_in_the_viewer_diffie_serves(browser: Browser, ctx: AppCon
     context.close()
     assert httpx.get(f"{server.url}/v1/runs/{run_id}/trace/{name}").status_code == 401
     assert httpx.get(f"{server.url}/v1/trace-viewer/../../../../etc/passwd").status_code == 404
+
+
+def test_filters_and_approval_from_the_served_report(browser: Browser, ctx: AppContext,
+                                                     live_api: Callable[[AppContext], LiveServer],
+                                                     tmp_path: Path) -> None:
+    """Filters hide the other findings; "Approve" asks for a note and a token with the submit
+    scope and records the approval through the API (the same mechanism as the CLI, MCP and
+    GitHub); a read-only token is refused and asked again."""
+    ctx.settings.api_tokens = ["read:r3ad", "subm1t"]
+    run_id = run_store.submit_url(ctx.db, base_url="http://b", head_url="http://h",
+                                  spec_text="flows: []")
+    assert run_store.claim(ctx.db, run_id, "w1", stale_after_s=60, max_attempts=3) == "claimed"
+    out = ArtifactDir(ctx.settings.artifacts_dir / run_id).ensure()
+    verdict, captures = build(out)
+    verdict = judge(run_id, verdict.findings)
+    render(verdict, captures, out)
+    assert run_store.record_verdict(ctx.db, run_id, "w1", verdict, out)
+    visual = [f.id for f in verdict.findings if f.kind == "visual_change"]
+    server = live_api(ctx)
+    page = browser.new_page()
+    errors = _console_errors(page)
+    page.goto(links.report_url(ctx.settings, run_id, base=server.url))
+
+    rows = page.locator("table.findings tbody tr")
+    total = rows.count()
+    page.locator("select[data-filter=kind]").select_option("visual_change")
+    assert [r.is_visible() for r in rows.all()].count(True) == len(visual) < total
+    assert page.locator("[data-shown]").inner_text() == f"{len(visual)} of {total} shown"
+
+    answers = iter(["the new spacing is intended", "r3ad",        # refused: read only
+                    "the new spacing is intended", "subm1t"])
+    page.on("dialog", lambda d: d.accept(next(answers)))
+    button = page.locator(f"tr button[data-approve='{visual[0]}']")
+    status = page.locator("tr [data-approve-status]").first
+    button.click()
+    page.wait_for_function("() => document.querySelector('tr [data-approve-status]')"
+                           ".textContent.startsWith('not approved (403)')")
+    button.click()
+    page.wait_for_function("() => document.querySelector('tr [data-approve-status]')"
+                           ".textContent.startsWith('approved 1')")
+    assert button.is_disabled() and "the run is approved" in status.inner_text()
+    page.close()
+    with ctx.db.session() as s:
+        notes = [a.note for a in s.query(Approval).all()]
+    assert notes == ["the new spacing is intended"]
+    assert [e for e in errors if "403" not in e] == [], errors
