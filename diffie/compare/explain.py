@@ -82,7 +82,9 @@ class Explanation:
         if len(self.causes) > 3:
             parts.append(f"{len(self.causes) - 3} more element change(s)")
         if self.moved:
-            below = " below" if any(c.kind == "resized" for c in self.causes) else ""
+            grew = any(c.kind == "resized" or (c.kind == "restyled" and "(size " in c.text)
+                       for c in self.causes)
+            below = " below" if grew else ""
             parts.append(f"{self.moved} element(s){below} moved {_direction(self.shift)}")
         return "; ".join(parts)
 

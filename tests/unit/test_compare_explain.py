@@ -100,3 +100,7 @@ def test_a_recolour_names_the_element_and_the_colours_not_its_children() -> None
                   styled(wider, "body > header > h1", font_weight="700"))
     assert [c.kind for c in why.causes] == ["restyled"]
     assert why.summary() == "body > header > h1 font-weight 400 → 700 (size 200x40 → 206x40)"
+    why = explain(styled(page(32), "body > div.banner", padding="6px 16px"),
+                  styled(page(40), "body > div.banner", padding="10px 16px"))
+    assert why.summary() == ("body > div.banner padding 6px 16px → 10px 16px (size 1280x32 → "
+                             "1280x40); 6 element(s) below moved down 8 px")
