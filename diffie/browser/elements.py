@@ -3,7 +3,8 @@
 Taken right after each screenshot, written as a JSON artifact next to it: a list of visible
 elements in document order (parents before children), each
 ``{"selector", "text", "x", "y", "width", "height", "style"}`` (``style``: the computed values
-of :data:`STYLE_PROPS`, so a comparison can say "colour #36c → #c33"). Coordinates are the screenshot's own
+of :data:`STYLE_PROPS`, so a comparison can say "colour #36c → #c33"), and for an element
+named by its id, ``tag`` (``button.button.primary``: what it is). Coordinates are the screenshot's own
 pixels (screenshots are taken with ``scale="css"``): for a full-page shot, page coordinates; for a
 viewport shot, what the visual viewport shows — page coordinates minus the scroll offset, times
 the viewport's zoom (1 unless a mobile page lacks ``<meta name=viewport>``). The comparer uses
@@ -31,6 +32,7 @@ MAX_SELECTOR = 200
 MAX_DEPTH = 10
 MAX_MASK_BOXES = 200
 MAX_STYLE_VALUE = 80
+MAX_TAG = 80
 # computed properties kept per element: what a reviewer names when a screenshot changes
 STYLE_PROPS = ("color", "background-color", "border-top-color", "border-top-width",
                "border-radius", "box-shadow", "opacity", "visibility",
@@ -116,9 +118,11 @@ _ELEMENT_MAP_JS = r"""
       || el.checkVisibility({opacityProperty: true, visibilityProperty: true});
     if (!visible) continue;
     const cs = getComputedStyle(el);
-    out.push({selector: selector(el).sel, text: textOf(el),
+    const sel = selector(el).sel;
+    out.push({selector: sel, text: textOf(el),
               x: r.x, y: r.y, width: r.width, height: r.height,
-              style: props.map(p => cs.getPropertyValue(p))});
+              style: props.map(p => cs.getPropertyValue(p)),
+              ...(sel.startsWith('#') ? {tag: segment(el).replace(/:nth-of-type\(\d+\)$/, '')} : {})});
   }
   return out;
 }
@@ -167,6 +171,9 @@ def _clean_element(raw: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = {"selector": selector[:MAX_SELECTOR],
                            "text": text[:MAX_ELEMENT_TEXT] if isinstance(text, str) else "",
                            "x": x, "y": y, "width": w, "height": h}
+    tag = raw.get("tag")
+    if isinstance(tag, str) and tag:
+        out["tag"] = tag[:MAX_TAG]          # what an id selector is: button.button.primary
     style = raw.get("style")
     if isinstance(style, list) and len(style) == len(STYLE_PROPS):
         out["style"] = {name: value[:MAX_STYLE_VALUE]

@@ -50,6 +50,8 @@ class Boxed(Protocol):
     def height(self) -> float: ...
     @property
     def style(self) -> dict[str, str]: ...
+    @property
+    def tag(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,13 @@ def _parent(selector: str) -> str | None:
     return head if sep else None
 
 
+def _name(selector: str, elements: dict[str, Boxed]) -> str:
+    """The selector, and for an id what the element is: ``#checkout (button.button.primary)``."""
+    e = elements.get(selector)
+    tag = getattr(e, "tag", "") if e is not None else ""
+    return f"{selector} ({tag})" if tag and selector.startswith("#") else selector
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "…"
 
@@ -144,12 +153,14 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
             b, h = resized[sel]
             what += f" (size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f})"
         key = "|".join(f"{prop}:{old}>{new}" for prop, old, new in changes)
-        causes.append(Cause("restyled", sel, f"restyled|{sel}|{key}", f"{sel} {what}"))
+        causes.append(Cause("restyled", sel, f"restyled|{sel}|{key}",
+                            f"{_name(sel, after)} {what}"))
     for sel, (b, h) in retexted.items():
         if not any(_inside(other, sel) for other in retexted):
             digest = hashlib.sha256(f"{b.text}\0{h.text}".encode()).hexdigest()[:12]
             causes.append(Cause("text", sel, f"text|{sel}|{digest}",
-                                f"{sel} text {_clip(b.text)!r} → {_clip(h.text)!r}"))
+                                f"{_name(sel, after)} text {_clip(b.text)!r} → "
+                                f"{_clip(h.text)!r}"))
     for sel, (b, h) in resized.items():
         if any(_inside(other, sel) for other in resized) or sel in retexted or sel in restyled:
             continue
@@ -160,7 +171,8 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
             what = f"width {b.width:.0f} → {h.width:.0f} px"
         else:
             what = f"size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f} px"
-        causes.append(Cause("resized", sel, f"resized|{sel}|{dw:+d}|{dh:+d}", f"{sel} {what}"))
+        causes.append(Cause("resized", sel, f"resized|{sel}|{dw:+d}|{dh:+d}",
+                            f"{_name(sel, after)} {what}"))
     shift = shifts.most_common(1)[0][0] if shifts else (0, 0)
     for sel, e in after.items():
         parent = _parent(sel)
@@ -170,7 +182,7 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
             shifts[shift] += 1                     # it came into view: it moved
         else:
             causes.append(Cause("added", sel, f"added|{sel}",
-                                f"{sel} added ({e.width:.0f}x{e.height:.0f} at "
+                                f"{_name(sel, after)} added ({e.width:.0f}x{e.height:.0f} at "
                                 f"{e.x:.0f},{e.y:.0f})"))
     for sel, e in before.items():
         parent = _parent(sel)
@@ -179,7 +191,8 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
         if _outside(e, shift, head_size):
             shifts[shift] += 1                     # it went out of view: it moved
         else:
-            causes.append(Cause("removed", sel, f"removed|{sel}", f"{sel} removed"))
+            causes.append(Cause("removed", sel, f"removed|{sel}",
+                                f"{_name(sel, before)} removed"))
     order = {"resized": 0, "restyled": 1, "text": 2, "added": 3, "removed": 4}
     causes.sort(key=lambda c: (order[c.kind], _top(c.selector, before, after)))
     moved = sum(shifts.values()) if shift != (0, 0) else 0

@@ -61,6 +61,7 @@ class Element:
     width: float
     height: float
     style: dict[str, str] = field(default_factory=dict)   # computed values (STYLE_PROPS)
+    tag: str = ""          # for an id selector: tag and classes (what the element is)
 
     @property
     def area(self) -> float:
@@ -87,7 +88,7 @@ def load_elements(out: ArtifactDir, shot: Screenshot | None) -> list[Element]:
                          text=" ".join(str(item.get("text") or "").split())[:ELEMENT_TEXT],
                          x=float(item["x"]), y=float(item["y"]),
                          width=float(item["width"]), height=float(item["height"]),
-                         style=style)
+                         style=style, tag=str(item.get("tag") or "")[:80])
         except (KeyError, TypeError, ValueError):
             continue
         if el.width > 0 and el.height > 0:

@@ -491,6 +491,8 @@ def test_screenshot_trace_and_element_map(runner, site, tmp_path):
     assert isinstance(style, dict)
     assert style["color"].startswith("rgb") and style["font-size"].endswith("px")
     assert style["opacity"] == "1" and set(style) <= set(STYLE_PROPS)
+    assert title["tag"] == "h1"             # an id selector says what the element is
+    assert "tag" not in _by_selector(elements, "body > ul.items > li.item:nth-of-type(2)")
     mug = _by_selector(elements, "body > ul.items > li.item:nth-of-type(2)")
     assert mug["text"] == "Red mug" and (mug["x"], mug["y"]) == (40, 230)
     assert all(len(str(e["text"])) <= 80 for e in elements)

@@ -104,3 +104,13 @@ def test_a_recolour_names_the_element_and_the_colours_not_its_children() -> None
                   styled(page(40), "body > div.banner", padding="10px 16px"))
     assert why.summary() == ("body > div.banner padding 6px 16px → 10px 16px (size 1280x32 → "
                              "1280x40); 6 element(s) below moved down 8 px")
+
+
+def test_an_element_named_by_its_id_also_says_what_it_is() -> None:
+    base = [El("#checkout", "Pay", 10, 10, 80, 30, style={"background-color": "rgb(1, 2, 3)"},
+               tag="button.button.primary")]
+    head = [replace(base[0], style={"background-color": "rgb(4, 5, 6)"})]
+    why = explain(base, head)
+    assert why.summary() == ("#checkout (button.button.primary) background-color "
+                             "rgb(1, 2, 3) → rgb(4, 5, 6)")
+    assert why.causes[0].key == explain(base, head).causes[0].key      # the name is not the key
