@@ -79,7 +79,7 @@ def cause_key(finding: dict[str, Any]) -> tuple[str, str]:
     return kind, _DURING.sub("", message)[:400]
 
 
-def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
+def groups_of(findings: list[dict[str, Any]], *, ids_max: int | None = IDS_MAX) -> list[Group]:
     """Findings grouped by cause: the change's own first (errors before visual), then
     pre-existing; within those, the most frequent first."""
     keyed: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
@@ -104,7 +104,7 @@ def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
         digest = hashlib.sha256(f"{kind}|{text}|{pre}".encode()).hexdigest()[:12]
         out.append(Group(id=f"g-{digest}", kind=kind, message=one_line(message, MESSAGE_CHARS),
                          occurrences=len(members), where=where[:WHERE_MAX],
-                         finding_ids=[str(f.get("id", "")) for f in members][:IDS_MAX],
+                         finding_ids=[str(f.get("id", "")) for f in members][:ids_max],
                          pre_existing=pre))
     out.sort(key=lambda g: (g.pre_existing, g.kind == "visual_change", -g.occurrences, g.kind))
     return out
@@ -112,8 +112,9 @@ def groups_of(findings: list[dict[str, Any]]) -> list[Group]:
 
 def shared_causes(findings: list[dict[str, Any]]) -> list[Group]:
     """:func:`groups_of`, when a cause explains more than one finding (else []): what the report
-    and the PR comment lead with."""
-    groups = groups_of(findings)
+    and the PR comment lead with. Each group names all its findings (the report approves a
+    group by them)."""
+    groups = groups_of(findings, ids_max=None)
     return groups if len(groups) < len(findings) else []
 
 

@@ -160,6 +160,11 @@ def test_causes_lead_the_report_with_links_to_their_findings(out):
              for flow in ("home", "cart", "account")]
     verdict = judge("run-2", shots)
     html = render(verdict, {}, out)
+    many = judge("run-4", [Finding(kind="visual_change", flow=f"f{i}", viewport="desktop",
+                                   message="m", details={"cause_key": "k", "cause": "c"})
+                           for i in range(14)])
+    button = render(many, {}, out).split('data-approve="', 1)[1].split('"', 1)[0]
+    assert button.split() == [f.id for f in many.findings]     # approves the whole group
     section = html.split('<section id="causes">', 1)[1].split("</section>", 1)[0]
     assert "3 screenshot(s) changed: body &gt; div.banner&lt;script&gt;" in section
     assert "3× · home @ desktop, cart @ desktop, account @ desktop" in section
