@@ -10,6 +10,10 @@ Elements are matched by selector. A cause is a change of an element itself:
   and for an inherited property (colour, font) its parent did not change the same way;
 - ``added`` / ``removed``: only on one side, and its parent is on both.
 
+The same change on many elements (a brand colour on every link, a border on every card, one
+word changed in every card) is one cause, as a style rule would be: ``a.nav-link (12 elements)
+color … → …``, with the elements it covers kept beside it.
+
 Elements whose box only moved are counted apart ("moved because something above grew"), with
 the offset most of them moved by. Each cause has a ``key`` that does not depend on where on
 the page or in which viewport it was seen (selector and size delta, a hash of the texts), so
@@ -20,7 +24,8 @@ font) gives no cause: the pixel regions still say where.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -28,6 +33,9 @@ from typing import Literal, Protocol
 TOLERANCE = 1.0              # pixels of box change that are rounding, not change
 MAX_CAUSES = 5
 TEXT_CHARS = 60
+GROUP_MIN = 3                # the same change on this many elements reads as one rule
+MEMBERS = 20                 # selectors kept beside a grouped cause
+_POSITIONAL = re.compile(r":(?:nth-of-type|nth-child|nth-last-of-type|nth-last-child)\(\d+\)")
 
 CauseKind = Literal["resized", "restyled", "text", "added", "removed"]
 # inherited: a change on a parent shows on every descendant; the parent is the cause
@@ -57,9 +65,23 @@ class Boxed(Protocol):
 @dataclass(frozen=True)
 class Cause:
     kind: CauseKind
-    selector: str
+    selector: str          # the element, or for a group what its elements are (``a.nav-link``)
     key: str
     text: str
+    count: int = 1         # elements with this change
+    members: tuple[str, ...] = ()      # a group's selectors (first MEMBERS, page order)
+    resized: bool = False  # the change made an element a new size (what is below it moves)
+
+
+@dataclass
+class _Change:
+    """One element's own change, before changes alike are grouped."""
+    kind: CauseKind
+    selector: str
+    signature: str         # the change without the element: grouping and keys
+    what: str              # the change, said of one element
+    what_many: str         # the change, said of a group
+    resized: bool = False
 
 
 @dataclass
@@ -84,8 +106,7 @@ class Explanation:
         if len(self.causes) > 3:
             parts.append(f"{len(self.causes) - 3} more element change(s)")
         if self.moved:
-            grew = any(c.kind == "resized" or (c.kind == "restyled" and "(size " in c.text)
-                       for c in self.causes)
+            grew = any(c.resized for c in self.causes)
             below = " below" if grew else ""
             parts.append(f"{self.moved} element(s){below} moved {_direction(self.shift)}")
         return "; ".join(parts)
@@ -145,34 +166,34 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
             shifts[(round(h.x - b.x), round(h.y - b.y))] += 1
         if h.text != b.text:
             retexted[sel] = (b, h)
-    causes: list[Cause] = []
+    changes: list[_Change] = []
     restyled = _restyled(before, after)
-    for sel, changes in restyled.items():
-        what = ", ".join(f"{prop} {old} → {new}" for prop, old, new in changes[:3])
+    for sel, diffs in restyled.items():
+        what = ", ".join(f"{prop} {old} → {new}" for prop, old, new in diffs[:3])
+        sized = ""
         if sel in resized:
             b, h = resized[sel]
-            what += f" (size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f})"
-        key = "|".join(f"{prop}:{old}>{new}" for prop, old, new in changes)
-        causes.append(Cause("restyled", sel, f"restyled|{sel}|{key}",
-                            f"{_name(sel, after)} {what}"))
+            sized = f" (size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f})"
+        changes.append(_Change("restyled", sel,
+                               "|".join(f"{prop}:{old}>{new}" for prop, old, new in diffs),
+                               what + sized, what, resized=sel in resized))
     for sel, (b, h) in retexted.items():
         if not any(_inside(other, sel) for other in retexted):
             digest = hashlib.sha256(f"{b.text}\0{h.text}".encode()).hexdigest()[:12]
-            causes.append(Cause("text", sel, f"text|{sel}|{digest}",
-                                f"{_name(sel, after)} text {_clip(b.text)!r} → "
-                                f"{_clip(h.text)!r}"))
+            what = f"text {_clip(b.text)!r} → {_clip(h.text)!r}"
+            changes.append(_Change("text", sel, digest, what, what))
     for sel, (b, h) in resized.items():
         if any(_inside(other, sel) for other in resized) or sel in retexted or sel in restyled:
             continue
         dw, dh = round(h.width - b.width), round(h.height - b.height)
         if abs(dw) <= TOLERANCE:
-            what = f"height {b.height:.0f} → {h.height:.0f} px"
+            what, many = f"height {b.height:.0f} → {h.height:.0f} px", f"height {dh:+d} px"
         elif abs(dh) <= TOLERANCE:
-            what = f"width {b.width:.0f} → {h.width:.0f} px"
+            what, many = f"width {b.width:.0f} → {h.width:.0f} px", f"width {dw:+d} px"
         else:
             what = f"size {b.width:.0f}x{b.height:.0f} → {h.width:.0f}x{h.height:.0f} px"
-        causes.append(Cause("resized", sel, f"resized|{sel}|{dw:+d}|{dh:+d}",
-                            f"{_name(sel, after)} {what}"))
+            many = f"size {dw:+d}x{dh:+d} px"
+        changes.append(_Change("resized", sel, f"{dw:+d}|{dh:+d}", what, many, resized=True))
     shift = shifts.most_common(1)[0][0] if shifts else (0, 0)
     for sel, e in after.items():
         parent = _parent(sel)
@@ -181,9 +202,9 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
         if _outside(e, (-shift[0], -shift[1]), base_size):
             shifts[shift] += 1                     # it came into view: it moved
         else:
-            causes.append(Cause("added", sel, f"added|{sel}",
-                                f"{_name(sel, after)} added ({e.width:.0f}x{e.height:.0f} at "
-                                f"{e.x:.0f},{e.y:.0f})"))
+            changes.append(_Change("added", sel, _what_it_is(sel, after),
+                                   f"added ({e.width:.0f}x{e.height:.0f} at "
+                                   f"{e.x:.0f},{e.y:.0f})", "added"))
     for sel, e in before.items():
         parent = _parent(sel)
         if sel in after or (parent is not None and parent not in after):
@@ -191,12 +212,60 @@ def explain(base: Sequence[Boxed], head: Sequence[Boxed], *,
         if _outside(e, shift, head_size):
             shifts[shift] += 1                     # it went out of view: it moved
         else:
-            causes.append(Cause("removed", sel, f"removed|{sel}",
-                                f"{_name(sel, before)} removed"))
+            changes.append(_Change("removed", sel, _what_it_is(sel, before), "removed",
+                                   "removed"))
+    causes = _causes(changes, before, after)
     order = {"resized": 0, "restyled": 1, "text": 2, "added": 3, "removed": 4}
-    causes.sort(key=lambda c: (order[c.kind], _top(c.selector, before, after)))
+    causes.sort(key=lambda c: (order[c.kind], _top(c.members[0] if c.members else c.selector,
+                                                  before, after)))
     moved = sum(shifts.values()) if shift != (0, 0) else 0
     return Explanation(causes=causes[:MAX_CAUSES], moved=moved, shift=shift)
+
+
+def _what_it_is(selector: str, elements: dict[str, Boxed]) -> str:
+    """What kind of element a selector names, without its place: ``a.nav-link`` for
+    ``body > nav > a.nav-link:nth-of-type(3)``, the tag and classes for an id."""
+    e = elements.get(selector)
+    tag = getattr(e, "tag", "") if e is not None else ""
+    if tag and selector.startswith("#"):
+        return str(tag)
+    last = selector.rpartition(" > ")[2].rsplit(" ", 1)[-1]
+    return _POSITIONAL.sub("", last) or last
+
+
+def _causes(changes: list[_Change], before: dict[str, Boxed],
+            after: dict[str, Boxed]) -> list[Cause]:
+    """One cause per element, except that the same change on GROUP_MIN or more elements is
+    one cause naming what they are (the rule a stylesheet or template would have)."""
+    alike: defaultdict[tuple[CauseKind, str], list[_Change]] = defaultdict(list)
+    for ch in changes:
+        alike[(ch.kind, ch.signature)].append(ch)
+    causes: list[Cause] = []
+    for (kind, signature), group in alike.items():
+        if len(group) < GROUP_MIN:
+            for ch in group:
+                elements = before if ch.kind == "removed" else after
+                key = (f"{ch.kind}|{ch.selector}" if ch.kind in ("added", "removed")
+                       else f"{ch.kind}|{ch.selector}|{ch.signature}")
+                causes.append(Cause(ch.kind, ch.selector, key,
+                                    f"{_name(ch.selector, elements)} {ch.what}",
+                                    resized=ch.resized))
+            continue
+        elements = before if kind == "removed" else after
+        group.sort(key=lambda ch: _top(ch.selector, before, after))
+        kinds = sorted({_what_it_is(ch.selector, elements) for ch in group})
+        if len(kinds) == 1:
+            name = f"{kinds[0]} ({len(group)} elements)"
+        else:
+            shown = ", ".join(kinds[:3]) + (f", +{len(kinds) - 3} more" if len(kinds) > 3
+                                             else "")
+            name = f"{len(group)} elements ({shown})"
+        # the key leaves out the count: a narrow viewport may show fewer of the same elements
+        causes.append(Cause(kind, ", ".join(kinds), f"{kind}-rule|{','.join(kinds)}|{signature}",
+                            f"{name} {group[0].what_many}", count=len(group),
+                            members=tuple(ch.selector for ch in group[:MEMBERS]),
+                            resized=any(ch.resized for ch in group)))
+    return causes
 
 
 def _restyled(before: dict[str, Boxed],

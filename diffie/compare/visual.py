@@ -301,7 +301,9 @@ def compare_screenshot(base_cap: Capture, head_cap: Capture, base_shot: Screensh
     if why:
         details["cause"] = why.summary()
         details["cause_key"] = why.key
-        details["causes"] = [{"kind": c.kind, "selector": c.selector, "change": c.text}
+        details["causes"] = [{"kind": c.kind, "selector": c.selector, "change": c.text,
+                              **({"elements": c.count, "members": list(c.members)}
+                                 if c.members else {})}
                              for c in why.causes]
         details["moved"] = {"elements": why.moved, "by": list(why.shift)}
     if clipped:

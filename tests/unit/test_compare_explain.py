@@ -114,3 +114,52 @@ def test_an_element_named_by_its_id_also_says_what_it_is() -> None:
     assert why.summary() == ("#checkout (button.button.primary) background-color "
                              "rgb(1, 2, 3) → rgb(4, 5, 6)")
     assert why.causes[0].key == explain(base, head).causes[0].key      # the name is not the key
+
+
+def nav(links: int, width: float = 1280) -> list[El]:
+    els = [El("body", "all", 0, 0, width, 400), El("body > nav", "nav", 0, 0, width, 40)]
+    els += [El(f"body > nav > a.nav-link:nth-of-type({i})", f"link {i}", 100 * i, 10, 80, 20,
+               style={"color": "rgb(0, 0, 0)"}) for i in range(1, links + 1)]
+    els += [El(f"body > main > article.card:nth-of-type({i})", f"card {i}", 20, 60 + 100 * i,
+               300, 90, style={"border-top-width": "0px"}) for i in range(1, 4)]
+    return els
+
+
+def recoloured(els: list[El], prop: str, value: str, match: str) -> list[El]:
+    return [replace(e, style={**e.style, prop: value}) if match in e.selector else e
+            for e in els]
+
+
+def test_the_same_change_on_many_elements_is_one_rule() -> None:
+    why = explain(nav(6), recoloured(nav(6), "color", "rgb(194, 87, 26)", "a.nav-link"))
+    assert len(why.causes) == 1
+    top = why.causes[0]
+    assert (top.kind, top.selector, top.count) == ("restyled", "a.nav-link", 6)
+    assert top.text == "a.nav-link (6 elements) color rgb(0, 0, 0) → rgb(194, 87, 26)"
+    assert top.members[0] == "body > nav > a.nav-link:nth-of-type(1)" and len(top.members) == 6
+    # a narrow viewport shows fewer links: the same rule, the same key
+    narrow = explain(nav(4, width=390),
+                     recoloured(nav(4, width=390), "color", "rgb(194, 87, 26)", "a.nav-link"))
+    assert narrow.key == why.key and narrow.causes[0].count == 4
+    # two links are still two elements, each named
+    two = explain(nav(2), recoloured(nav(2), "color", "rgb(194, 87, 26)", "a.nav-link"))
+    assert [c.selector for c in two.causes] == ["body > nav > a.nav-link:nth-of-type(1)",
+                                               "body > nav > a.nav-link:nth-of-type(2)"]
+    # a border on every card that made each taller: one rule that grew; what is below moved
+    base = nav(3)
+    head = [replace(e, height=e.height + 2, style={**e.style, "border-top-width": "2px"})
+            if "article.card" in e.selector else e for e in base]
+    head = [replace(e, y=e.y + 2 * (int(e.selector[-2]) - 1))
+            if "article.card" in e.selector else e for e in head]
+    why = explain(base, head)
+    assert [c.text for c in why.causes] == [
+        "article.card (3 elements) border-top-width 0px → 2px"]
+    assert why.causes[0].resized
+    footer = El("body > footer", "footer", 0, 500, 1280, 40)
+    why = explain(base + [footer], head + [replace(footer, y=506)])
+    assert why.summary().endswith("; 1 element(s) below moved down 6 px")
+    # an unchanged element with the same selector shape is not swept into the rule
+    mixed = recoloured(nav(6), "color", "rgb(194, 87, 26)", "a.nav-link:nth-of-type(")
+    mixed = [replace(e, style={"color": "rgb(0, 0, 0)"}) if e.selector.endswith("(6)") else e
+             for e in mixed]
+    assert explain(nav(6), mixed).causes[0].count == 5
