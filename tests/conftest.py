@@ -48,6 +48,23 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+TEST_ARTIFACTS = Path(os.environ.get("DIFFIE_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts")
+
+
+@pytest.fixture
+def test_artifacts(request: pytest.FixtureRequest) -> Path:
+    """A folder kept after the run for what a person (or CI) should look at — screenshots of
+    reports in a real browser: ``test-artifacts/<test name>/`` (``DIFFIE_TEST_ARTIFACTS``),
+    emptied when the test starts."""
+    folder = TEST_ARTIFACTS / request.node.name.replace("/", "_")
+    if folder.exists():
+        for old in folder.iterdir():
+            if old.is_file():
+                old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")

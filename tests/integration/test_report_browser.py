@@ -42,13 +42,13 @@ def _open(browser: Browser, report: Path) -> tuple[Page, list[str]]:
     return page, problems
 
 
-def test_compare_views_zoom_and_keys_in_chromium(browser: Browser, tmp_path: Path) -> None:
+def test_compare_views_zoom_and_keys_in_chromium(browser: Browser, tmp_path: Path,
+                                                 test_artifacts: Path) -> None:
     out = ArtifactDir(tmp_path / "report").ensure()
     verdict, captures = build(out)
     render(verdict, captures, out)
     page, problems = _open(browser, out.root / "index.html")
-    shots = tmp_path / "views"
-    shots.mkdir()
+    shots = test_artifacts
     block = page.locator(".compare").first
     assert page.evaluate("document.documentElement.classList.contains('js')")
     assert block.locator(".toolbar").is_visible() and not block.locator(".stage").is_visible()
@@ -145,8 +145,8 @@ def _console_errors(page: Page) -> list[str]:
     return errors
 
 
-def test_reports_have_no_serious_accessibility_violations(browser: Browser,
-                                                          tmp_path: Path) -> None:
+def test_reports_have_no_serious_accessibility_violations(browser: Browser, tmp_path: Path,
+                                                          test_artifacts: Path) -> None:
     axe = AXE.read_text(encoding="utf-8")
     context = browser.new_context(bypass_csp=True)       # to inject axe-core, test only
     try:
@@ -162,7 +162,7 @@ def test_reports_have_no_serious_accessibility_violations(browser: Browser,
             serious = [v for v in result if v[1] in ("serious", "critical")]
             assert serious == [], (kind, serious)
             assert errors == [], (kind, errors)
-            page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
+            page.screenshot(path=str(test_artifacts / f"{kind}.png"), full_page=True)
             page.close()
     finally:
         context.close()
@@ -170,7 +170,7 @@ def test_reports_have_no_serious_accessibility_violations(browser: Browser,
 
 def test_a_trace_opens_in_the_viewer_diffie_serves(browser: Browser, ctx: AppContext,
                                                    live_api: Callable[[AppContext], LiveServer],
-                                                   tmp_path: Path) -> None:
+                                                   test_artifacts: Path) -> None:
     """A real trace (Chromium visiting a page) recorded with a run; from the report served by
     a signed link, one click on "in the viewer" opens Playwright's trace viewer, served by
     Diffie, showing the trace's navigation; no token is needed and nothing outside this
@@ -211,7 +211,7 @@ def test_a_trace_opens_in_the_viewer_diffie_serves(browser: Browser, ctx: AppCon
     page.wait_for_url(f"{server.url}/v1/trace-viewer/index.html?trace=*")
     page.get_by_text("Navigate", exact=False).first.wait_for(timeout=30_000)
     page.frame_locator("iframe").first.get_by_text("traced page").wait_for(timeout=30_000)
-    page.screenshot(path=str(tmp_path / "trace-viewer.png"))
+    page.screenshot(path=str(test_artifacts / "trace-viewer.png"))
     assert all(url.startswith((server.url, "data:", "blob:")) for url in seen), \
         [u for u in seen if not u.startswith(server.url)][:5]
     assert failed == [] and errors == [], (failed, errors)
