@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import uvicorn
 
 from benchmarks.corpus import add_parser as add_bench_parser
-from diffie import agent_hook, cli_output, cli_tools, run_store, submit
+from diffie import agent_hook, cli_output, cli_tools, logs, run_store, submit
 from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
@@ -339,8 +339,13 @@ def is_loopback(host: str) -> bool:
                                for info in infos)
 
 
+def log_format() -> str:
+    return os.environ.get("DIFFIE_LOG_FORMAT", "text").strip().lower() or "text"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
+    logs.configure(settings.log_format, level=logging.getLevelName(args.log_level.upper()))
     if not parse_tokens(settings.api_tokens):
         if not is_loopback(args.host) and not args.insecure_open:
             err(f"refusing to serve on {args.host}: DIFFIE_API_TOKENS is empty, so the API "
@@ -357,7 +362,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  loglevel=args.log_level.upper()).start()
         err(f"embedded worker {worker.hostname} started")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        # JSON logs: uvicorn's records go through the root handler too (one format)
+        if settings.log_format == "json":
+            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                        log_config=None)
+        else:
+            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:
         if worker is not None:
             worker.stop(timeout=30)
@@ -373,6 +383,7 @@ def worker_queues(settings: Settings, takes: str) -> list[str]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     ctx = build_context()
+    logs.configure(ctx.settings.log_format, level=logging.getLevelName(args.loglevel.upper()))
     app = ctx.celery
     worker = app.Worker(pool_cls=args.pool, concurrency=args.concurrency,
                         loglevel=args.loglevel.upper(),
@@ -544,8 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             print(cli_output.failure("usage_error", str(exc)))
         return EXIT_ERROR
     as_json = bool(getattr(args, "json", False))
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(log_format())
+    except ValueError as exc:
+        err(f"error: {exc}")
+        return EXIT_ERROR
     try:
         code: int = args.func(args)
     except (DiffieError, KeyboardInterrupt) as exc:

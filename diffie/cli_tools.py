@@ -13,9 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from diffie import health
+from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import InputError, SandboxError
 from diffie.redact import redact
+from diffie.remote import Remote
 from diffie.run_images import repo_vm_caps
 from diffie.sandbox.recipe import (
     LoadedRecipe,
@@ -44,16 +47,53 @@ def status_fields(settings: Settings) -> dict[str, str]:
 
 
 def cmd_status(args: argparse.Namespace, out: Out = sys.stdout) -> int:
-    fields = status_fields(Settings())
+    """Where Diffie keeps things, and whether the deployment is ready (:mod:`diffie.health`):
+    database, broker, live workers, VM slots, queue. Exit 1 when not ready."""
+    settings = Settings()
+    fields = status_fields(settings)
     if args.field:
         if args.field not in fields:
             raise InputError("field", f"no field {args.field!r}; fields: {', '.join(fields)}")
         print(fields[args.field], file=out)
         return 0
-    width = max(map(len, fields))
-    for key, value in fields.items():
-        print(f"{key:<{width}}  {value}", file=out)
-    return 0
+    remote = Remote.from_args(args.server, args.token)
+    if remote is not None:
+        ready = remote.ready()
+    else:
+        ctx = build_context(settings)
+        try:
+            ready = health.readiness(ctx).as_dict()
+        finally:
+            ctx.close()
+    code = 0 if ready.get("status") == "ready" else 1
+    if args.json:
+        print(json.dumps({"paths": {} if remote else fields, **ready}, indent=2), file=out)
+        return code
+    if remote is None:
+        width = max(map(len, fields))
+        for key, value in fields.items():
+            print(f"{key:<{width}}  {value}", file=out)
+        print(file=out)
+    print(f"status: {ready.get('status')}" + (f" ({remote.server})" if remote else ""),
+          file=out)
+    for check in ready.get("checks", []):
+        mark = "ok  " if check.get("ok") else ("FAIL" if check.get("fatal", True) else "warn")
+        line = f"  {mark} {check.get('name', '?'):<9} {check.get('detail', '')}".rstrip()
+        print(line, file=out)
+        if check.get("todo") and not check.get("ok"):
+            print(f"       → {check['todo']}", file=out)
+    for worker in ready.get("workers", []):
+        print(f"  worker {worker['name']} (host {worker['host']}, pid {worker['pid']}"
+              f"{', embedded' if worker.get('embedded') else ''}): seen "
+              f"{worker['last_seen_s']:g} s ago", file=out)
+    for host, use in sorted((ready.get("slots") or {}).items()):
+        print(f"  slots on {host}: {use['busy']} busy of {use['total']}", file=out)
+    queue = ready.get("queue")
+    if queue:
+        print(f"  queue: {queue['queued_runs']} run(s) queued, {queue['running_runs']} running"
+              + (f", {queue['broker_messages']} message(s) at the broker"
+                 if queue.get("broker_messages") is not None else ""), file=out)
+    return code
 
 
 # --- spec check ---------------------------------------------------------------------------------
@@ -243,8 +283,15 @@ def _err(line: str) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    s = sub.add_parser("status", help="where Diffie keeps its data, images and recipes")
+    s = sub.add_parser("status", help="where Diffie keeps its data, images and recipes, and "
+                       "whether it is ready: database, broker, workers, VM slots, queue "
+                       "(exit 1 when not)")
     s.add_argument("--field", default=None, help="print one value (e.g. data_dir)")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    s.add_argument("--server", default=None, help="ask a Diffie server's /ready instead "
+                   "(default $DIFFIE_SERVER)")
+    s.add_argument("--token", default=None, help="its API token, for the details "
+                   "(default $DIFFIE_TOKEN)")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("spec", help="project specs (.diffie.yml)")

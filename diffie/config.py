@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default=300.0, description="How often a long-lived process publishes GitHub results an "
         "earlier attempt could not (GitHub was down); 0 = only at start-up.")
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of reports.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines on stderr: text, or json (one object a line: ts, "
+        "level, logger, message, run_id, host, pid) for a log pipeline.")
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = Field(
         default=750_000, ge=0, description="Largest patch or git bundle a repo-mode request may "

@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -107,6 +109,9 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # POSTed the run's result when it ends (diffie.callbacks), HMAC-signed, retried
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     change: Mapped[Change] = relationship(back_populates="runs")
     findings: Mapped[list[FindingRow]] = relationship(back_populates="run",
@@ -233,3 +238,26 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(300), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RunPhase(Base):
+    """How long one phase of one run took (its worker's clock): /metrics' phase histograms."""
+
+    __tablename__ = "run_phases"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    phase: Mapped[str] = mapped_column(String(32), index=True)
+    seconds: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Counter(Base):
+    """A deployment-wide counter (every host adds to the same row): /metrics' counters that
+    no table already counts, e.g. publish retries per destination."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

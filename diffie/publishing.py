@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from diffie import leases
+from diffie import counters, leases
 from diffie.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def deliver(ctx: AppContext, target: str, run_id: str, kind: str, *, attempt: in
                       "sweep retries", target, kind, run_id, attempt + 1, exc)
             return "gave up"
         delay = retry_delay(exc, attempt)
+        counters.bump(ctx.db, "publish_retries", target)
         log.warning("%s unavailable for %s of run %s (%s); retrying in %.0f s", target, kind,
                     run_id, exc, delay)
         raise retry(delay) from exc

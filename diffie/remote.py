@@ -44,8 +44,10 @@ class Remote:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One API call; its JSON, or the Diffie error its answer stands for."""
+    def request(self, method: str, path: str, *, answers: tuple[int, ...] = (),
+                **kwargs: Any) -> Any:
+        """One API call; its JSON (a status >= 400 listed in ``answers`` is an answer too), or
+        the Diffie error its answer stands for."""
         try:
             resp = httpx.request(method, f"{self.server}{path}", headers=self._headers(),
                                  timeout=kwargs.pop("timeout", REQUEST_TIMEOUT_S), **kwargs)
@@ -53,11 +55,16 @@ class Remote:
             raise Unavailable(f"cannot reach the Diffie server {self.server} "
                               f"({type(exc).__name__}: {exc}); check --server / {SERVER_ENV}"
                               ) from None
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and resp.status_code not in answers:
             raise error_of_response(resp, self.server)
         return resp.json()
 
     # --- the commands' operations -------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        """The server's ``/ready`` answer (ready or not: 200 and 503 both carry it)."""
+        body: dict[str, Any] = self.request("GET", "/ready", answers=(503,))
+        return body
 
     def submit(self, body: dict[str, Any]) -> str:
         return str(self.request("POST", "/v1/runs", json=body)["id"])

@@ -12,6 +12,7 @@ can move it on, and a run whose worker stopped heartbeating can be claimed again
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,11 +25,21 @@ from sqlalchemy.orm import Session
 from diffie.approvals import approvals_for, subject_of
 from diffie.artifacts import ArtifactDir
 from diffie.db import Database
-from diffie.models import FINISHED, Artifact, Change, FindingRow, Run, WorkerBeat, utcnow
+from diffie.models import (
+    FINISHED,
+    Artifact,
+    Change,
+    FindingRow,
+    Run,
+    RunPhase,
+    WorkerBeat,
+    utcnow,
+)
 from diffie.uploads import Upload
 from diffie.verdict import Verdict
 
 PHASE_LEN = 32
+log = logging.getLogger(__name__)
 
 _MEDIA_TYPES = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
@@ -355,6 +366,16 @@ def requeue_lost(db: Database, *, queued_after_s: float,
 
 
 # --- worker liveness ----------------------------------------------------------------------------
+
+def record_phases(db: Database, run_id: str, timings: list[tuple[str, float]]) -> None:
+    """How long each phase of a run took (``/metrics``); never raises."""
+    try:
+        with db.session() as s:
+            s.add_all(RunPhase(run_id=run_id, phase=name[:PHASE_LEN], seconds=round(sec, 3))
+                      for name, sec in timings)
+    except Exception:
+        log.exception("run %s: phase timings not recorded", run_id)
+
 
 def worker_beat(db: Database, name: str, *, hostname: str, pid: int, embedded: bool) -> None:
     with db.session() as s:

@@ -56,7 +56,7 @@ def test_artifacts(request: pytest.FixtureRequest) -> Path:
     """A folder kept after the run for what a person (or CI) should look at — screenshots of
     reports in a real browser: ``test-artifacts/<test name>/`` (``DIFFIE_TEST_ARTIFACTS``),
     emptied when the test starts."""
-    folder = TEST_ARTIFACTS / request.node.name.replace("/", "_")
+    folder: Path = TEST_ARTIFACTS / str(request.node.name).replace("/", "_")
     if folder.exists():
         for old in folder.iterdir():
             if old.is_file():

@@ -51,7 +51,10 @@ def make_celery(settings: Settings, build: Callable[[Settings], AppContext]) -> 
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        worker_send_task_events=False,
+        # task events (Flower, exporters) on a broker with fanout exchanges (Redis); the
+        # embedded SQLite transport has none
+        worker_send_task_events=not broker.startswith("sqla+"),
+        task_send_sent_event=not broker.startswith("sqla+"),
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         task_serializer="json",

@@ -28,6 +28,7 @@ from diffie.config import Settings
 from diffie.control import RunCancelled, RunControl
 from diffie.deps import JobDeps
 from diffie.errors import DiffieError
+from diffie.logs import run_context
 from diffie.pipeline import publish_error, run_change
 from diffie.publishing import PUBLISH_TASK, deliver
 from diffie.run_store import ChangeInput
@@ -80,6 +81,8 @@ class Heartbeat(threading.Thread):
         self.limit_s = float(ctx.settings.task_time_limit_s)
         self.deadline = time.monotonic() + self.limit_s
         self._stop_event = threading.Event()
+        self.started = time.monotonic()
+        self._phases: list[tuple[str, float]] = []      # (phase, when it started)
 
     @property
     def reason(self) -> str:
@@ -116,7 +119,17 @@ class Heartbeat(threading.Thread):
 
     # --- RunControl (diffie.control): the job's phases are heartbeats and stop points ----
 
+    def timings(self) -> list[tuple[str, float]]:
+        """(phase, seconds) of each phase so far, and ``run``: the whole run on this worker."""
+        now = time.monotonic()
+        starts = [start for _, start in self._phases]
+        ends = starts[1:] + [now] if starts else []
+        out = [(name, end - start) for (name, _), start, end in
+               zip(self._phases, starts, ends, strict=True)]
+        return out + [("run", now - self.started)]
+
     def phase(self, name: str) -> None:
+        self._phases.append((name, time.monotonic()))
         if self.lost.is_set() or not run_store.heartbeat(self.ctx.db, self.run_id, self.worker, name):
             self.lost.set()
             raise RunCancelled(f"run {self.run_id} was cancelled or taken over")
@@ -143,7 +156,12 @@ Job = Callable[[ChangeInput, JobDeps, RunControl], Verdict]
 
 def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change) -> str:
     """Claim, verify (``job``: the pipeline) and record one run. Returns what happened (for
-    logs and tests)."""
+    logs and tests). Every log record meanwhile names the run (:mod:`diffie.logs`)."""
+    with run_context(run_id):
+        return _execute_run(ctx, run_id, worker, job)
+
+
+def _execute_run(ctx: AppContext, run_id: str, worker: str, job: Job) -> str:
     settings = ctx.settings
     outcome = run_store.claim(ctx.db, run_id, worker, stale_after_s=settings.stale_after_s,
                          max_attempts=settings.max_attempts)
@@ -190,6 +208,7 @@ def execute_run(ctx: AppContext, run_id: str, worker: str, job: Job = run_change
         raise
     finally:
         beat.stop()
+        run_store.record_phases(ctx.db, run_id, beat.timings())
     ctx.events.finished(run_id)
     return result
 

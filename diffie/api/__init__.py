@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from diffie.api import reports, runs, trace_viewer, webhooks
+from diffie.api import ops, reports, runs, trace_viewer, webhooks
 from diffie.api.auth import parse_tokens
 from diffie.api.limits import BodySizeLimit
 from diffie.api.mcp_http import mcp_route
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
     app = FastAPI(title="Diffie", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.ctx = ctx
+    app.include_router(ops.router)
     app.include_router(runs.router)
     app.include_router(reports.router)
     app.include_router(reports.signed_router)
@@ -62,10 +63,6 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(trace_viewer.signed_router)
     app.include_router(webhooks.router)
     app.router.routes.append(route)                  # /mcp: the MCP tools over HTTP
-
-    @app.get("/health", tags=["health"], summary="Liveness: the API answers")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_body_bytes)
     return app

@@ -102,5 +102,21 @@ def require_scope(scope: Scope) -> Callable[..., None]:
     return dependency
 
 
+def optional_credentials(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                Depends(_bearer)]) -> str | None:
+    """A dependency: the bearer token given, if any (for routes open to all that say more to
+    a token holder)."""
+    return credentials.credentials if credentials else None
+
+
+def allows(entries: Iterable[str], given: str | None, scope: Scope) -> bool:
+    """Whether ``given`` has ``scope`` (no tokens configured: everyone has every scope)."""
+    tokens = parse_tokens(entries)
+    if not tokens:
+        return True
+    scopes = scopes_of(given, tokens) if given else None
+    return scopes is not None and scope in scopes
+
+
 require_read = require_scope("read")
 require_submit = require_scope("submit")
