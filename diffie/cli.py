@@ -26,6 +26,7 @@ from diffie.api import OPEN_WARNING, create_app
 from diffie.api.auth import parse_tokens
 from diffie.app_context import AppContext
 from diffie.approvals import Approved
+from diffie.ci_outputs import Fetch, local_fetch, write_outputs
 from diffie.composition import build_context
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, SpecError
@@ -79,13 +80,26 @@ def print_result(snap: dict[str, Any], *, as_json: bool) -> int:
 
 
 def submit_and_wait(ctx: AppContext, run_id: str, args: argparse.Namespace) -> int:
-    snap = await_run(ctx, run_id, wait=args.wait, timeout_s=args.timeout)
+    snap = await_run(ctx, run_id, wait=args.wait or wants_outputs(args),
+                     timeout_s=args.timeout)
     if isinstance(snap, int):
         return snap
     if snap is None:
         print(cli_output.queued_json(run_id) if args.json else run_id)
         return 0
+    write_ci_outputs(snap, local_fetch(ctx.settings.artifacts_dir, run_id), args)
     return print_result(snap, as_json=args.json)
+
+
+def wants_outputs(args: argparse.Namespace) -> bool:
+    """``--junit-out`` / ``--ctrf-out`` need the finished run: they imply ``--wait``."""
+    return bool(getattr(args, "junit_out", None) or getattr(args, "ctrf_out", None))
+
+
+def write_ci_outputs(snap: dict[str, Any], fetch: Fetch, args: argparse.Namespace) -> None:
+    for path in write_outputs(snap, fetch, junit=getattr(args, "junit_out", None),
+                              ctrf=getattr(args, "ctrf_out", None)):
+        err(f"wrote {path}")
 
 
 def await_run(ctx: AppContext, run_id: str, *, wait: bool,
@@ -131,9 +145,10 @@ def remote_of(args: argparse.Namespace) -> Remote | None:
 def remote_submit_and_wait(remote: Remote, body: dict[str, Any],
                            args: argparse.Namespace) -> int:
     """Submit to a Diffie server; with ``--wait``, follow the run and print its verdict."""
+    body["callback_url"] = args.callback_url
     run_id = remote.submit({k: v for k, v in body.items() if v is not None})
     err(f"queued run {run_id} on {remote.server}")
-    if not args.wait:
+    if not (args.wait or wants_outputs(args)):
         print(cli_output.queued_json(run_id) if args.json else run_id)
         return 0
     try:
@@ -142,7 +157,16 @@ def remote_submit_and_wait(remote: Remote, body: dict[str, Any],
         if isinstance(exc, KeyboardInterrupt):
             err(f"interrupted: run {run_id} goes on on the server (diffie runs cancel {run_id})")
         raise RunAwaitError(run_id, exc) from exc
+    write_ci_outputs(snap, lambda name: remote.artifact(run_id, name), args)
     return print_result(snap, as_json=args.json)
+
+
+def local_only(args: argparse.Namespace) -> None:
+    """Flags that only a server acts on, refused for a run on this machine."""
+    if getattr(args, "callback_url", None):
+        raise InputError("callback_url", "a callback is sent by a Diffie server: give --server "
+                         "(a run on this machine reports through its exit code, --json, "
+                         "--junit-out and --ctrf-out)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -155,6 +179,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return remote_submit_and_wait(remote, {"base_url": args.base_url,
                                                "head_url": args.head_url, "spec": spec,
                                                "title": args.title}, args)
+    local_only(args)
     ctx = build_context()
     try:
         run_id = submit.submit_url(ctx, base_url=args.base_url, head_url=args.head_url,
@@ -191,6 +216,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return remote_submit_and_wait(remote, {"repo": repo, "base": base, "head": head,
                                                "patch": patch, "spec_path": args.spec_path,
                                                "title": args.title}, args)
+    local_only(args)
     ctx = build_context()
     try:
         run_id = submit.submit_repo(ctx, repo=args.repo, base=base, head=head,
@@ -212,6 +238,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
     except DiffieError as exc:
         print(f"diffie: cannot verify the working tree: {exc}", file=sys.stderr)
         return 1
+    local_only(args)
     ctx = build_context()
     try:
         run_id = submit.submit_repo(ctx, repo=repo, base=work.base, head=work.head,
@@ -464,7 +491,14 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print the verdict JSON on stdout")
         s.add_argument("--title", default=None)
         s.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+        s.add_argument("--junit-out", default=None, metavar="FILE",
+                       help="write the run's JUnit XML here (implies --wait)")
+        s.add_argument("--ctrf-out", default=None, metavar="FILE",
+                       help="write the run's CTRF JSON here (implies --wait)")
         add_server_flags(s)
+        s.add_argument("--callback-url", default=None, metavar="URL",
+                       help="with --server: the server POSTs the result here when the run "
+                            "ends (signed; an origin the operator allows)")
         if name == "verify":
             s.add_argument("--server-repo", default=None,
                            help="with --server: the repository as the server knows it (a URL "

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from celery import Celery
 
+from diffie import callbacks
 from diffie.app_context import AppContext
 from diffie.browser import BrowserRunner
 from diffie.config import Settings
@@ -69,6 +70,7 @@ def build_context(settings: Settings | None = None, *, migrate: bool = True) -> 
     ctx = AppContext(settings=settings, db=db, deps=job_deps(settings, db),
                      celery_factory=queue_app)
     github.install(ctx)
+    callbacks.install(ctx)
     return ctx
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from diffie import spec_limits as lim
@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     github_sweep_interval_s: float = Field(
         default=300.0, description="How often a long-lived process publishes GitHub results an "
         "earlier attempt could not (GitHub was down); 0 = only at start-up.")
+    callback_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins (scheme://host:port, port * = any) a run's "
+        "callback_url may point at; empty = callbacks refused.")
+    callback_secret: str = Field(
+        default="", description="HMAC-SHA256 key that signs every callback "
+        "(X-Diffie-Signature); at least 32 characters; callbacks need it.")
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of reports.")
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines on stderr: text, or json (one object a line: ts, "
@@ -180,7 +186,7 @@ class Settings(BaseSettings):
             return parse_overrides(",".join(f"{k}={v}" for k, v in value.items()))
         return value
 
-    @field_validator("url_mode_origins", mode="before")
+    @field_validator("url_mode_origins", "callback_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -189,12 +195,14 @@ class Settings(BaseSettings):
             return parse_allowed(str(v) for v in value)
         return value
 
-    @field_validator("url_signing_key")
+    @field_validator("url_signing_key", "callback_secret")
     @classmethod
-    def _key_length(cls, value: str) -> str:
+    def _key_length(cls, value: str, info: ValidationInfo) -> str:
         if value and len(value) < 32:
-            raise ValueError("DIFFIE_URL_SIGNING_KEY must be at least 32 characters (for "
-                             "example `openssl rand -hex 32`), or empty for a generated key")
+            empty = ", or empty for a generated key" if info.field_name == "url_signing_key" \
+                else ""
+            raise ValueError(f"DIFFIE_{str(info.field_name).upper()} must be at least 32 "
+                             f"characters (for example `openssl rand -hex 32`){empty}")
         return value
 
     @property

@@ -61,6 +61,21 @@ class Remote:
 
     # --- the commands' operations -------------------------------------------------------
 
+    def artifact(self, run_id: str, name: str) -> bytes | None:
+        """One artifact of a run (None: the run has no such file)."""
+        try:
+            resp = httpx.get(f"{self.server}/v1/runs/{run_id}/artifacts/{name}",
+                             headers=self._headers(), timeout=REQUEST_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the Diffie server {self.server} "
+                              f"({type(exc).__name__}: {exc}); check --server / {SERVER_ENV}"
+                              ) from None
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 400:
+            raise error_of_response(resp, self.server)
+        return resp.content
+
     def ready(self) -> dict[str, Any]:
         """The server's ``/ready`` answer (ready or not: 200 and 503 both carry it)."""
         body: dict[str, Any] = self.request("GET", "/ready", answers=(503,))

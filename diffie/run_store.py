@@ -90,32 +90,34 @@ class ChangeInput:
 
 # --- submission ---------------------------------------------------------------------------------
 
-def create_run(session: Session, change: Change) -> Run:
+def create_run(session: Session, change: Change, *, callback_url: str | None = None) -> Run:
     """Record a change and its first (queued) run in the caller's transaction."""
     session.add(change)
     session.flush()
-    run = Run(change_id=change.id, status="queued", phase="queued")
+    run = Run(change_id=change.id, status="queued", phase="queued", callback_url=callback_url)
     session.add(run)
     session.flush()
     return run
 
 
 def submit_url(db: Database, *, base_url: str, head_url: str, spec_text: str,
-               title: str | None = None) -> str:
+               title: str | None = None, callback_url: str | None = None) -> str:
     with db.session() as s:
         return create_run(s, Change(mode="url", base_url=base_url, head_url=head_url,
-                                    spec_text=spec_text, title=title)).id
+                                    spec_text=spec_text, title=title),
+                          callback_url=callback_url).id
 
 
 def submit_repo(db: Database, *, repo: str, base: str, head: str, spec_path: str = ".diffie.yml",
                 spec_text: str | None = None, title: str | None = None,
-                upload: Upload | None = None) -> str:
+                upload: Upload | None = None, callback_url: str | None = None) -> str:
     """A repo-mode run; with ``upload``, ``head`` is its label and the head is base + it."""
     with db.session() as s:
         return create_run(s, Change(mode="repo", repo=repo, base_rev=base, head_rev=head,
                                     spec_path=spec_path, spec_text=spec_text, title=title,
                                     patch=upload.data if upload else None,
-                                    patch_format=upload.format if upload else None)).id
+                                    patch_format=upload.format if upload else None),
+                          callback_url=callback_url).id
 
 
 def change_input(db: Database, run_id: str) -> ChangeInput:

@@ -15,6 +15,7 @@ from diffie.git_source import is_url
 from diffie.url_mode import is_allowed, strict_origin
 
 URL_MODE_SETTING = "DIFFIE_URL_MODE_ORIGINS"
+CALLBACK_SETTING = "DIFFIE_CALLBACK_ORIGINS"
 REPO_MODE_SETTING = "DIFFIE_REPO_MODE_SOURCES"
 
 
@@ -73,3 +74,23 @@ def check_repo_source(settings: Settings, repo: str) -> None:
         raise InputError("repo", f"this repository is not in a place the operator allows for "
                          f"repo mode ({REPO_MODE_SETTING})", "repo_not_allowed",
                          setting=REPO_MODE_SETTING)
+
+
+def check_callback(settings: Settings, url: str | None) -> None:
+    """A run's ``callback_url`` makes a worker POST to it: only origins the operator allows,
+    and only when callbacks are signed (``DIFFIE_CALLBACK_SECRET``)."""
+    if url is None:
+        return
+    try:
+        origin = strict_origin(url)
+    except ValueError as exc:
+        raise InputError("callback_url", str(exc)) from None
+    if not settings.callback_origins or not settings.callback_secret:
+        raise InputError("callback_url", f"callbacks are off on this server: the operator "
+                         f"allows them with {CALLBACK_SETTING} (comma-separated "
+                         "scheme://host:port) and DIFFIE_CALLBACK_SECRET (their signing key)",
+                         "callbacks_off", setting=CALLBACK_SETTING)
+    if not is_allowed(origin, settings.callback_origins):
+        raise InputError("callback_url", f"origin {origin} is not allowed for callbacks: the "
+                         f"operator allows origins with {CALLBACK_SETTING}",
+                         "origin_not_allowed", setting=CALLBACK_SETTING, origin=origin)

@@ -46,7 +46,7 @@ from diffie.submit import (
     check_local_repo_change,
     snapshot,
 )
-from diffie.submit_policy import check_repo_source, check_url_origins
+from diffie.submit_policy import check_callback, check_repo_source, check_url_origins
 from diffie.uploads import Upload
 
 log = logging.getLogger(__name__)
@@ -162,17 +162,23 @@ def submit_run(body: RunRequest, request: Request, response: Response,
     if not given:
         raise invalid(("body",), "give base_url, head_url and spec (URL mode) or repo, base and "
                       "head (repo mode)", "missing")
+    try:
+        check_callback(ctx.settings, body.callback_url)
+    except InputError as exc:
+        raise invalid(exc.where, str(exc), exc.code, **exc.context) from None
     if url_mode:
         spec_text = _url_mode_spec(ctx.settings, body)
         assert body.base_url and body.head_url
         run_id = run_store.submit_url(ctx.db, base_url=body.base_url, head_url=body.head_url,
-                                      spec_text=spec_text, title=body.title)
+                                      spec_text=spec_text, title=body.title,
+                                      callback_url=body.callback_url)
     else:
         spec_path, upload = _check_repo_mode(ctx.settings, body)
         head = upload.label if upload else body.head
         assert body.repo and body.base and head
         run_id = run_store.submit_repo(ctx.db, repo=body.repo, base=body.base, head=head,
-                                       spec_path=spec_path, title=body.title, upload=upload)
+                                       spec_path=spec_path, title=body.title, upload=upload,
+                                       callback_url=body.callback_url)
     enqueue_or_fail(ctx, run_id)
     out = RunAccepted(id=run_id, links=links(request, ctx.settings, run_id))
     response.headers["Location"] = out.links.self

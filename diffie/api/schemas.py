@@ -49,6 +49,9 @@ class RunRequest(BaseModel):
     head: str | None = Field(default=None, max_length=200, description="Repo mode: head rev.")
     spec_path: str | None = Field(default=None, max_length=500,
                                   description="Repo mode: spec file in the head tree.")
+    callback_url: str | None = Field(
+        default=None, max_length=2000, description="POSTed the run's result (signed, "
+        "retried) when it ends; an origin the operator allows (DIFFIE_CALLBACK_ORIGINS).")
     patch: str | None = Field(
         default=None, description="Repo mode without head: the head is base plus this patch "
         "(`git diff --binary BASE` output; uncommitted work). At most DIFFIE_MAX_UPLOAD_BYTES.")

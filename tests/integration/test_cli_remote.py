@@ -8,11 +8,18 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 
 from tests.conftest import PAGE, Site
-from tests.integration.test_queue_cli import SPEC, diffie_env, served, valid
+from tests.integration.test_queue_cli import (
+    SPEC,
+    assert_ci_outputs,
+    diffie_env,
+    served,
+    valid,
+)
 from tests.paths import REPO_ROOT
 
 
@@ -34,10 +41,14 @@ def test_check_through_a_server_prints_the_same_verdict_and_errors(tmp_path: Pat
         env["DIFFIE_URL_MODE_ORIGINS"] = site.url
         with served(tmp_path, env) as url:
             check = ["check", "--base-url", site.url, "--head-url", site.url, "--wait", "--json"]
-            done = client([*check, "--spec", str(spec), "--server", url, "--token", "subm1t"],
-                          tmp_path / "cli")
+            ci = tmp_path / "ci"
+            done = client([*check, "--spec", str(spec), "--server", url, "--token", "subm1t",
+                           "--junit-out", str(ci / "junit.xml"), "--ctrf-out",
+                           str(ci / "ctrf.json")], tmp_path / "cli")
             assert done.returncode == 0, done.stderr
             verdict = valid(done.stdout)
+            assert_ci_outputs(ci / "junit.xml", ci / "ctrf.json", verdict["run_id"], failed=0)
+            assert list(ElementTree.parse(ci / "junit.xml").getroot().iter("testcase"))
             assert verdict["status"] == "pass" and "/signed/" in verdict["report_url"]
             assert "browse" in done.stderr and f"on {url}" in done.stderr   # progress, by SSE
             shown = client(["runs", "show", verdict["run_id"], "--json"], tmp_path / "cli",

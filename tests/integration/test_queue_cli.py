@@ -16,15 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
+import jsonschema
 from jsonschema import Draft202012Validator
 
 from diffie import run_store
 from diffie.cli_output import SCHEMA_PATH
 from diffie.composition import build_context
 from tests.conftest import PAGE, Site, free_port, make_settings, wait_until
-from tests.paths import REPO_ROOT
+from tests.paths import FIXTURES, REPO_ROOT
 
 SPEC = """\
 viewports:
@@ -63,6 +65,21 @@ def diffie(args: list[str], data_dir: Path, timeout: float = 300) -> subprocess.
                           timeout=timeout, check=False)
 
 
+CTRF_SCHEMA = json.loads((FIXTURES / "ctrf" / "ctrf.schema.json").read_text(encoding="utf-8"))
+
+
+def assert_ci_outputs(junit: Path, ctrf: Path, run_id: str, *, failed: int) -> None:
+    """``--junit-out`` / ``--ctrf-out`` wrote the run's reports: JUnit XML with its suite and
+    failures, CTRF valid against the CTRF JSON Schema."""
+    root = ElementTree.parse(junit).getroot()
+    suite = root.find("testsuite") if root.tag == "testsuites" else root
+    assert suite is not None and run_id in suite.get("name", "")
+    assert int(suite.get("failures", "0")) + int(suite.get("errors", "0")) >= failed
+    report = json.loads(ctrf.read_text())
+    jsonschema.validate(report, CTRF_SCHEMA)
+    assert report["results"]["summary"]["failed"] >= failed
+
+
 def test_check_exit_codes_and_json(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yml"
     spec.write_text(SPEC)
@@ -78,10 +95,14 @@ def test_check_exit_codes_and_json(tmp_path: Path) -> None:
         report = Path(same.stdout.strip().splitlines()[-1].removeprefix("report: "))
         assert report.name == "index.html" and report.is_file()
 
+        outputs = tmp_path / "ci"
         broken = diffie(["check", "--base-url", base.url, "--head-url", head.url,
-                         "--spec", str(spec), "--wait", "--json"], data)
+                         "--spec", str(spec), "--json", "--junit-out", str(outputs / "j.xml"),
+                         "--ctrf-out", str(outputs / "ctrf.json")], data)   # implies --wait
         assert broken.returncode == 1, broken.stderr
         verdict = valid(broken.stdout)
+        assert_ci_outputs(outputs / "j.xml", outputs / "ctrf.json", verdict["run_id"],
+                          failed=1)
         assert verdict["status"] == "fail"
         assert Path(verdict["report_path"]).name == "index.html"
         assert Path(verdict["report_path"]).is_file()
@@ -92,9 +113,13 @@ def test_check_exit_codes_and_json(tmp_path: Path) -> None:
     assert shown.returncode == 0 and json.loads(shown.stdout)["verdict_status"] == "fail"
 
     unreachable = diffie(["check", "--base-url", "http://127.0.0.1:9", "--head-url",
-                          "http://127.0.0.1:9", "--spec", str(spec), "--wait"], data)
+                          "http://127.0.0.1:9", "--spec", str(spec), "--wait",
+                          "--ctrf-out", str(tmp_path / "error-ctrf.json")], data)
     assert unreachable.returncode == 2
     assert "unreachable" in unreachable.stdout
+    ctrf = json.loads((tmp_path / "error-ctrf.json").read_text())
+    jsonschema.validate(ctrf, CTRF_SCHEMA)                   # an error run has a report too
+    assert ctrf["results"]["summary"]["failed"] >= 1
 
     spec.write_text(SPEC.replace("- goto: /", "- goto:"))
     invalid = diffie(["check", "--base-url", "http://x", "--head-url", "http://y",
