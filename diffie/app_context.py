@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from diffie.artifact_store import ArtifactStore
 from diffie.config import Settings
 from diffie.db import Database
 from diffie.deps import JobDeps, SourceProvider
@@ -40,6 +41,8 @@ class AppContext:
     # A GitHub user's role on a repository, (installation id, owner, repo, login) -> admin,
     # maintain, write, triage, read or none; set by the GitHub App (who may authorise runs).
     permissions: Callable[[int, str, str, str], str] | None = None
+    # Where finished runs' files go for the API (diffie.artifact_store); None: the local folder.
+    artifact_store: ArtifactStore | None = None
     # Builds the Celery app of this context on first use (the composition root's queue_app).
     celery_factory: Callable[[AppContext], Celery] | None = None
     _celery: Celery | None = None

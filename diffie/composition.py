@@ -21,6 +21,7 @@ from celery import Celery
 
 from diffie import callbacks
 from diffie.app_context import AppContext
+from diffie.artifact_store import store_of
 from diffie.browser import BrowserRunner
 from diffie.config import Settings
 from diffie.db import Database
@@ -68,7 +69,7 @@ def build_context(settings: Settings | None = None, *, migrate: bool = True) -> 
     if migrate:
         upgrade(db.engine)
     ctx = AppContext(settings=settings, db=db, deps=job_deps(settings, db),
-                     celery_factory=queue_app)
+                     celery_factory=queue_app, artifact_store=store_of(settings))
     github.install(ctx)
     callbacks.install(ctx)
     return ctx

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     github_sweep_interval_s: float = Field(
         default=300.0, description="How often a long-lived process publishes GitHub results an "
         "earlier attempt could not (GitHub was down); 0 = only at start-up.")
+    artifact_store: str = Field(
+        default="", description="Where finished runs' files are kept for the API: empty = the "
+        "local data dir (API and workers share a disk); s3://BUCKET[/PREFIX] = an "
+        "S3-compatible store (API and worker hosts apart).")
+    s3_endpoint_url: str = Field(
+        default="", description="The S3 API endpoint of a store that is not AWS (MinIO, Ceph, "
+        "Garage), e.g. http://minio:9000.")
+    s3_region: str = Field(default="us-east-1", description="The S3 region.")
     callback_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins (scheme://host:port, port * = any) a run's "
         "callback_url may point at; empty = callbacks refused.")

@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from diffie import run_store, submit, uploads
 from diffie.app_context import AppContext
+from diffie.artifact_store import cache_locally
 from diffie.cli_output import ApprovedOut, Cancelled
 from diffie.compact import CompactVerdict, compact
 from diffie.compare.crop import finding_picture
@@ -276,6 +277,9 @@ def build_server(tools: DiffieTools) -> MCPServer:
                             "list the ids (finding_ids)")
         full = found[0]
         run_dir = tools.ctx.settings.artifacts_dir / run_id
+        if tools.ctx.artifact_store is not None and include_image:     # worker hosts apart
+            for name in full.get("evidence") or []:
+                await _call(cache_locally, tools.ctx.artifact_store, run_dir, run_id, name)
         evidence = [str(run_dir / name) for name in full.get("evidence") or []]
         picture = await _call(finding_picture, run_dir, full) if include_image else None
         out = FindingOut(run_id=run_id, finding=_bounded_json(full), evidence=evidence,

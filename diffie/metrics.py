@@ -10,7 +10,9 @@ restarts:
   (``run`` is the whole run on its worker);
 - ``diffie_publish_retries_total{target}``: publish attempts (GitHub, callbacks) put back on
   the queue because the destination was unavailable;
-- ``diffie_callbacks_total{outcome}``: callback deliveries (delivered, gave_up).
+- ``diffie_callbacks_total{outcome}``: callback deliveries (delivered, rejected);
+- ``diffie_artifact_upload_bytes_total`` / ``_files_total``: what workers sent to the artifact
+  store (``DIFFIE_ARTIFACT_STORE``); its time per run is the phase ``store``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class DiffieCollector(Collector):
         for label, value in counters.read(db, "callbacks").items():
             callbacks.add_metric([label], value)
         yield callbacks
+        uploaded = counters.read(db, "artifact_upload")
+        for unit in ("bytes", "files"):
+            yield CounterMetricFamily(f"diffie_artifact_upload_{unit}",
+                                      f"Run files sent to the artifact store ({unit})",
+                                      value=uploaded.get(unit, 0))
 
     def _phases(self) -> Metric:
         hist = HistogramMetricFamily("diffie_phase_seconds",

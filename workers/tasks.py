@@ -21,8 +21,9 @@ from collections.abc import Callable
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from diffie import links, run_store
+from diffie import counters, links, run_store
 from diffie.app_context import VERIFY_TASK, AppContext
+from diffie.artifact_store import StoreError
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
 from diffie.control import RunCancelled, RunControl
@@ -83,6 +84,8 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
         self.started = time.monotonic()
         self._phases: list[tuple[str, float]] = []      # (phase, when it started)
+        self._extra: list[tuple[str, float]] = []       # (phase, seconds): timed() ones
+        self._pipeline_end: float | None = None
 
     @property
     def reason(self) -> str:
@@ -119,14 +122,20 @@ class Heartbeat(threading.Thread):
 
     # --- RunControl (diffie.control): the job's phases are heartbeats and stop points ----
 
+    def timed(self, name: str, seconds: float) -> None:
+        """A phase the task itself timed after the pipeline's (which ended before it)."""
+        if self._pipeline_end is None:
+            self._pipeline_end = time.monotonic() - seconds
+        self._extra.append((name, seconds))
+
     def timings(self) -> list[tuple[str, float]]:
         """(phase, seconds) of each phase so far, and ``run``: the whole run on this worker."""
         now = time.monotonic()
         starts = [start for _, start in self._phases]
-        ends = starts[1:] + [now] if starts else []
+        ends = starts[1:] + [self._pipeline_end or now] if starts else []
         out = [(name, end - start) for (name, _), start, end in
                zip(self._phases, starts, ends, strict=True)]
-        return out + [("run", now - self.started)]
+        return out + self._extra + [("run", now - self.started)]
 
     def phase(self, name: str) -> None:
         self._phases.append((name, time.monotonic()))
@@ -178,6 +187,7 @@ def _execute_run(ctx: AppContext, run_id: str, worker: str, job: Job) -> str:
         change = run_store.change_input(ctx.db, run_id)
         verdict = job(change, ctx.deps, beat)
         out = ArtifactDir(settings.artifacts_dir / run_id)
+        store_artifacts(ctx, out, beat)              # before "done": a done run's files are there
         if not run_store.record_verdict(ctx.db, run_id, worker, verdict, out):
             if beat.timed_out.is_set():
                 return _timed_out(ctx, beat, change)
@@ -199,8 +209,9 @@ def _execute_run(ctx: AppContext, run_id: str, worker: str, job: Job) -> str:
         public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) \
             else internal_error_reason(run_id)
         verdict = _error_verdict(ctx, run_id, change, public)
-        run_store.record_error(ctx.db, run_id, worker, reason, verdict,
-                          ArtifactDir(settings.artifacts_dir / run_id))
+        out = ArtifactDir(settings.artifacts_dir / run_id)
+        store_artifacts(ctx, out, beat, best_effort=True)
+        run_store.record_error(ctx.db, run_id, worker, reason, verdict, out)
         result = "error"
     except BaseException:
         # Worker shutdown (SystemExit, KeyboardInterrupt): give the run back to the queue.
@@ -211,6 +222,28 @@ def _execute_run(ctx: AppContext, run_id: str, worker: str, job: Job) -> str:
         run_store.record_phases(ctx.db, run_id, beat.timings())
     ctx.events.finished(run_id)
     return result
+
+
+def store_artifacts(ctx: AppContext, out: ArtifactDir, beat: Heartbeat, *,
+                    best_effort: bool = False) -> None:
+    """Upload the run's folder to the artifact store (when one is configured), timed as the
+    phase ``store``; a store that does not take it fails the run (raises StoreError) unless
+    ``best_effort`` (the run already ends ``error``: its own reason comes first)."""
+    store = ctx.artifact_store
+    if store is None or not out.root.is_dir():
+        return
+    try:
+        sent = store.upload(beat.run_id, out.root)
+    except StoreError:
+        if not best_effort:
+            raise
+        log.exception("run %s: its files did not reach the artifact store", beat.run_id)
+        return
+    beat.timed("store", sent.seconds)
+    counters.bump(ctx.db, "artifact_upload", "bytes", sent.bytes)
+    counters.bump(ctx.db, "artifact_upload", "files", sent.files)
+    log.info("run %s: %d file(s), %d bytes to the artifact store in %.2f s", beat.run_id,
+             sent.files, sent.bytes, sent.seconds)
 
 
 def _error_verdict(ctx: AppContext, run_id: str, change: ChangeInput | None,
@@ -227,8 +260,9 @@ def _timed_out(ctx: AppContext, beat: Heartbeat, change: ChangeInput | None) -> 
     write the error report over whatever it left and list the run's artifacts."""
     if change is not None:
         verdict = _error_verdict(ctx, beat.run_id, change, beat.reason)
-        run_store.record_outputs(ctx.db, beat.run_id, beat.worker, verdict,
-                            ArtifactDir(ctx.settings.artifacts_dir / beat.run_id))
+        out = ArtifactDir(ctx.settings.artifacts_dir / beat.run_id)
+        store_artifacts(ctx, out, beat, best_effort=True)
+        run_store.record_outputs(ctx.db, beat.run_id, beat.worker, verdict, out)
     log.info("run %s stopped at its time limit", beat.run_id)
     return "error"
 

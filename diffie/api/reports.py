@@ -17,6 +17,7 @@ from diffie import links
 from diffie.api.auth import require_read
 from diffie.api.deps import Ctx
 from diffie.app_context import AppContext
+from diffie.artifact_store import StoreError, cache_locally
 from diffie.artifacts import NAME_RE, ArtifactDir
 from diffie.models import Artifact, Run
 from diffie.render.html import report_csp
@@ -55,8 +56,14 @@ def find_artifact(ctx: AppContext, run_id: str, name: str) -> tuple[Path, str]:
                                    f" (yet: the run is {run.status})"))
         media_type = row.media_type
         path = ArtifactDir(ctx.settings.artifacts_dir / run.id).path(name)
+    if not path.is_file() and ctx.artifact_store is not None:
+        try:
+            cache_locally(ctx.artifact_store, path.parent, run_id, name)
+        except StoreError as exc:
+            raise HTTPException(503, str(exc)) from None
     if not path.is_file():
-        raise HTTPException(404, f"artifact {name!r} of run {run_id} is missing on disk")
+        raise HTTPException(404, f"artifact {name!r} of run {run_id} is missing "
+                            + ("from the artifact store" if ctx.artifact_store else "on disk"))
     return path, media_type
 
 

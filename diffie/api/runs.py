@@ -194,7 +194,7 @@ def run_out(request: Request, settings: Settings, run: Run) -> RunOut:
             settings, run.id, verdict.get("report_url"))}
     return RunOut(
         id=run.id, status=run.status, phase=run.phase, verdict_status=run.verdict_status,
-        verdict=verdict, reason=run.reason, attempts=run.attempts,
+        verdict=verdict, reason=run.reason, attempts=run.attempts, worker=run.worker,
         created_at=as_utc(run.created_at) or run.created_at, started_at=as_utc(run.started_at),
         finished_at=as_utc(run.finished_at),
         change=ChangeOut(mode=c.mode, base_url=c.base_url, head_url=c.head_url, repo=c.repo,

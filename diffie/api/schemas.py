@@ -117,6 +117,8 @@ class RunOut(BaseModel):
         default=None, description="The verdict (see /v1/schema/verdict.json) once finished.")
     reason: str | None = Field(default=None, description="Why the run ended in error.")
     attempts: int = 0
+    worker: str | None = Field(default=None, description="The worker (node@host/pid/thread) "
+                               "that took it last.")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
