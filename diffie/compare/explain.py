@@ -229,8 +229,13 @@ def _what_it_is(selector: str, elements: dict[str, Boxed]) -> str:
     tag = getattr(e, "tag", "") if e is not None else ""
     if tag and selector.startswith("#"):
         return str(tag)
-    last = selector.rpartition(" > ")[2].rsplit(" ", 1)[-1]
+    last = _last(selector)
     return _POSITIONAL.sub("", last) or last
+
+
+def _last(selector: str) -> str:
+    """The selector's last step (``#nav-cart``, ``a.nav-link:nth-of-type(2)``)."""
+    return selector.rpartition(" > ")[2].rsplit(" ", 1)[-1]
 
 
 def _causes(changes: list[_Change], before: dict[str, Boxed],
@@ -256,10 +261,11 @@ def _causes(changes: list[_Change], before: dict[str, Boxed],
         kinds = sorted({_what_it_is(ch.selector, elements) for ch in group})
         if len(kinds) == 1:
             name = f"{kinds[0]} ({len(group)} elements)"
-        else:
-            shown = ", ".join(kinds[:3]) + (f", +{len(kinds) - 3} more" if len(kinds) > 3
-                                             else "")
-            name = f"{len(group)} elements ({shown})"
+        else:           # no one rule: name the first elements, then what they are
+            first = ", ".join(_last(ch.selector) for ch in group[:3])
+            more = f" +{len(group) - 3} more" if len(group) > 3 else ""
+            shown = ", ".join(kinds[:3]) + (f", +{len(kinds) - 3}" if len(kinds) > 3 else "")
+            name = f"{first}{more} ({len(group)} elements: {shown})"
         # the key leaves out the count: a narrow viewport may show fewer of the same elements
         causes.append(Cause(kind, ", ".join(kinds), f"{kind}-rule|{','.join(kinds)}|{signature}",
                             f"{name} {group[0].what_many}", count=len(group),

@@ -163,3 +163,13 @@ def test_the_same_change_on_many_elements_is_one_rule() -> None:
     mixed = [replace(e, style={"color": "rgb(0, 0, 0)"}) if e.selector.endswith("(6)") else e
              for e in mixed]
     assert explain(nav(6), mixed).causes[0].count == 5
+
+
+def test_a_change_on_unlike_elements_names_the_first_of_them() -> None:
+    base = [El(f"#{name}", name, 10 * i, 0, 8, 8, style={"color": "rgb(0, 0, 0)"}, tag=tag)
+            for i, (name, tag) in enumerate([("brand", "a"), ("nav-cart", "a"),
+                                             ("cart-count", "span"), ("nav-home", "a")])]
+    head = [replace(e, style={"color": "rgb(9, 9, 9)"}) for e in base]
+    why = explain(base, head)
+    assert why.summary() == ("#brand, #nav-cart, #cart-count +1 more (4 elements: a, span) "
+                             "color rgb(0, 0, 0) → rgb(9, 9, 9)")

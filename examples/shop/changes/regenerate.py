@@ -179,7 +179,7 @@ def product_page(product: Row) -> str:
     Change(
         id="colour-change-brand", category="regression", expected="changed",
         kinds=("visual_change",),
-        expect_cause=("color",),
+        expect_cause=("color", "rgb(194, 87, 26)"),
         description="Changes the brand colour from green to orange: links, buttons and "
                     "the cart status change colour.",
         edits=(Edit(CSS, """  --brand: #2f6f4f;
@@ -257,7 +257,7 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     # --- changes a person sees that a renderer tolerance would hide (issue 10) ------------------
     Change(
         id="hue-shift-brand", category="regression", expected="changed", kinds=("visual_change",),
-        expect_cause=("color",),
+        expect_cause=("color", "rgb(47, 95, 127)"),
         description="Recolours the brand from green (47,111,79) to a slate blue of almost the "
                     "same lightness (47,95,127): links, buttons and the cart status (ΔE00 28, "
                     "but a YIQ delta of 150, under pixelmatch's 0.1 allowance of 352).",
@@ -266,13 +266,13 @@ def reserve_stock(items: list[tuple[int, int]]) -> None:
     Change(
         id="subtle-background", category="regression", expected="changed",
         kinds=("visual_change",),
-        expect_cause=("background-color",),
+        expect_cause=("body", "background-color"),
         description="Warms the page background from #f5f7fa to #f8f6f1 (ΔE00 4.2): every page.",
         edits=(Edit(CSS, "  --wash: #f5f7fa;", "  --wash: #f8f6f1;"),),
     ),
     Change(
         id="subtle-border", category="regression", expected="changed", kinds=("visual_change",),
-        expect_cause=("border-top-color",),
+        expect_cause=("product-card", "border-top-color"),
         description="Turns the 1px hairlines (header, cards, forms, tables) from #dfe3ea to a "
                     "neutral #e3e3e3 (ΔE00 3.6).",
         edits=(Edit(CSS, "  --line: #dfe3ea;", "  --line: #e3e3e3;"),),
