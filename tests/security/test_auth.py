@@ -358,6 +358,10 @@ def test_compose_needs_a_token_and_does_not_publish_the_api_open() -> None:
         assert str(port).startswith("${DIFFIE_API_BIND:-127.0.0.1}:"), port
     for service in compose["services"].values():
         env = service.get("environment") or {}
-        for name in ("DIFFIE_API_TOKENS", "DIFFIE_URL_SIGNING_KEY"):
+        for name in ("DIFFIE_API_TOKENS", "DIFFIE_URL_SIGNING_KEY", "DIFFIE_CALLBACK_SECRET",
+                     "POSTGRES_PASSWORD", "DIFFIE_DATABASE_URL"):
             value = str(env.get(name, ""))
-            assert value == "" or value.startswith("${"), (name, value)   # no secret inline
+            assert value == "" or "${" in value, (name, value)   # no secret inline
+    assert "diffie:diffie@" not in text                       # no default database password
+    postgres = compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert re.fullmatch(r"\$\{DIFFIE_DB_PASSWORD:\?[^}]+\}", postgres), postgres
