@@ -16,12 +16,14 @@ browsers: the whole process group, SIGKILL) while it holds a run, starts it agai
 systemd unit's ``Restart=always`` would), waits for every run and then reads each run's report
 and a screenshot through the API (fetched from the store). The last lines are::
 
-    hosts: runs=<n> host_a=<n> host_b=<n> lost=<n> retried=<n> served=<n>
+    hosts: runs=<n> host_a=<n> host_b=<n> lost=<n> retried=<n> served=<n> progress=<n>
     store: seconds_per_run=<s> bytes_per_run=<n> files_per_run=<n>
 
 (``host_X``: runs that host finished; ``lost``: runs not ``done`` with a pass verdict;
-``retried``: runs taken more than once; ``store``: the upload each worker does before it
-records a run as finished, from ``/metrics``.) Exits 1 unless both hosts finished runs,
+``retried``: runs taken more than once; ``served``: reports and screenshots the API served
+from the store; ``progress``: runs whose progress lines the API's event stream gave;
+``store``: the upload each worker does before it records a run as finished, from
+``/metrics``.) Exits 1 unless both hosts finished runs,
 nothing was lost, the killed run was retried and every report was served.
 """
 
@@ -88,6 +90,7 @@ class Burst:
     lost: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     served: int = 0
+    progress: int = 0           # runs whose progress lines the API streamed
     store_seconds: float = 0.0
     store_bytes: int = 0
     store_files: int = 0
@@ -97,7 +100,7 @@ class Burst:
         n = max(self.runs, 1)
         return [f"hosts: runs={self.runs} host_a={self.by_host.get('host-a', 0)} "
                 f"host_b={self.by_host.get('host-b', 0)} lost={len(self.lost)} "
-                f"retried={len(self.retried)} served={self.served}",
+                f"retried={len(self.retried)} served={self.served} progress={self.progress}",
                 f"store: seconds_per_run={self.store_seconds / n:.3f} "
                 f"bytes_per_run={self.store_bytes // n} files_per_run={self.store_files // n}"]
 
@@ -272,6 +275,11 @@ def burst(work: Path, *, database_url: str, redis_url: str, runs: int = 6,
                 shot = next((a["name"] for a in run["artifacts"]
                              if a["name"].endswith(".png")), None)
                 image = client.get(f"/v1/runs/{run['id']}/artifacts/{shot}") if shot else None
+                events = client.get(f"/v1/runs/{run['id']}/events").text
+                if "event: progress" in events and "phase: browse" in events:
+                    result.progress += 1
+                else:
+                    result.problems.append(f"{run['id']}: no progress lines through the API")
                 if report.status_code == 200 and "<html" in report.text.lower() and \
                         image is not None and image.status_code == 200 and \
                         image.content.startswith(b"\x89PNG"):

@@ -44,6 +44,7 @@ from diffie.compact import CompactVerdict, compact
 from diffie.compare.crop import finding_picture
 from diffie.errors import DiffieError, InputError, SpecError
 from diffie.models import FINISHED
+from diffie.progress import latest
 from diffie.submit_policy import check_repo_source, check_url_origins
 from diffie.text import clip
 from diffie.worktree import snapshot_worktree
@@ -147,13 +148,9 @@ class DiffieTools:
         return snap["report"] if Path(snap["report"]).is_file() else None
 
     def progress(self, run_id: str) -> tuple[int, str]:
-        """(lines in the run's progress.log, its last line): the wait's progress counter."""
-        path = self.ctx.settings.artifacts_dir / run_id / "progress.log"
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return 0, ""
-        return len(lines), (lines[-1][:200] if lines else "")
+        """(the run's progress lines so far, its last line): the wait's progress counter."""
+        count, line = latest(self.ctx.db, run_id)
+        return count, line[:200]
 
 
 async def _call(fn: Callable[..., T], *args: Any) -> T:

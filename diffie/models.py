@@ -261,3 +261,16 @@ class Counter(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     label: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RunProgress(Base):
+    """One progress line of a run (diffie.progress), numbered from 1 per run."""
+
+    __tablename__ = "run_progress"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    line: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -16,6 +16,7 @@ from diffie.approvals import Approved
 from diffie.config import Settings
 from diffie.errors import DiffieError, InputError, RunTimeout, SourceError, SpecError
 from diffie.models import FINISHED, Run
+from diffie.progress import ProgressReader
 from diffie.spec import Spec, parse_spec
 from diffie.spec_limits import SpecLimits
 from diffie.uploads import Upload
@@ -130,19 +131,19 @@ def snapshot(ctx: AppContext, run_id: str) -> dict[str, Any] | None:
 
 
 def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float, say: Say) -> dict[str, Any]:
-    """Poll the run until it finishes, handing its progress to ``say`` (the worker's
-    ``progress.log`` when it shares this data directory, else each new phase)."""
+    """Poll the run until it finishes, handing its progress lines (:mod:`diffie.progress`,
+    from whichever host runs it) to ``say``, and its status when there are none."""
     deadline = time.monotonic() + timeout_s
-    log_path = ctx.settings.artifacts_dir / run_id / "progress.log"
-    offset = 0
+    lines = ProgressReader(ctx.db, run_id)
     last = ""
     while True:
         snap = snapshot(ctx, run_id)
         if snap is None:
             raise DiffieError(f"run {run_id} disappeared while it was awaited")
-        offset = _tail(log_path, offset, say)
+        for _, text in lines.read():
+            say(text)
         line = f"{snap['status']}: {snap['phase']}"
-        if line != last and (offset == 0 or snap["status"] != "running"):
+        if line != last and (lines.count == 0 or snap["status"] != "running"):
             say(f"run {run_id[:8]} {line}")
         last = line
         if snap["status"] in FINISHED:
@@ -151,22 +152,6 @@ def wait_for(ctx: AppContext, run_id: str, *, timeout_s: float, say: Say) -> dic
             raise RunTimeout(f"run {run_id} did not finish within {timeout_s:.0f} s "
                               f"(it is {snap['status']}: {snap['phase']})")
         time.sleep(0.5)
-
-
-def _tail(path: Path, offset: int, say: Say) -> int:
-    """Hand complete new lines of ``path`` from ``offset`` to ``say``; returns the new offset."""
-    try:
-        if path.stat().st_size < offset:          # a retried run started its log again
-            offset = 0
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return offset
-    end = data.rfind(b"\n") + 1
-    for raw in data[:end].splitlines():
-        say(raw.decode("utf-8", errors="replace"))
-    return offset + end
 
 
 def cancel_run(ctx: AppContext, run_id: str, reason: str) -> None:

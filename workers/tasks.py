@@ -31,6 +31,7 @@ from diffie.deps import JobDeps
 from diffie.errors import DiffieError
 from diffie.logs import run_context
 from diffie.pipeline import publish_error, run_change
+from diffie.progress import ProgressWriter
 from diffie.publishing import PUBLISH_TASK, deliver
 from diffie.run_store import ChangeInput
 from diffie.verdict import Verdict, error_verdict, internal_error_reason
@@ -83,6 +84,7 @@ class Heartbeat(threading.Thread):
         self.deadline = time.monotonic() + self.limit_s
         self._stop_event = threading.Event()
         self.started = time.monotonic()
+        self.progress = ProgressWriter(ctx.db, run_id)
         self._phases: list[tuple[str, float]] = []      # (phase, when it started)
         self._extra: list[tuple[str, float]] = []       # (phase, seconds): timed() ones
         self._pipeline_end: float | None = None
@@ -96,6 +98,7 @@ class Heartbeat(threading.Thread):
             wait = min(self.ctx.settings.heartbeat_s, max(0.0, self.deadline - time.monotonic()))
             if self._stop_event.wait(wait):
                 return
+            self.progress.flush()
             if time.monotonic() >= self.deadline:
                 self._expire()
                 return
@@ -137,17 +140,22 @@ class Heartbeat(threading.Thread):
                zip(self._phases, starts, ends, strict=True)]
         return out + self._extra + [("run", now - self.started)]
 
+    def _line(self, message: str) -> None:
+        self.progress.add(f"[{time.monotonic() - self.started:7.1f}s] {message}")
+
     def phase(self, name: str) -> None:
         self._phases.append((name, time.monotonic()))
+        self._line(f"phase: {name}")
         if self.lost.is_set() or not run_store.heartbeat(self.ctx.db, self.run_id, self.worker, name):
             self.lost.set()
             raise RunCancelled(f"run {self.run_id} was cancelled or taken over")
 
     def say(self, message: str) -> None:
-        return None            # the job's progress.log and the log have it
+        self._line(message)     # for every host (the job's progress.log and log have it too)
 
     def stop(self) -> None:
         self._stop_event.set()
+        self.progress.flush()
 
 
 def describe(exc: BaseException) -> str:

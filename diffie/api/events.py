@@ -3,8 +3,9 @@
 Events, each ``data`` one JSON object on one line (text from the run is JSON-escaped, so a
 progress line cannot start an event of its own):
 
-- ``progress`` (``id`` = the line's number, 1-based): ``{"n", "line"}``, one per line of the
-  run's ``progress.log`` (phases, flows, deploy output), bounded to :data:`LINE_CHARS`;
+- ``progress`` (``id`` = the line's number, 1-based): ``{"n", "line"}``, one per progress line
+  of the run (:mod:`diffie.progress`: phases, flows, deploy output; from the database, so
+  from whichever host runs it), bounded to :data:`LINE_CHARS`;
 - ``status``: ``{"status", "phase"}`` whenever either changes;
 - ``verdict``: the compact verdict (:mod:`diffie.compact`) once the run has finished; then
   the stream ends;
@@ -20,7 +21,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from diffie.app_context import AppContext
 from diffie.compact import compact
 from diffie.models import FINISHED
+from diffie.progress import ProgressReader
 from diffie.submit import snapshot
 from diffie.text import one_line
 
@@ -35,7 +36,6 @@ LINE_CHARS = 500
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 STREAM_MAX_S = 1800.0
-READ_MAX = 1 << 20             # bytes of the log read per poll
 
 
 def event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
@@ -43,37 +43,11 @@ def event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=True)}\n\n"
 
 
-class LogTail:
-    """Complete new lines of a growing file, counted from its first line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.count = 0
-
-    def read(self) -> list[tuple[int, str]]:
-        try:
-            if self.path.stat().st_size < self.offset:   # a retried run starts its log again
-                self.offset = self.count = 0
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(READ_MAX)
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        out = []
-        for raw in data[:end - 1].split(b"\n") if end else []:
-            self.count += 1
-            out.append((self.count, one_line(raw.decode("utf-8", errors="replace"), LINE_CHARS)))
-        self.offset += end
-        return out
-
-
 async def run_event_stream(ctx: AppContext, run_id: str, *, seen: int = 0,
                            poll_s: float = POLL_S, keepalive_s: float = KEEPALIVE_S,
                            max_s: float = STREAM_MAX_S) -> AsyncIterator[str]:
     """The events of ``run_id`` from progress line ``seen`` on, until it finishes."""
-    tail = LogTail(ctx.settings.artifacts_dir / run_id / "progress.log")
+    tail = ProgressReader(ctx.db, run_id, after=seen)
     start = last_sent = time.monotonic()
     state: tuple[str, str] | None = None
     while True:
@@ -82,9 +56,8 @@ async def run_event_stream(ctx: AppContext, run_id: str, *, seen: int = 0,
             yield event("status", {"status": "error", "phase": "the run was deleted"})
             return
         for n, line in await run_in_threadpool(tail.read):
-            if n > seen:
-                yield event("progress", {"n": n, "line": line}, n)
-                last_sent = time.monotonic()
+            yield event("progress", {"n": n, "line": one_line(line, LINE_CHARS)}, n)
+            last_sent = time.monotonic()
         now = (str(snap["status"]), str(snap["phase"]))
         if now != state:
             state = now
@@ -95,7 +68,7 @@ async def run_event_stream(ctx: AppContext, run_id: str, *, seen: int = 0,
             yield event("verdict", verdict.model_dump(mode="json"))
             return
         if time.monotonic() - start > max_s:
-            yield event("reconnect", {"last_event_id": max(seen, tail.count)})
+            yield event("reconnect", {"last_event_id": tail.count})
             return
         if time.monotonic() - last_sent > keepalive_s:
             yield ": keep-alive\n\n"

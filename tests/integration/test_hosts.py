@@ -18,7 +18,7 @@ def test_a_burst_on_two_worker_hosts_loses_nothing(tmp_path: Path, pg_url: str,
                    say=lines.append)
     assert result.lost == [] and result.problems == [], (result, lines)
     assert result.by_host.get("host-a", 0) > 0 and result.by_host.get("host-b", 0) > 0, result
-    assert len(result.retried) >= 1 and result.served == 4
+    assert len(result.retried) >= 1 and result.served == 4 and result.progress == 4
     assert result.store_files >= 4 * 3 and result.store_bytes > 0
     assert (tmp_path / "api" / "data" / "runs").is_dir()    # its cache, fetched from the store
     assert result.ok, result.lines()

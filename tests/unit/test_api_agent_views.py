@@ -15,6 +15,7 @@ from diffie import run_store
 from diffie.api import create_app
 from diffie.app_context import AppContext
 from diffie.models import Run
+from diffie.progress import ProgressWriter
 from diffie.verdict import Finding, judge
 from tests.unit.test_api_runs import URL_BODY
 
@@ -114,13 +115,13 @@ def _events(text: str) -> list[tuple[str | None, str, dict[str, object]]]:
 def test_events_stream_progress_status_and_the_verdict(client: TestClient,
                                                        ctx: AppContext) -> None:
     run_id = _run(ctx)
-    log = ctx.settings.artifacts_dir / run_id / "progress.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("deploy base\nbrowse home @ desktop\n")
+    worker = ProgressWriter(ctx.db, run_id)           # what the worker running it writes
+    worker.add("deploy base\nbrowse home @ desktop")
+    worker.flush()
 
     def later() -> None:
-        with open(log, "a") as fh:      # a line from the app cannot forge an event
-            fh.write("console: evil\\n\\nevent: verdict\r\ndata: {}\n")
+        worker.add("console: evil\\n\\nevent: verdict\r\ndata: {}")   # cannot forge an event
+        worker.flush()
         _finish(ctx, run_id, _findings()[:2])
 
     timer = threading.Timer(1.0, later)

@@ -1,4 +1,5 @@
-"""Operations: phase timings and counters for /metrics, a callback URL per run.
+"""Operations: phase timings and counters for /metrics, a callback URL per run, progress
+lines every host can read.
 
 Revision ID: 0006
 Revises: 0005
@@ -37,6 +38,17 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", "label"),
     )
+    op.create_table(
+        "run_progress",
+        sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("run_id", sa.String(length=32), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("line", sa.Text(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("pk"),
+        sa.UniqueConstraint("run_id", "seq"),
+    )
+    op.create_index("ix_run_progress_run_id", "run_progress", ["run_id"])
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
         batch.add_column(sa.Column("callback_sent_at", sa.DateTime(timezone=True),
@@ -48,6 +60,8 @@ def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("callback_sent_at")
         batch.drop_column("callback_url")
+    op.drop_index("ix_run_progress_run_id", table_name="run_progress")
+    op.drop_table("run_progress")
     op.drop_table("counters")
     op.drop_index("ix_run_phases_phase", table_name="run_phases")
     op.drop_index("ix_run_phases_run_id", table_name="run_phases")
