@@ -15,6 +15,7 @@ from diffie.api.mcp_http import mcp_route
 from diffie.app_context import AppContext
 from diffie.composition import build_context
 from diffie.config import Settings
+from diffie.git_source import is_url
 
 DESCRIPTION = """Diffie verifies a code change in a real browser: base vs head, the same flows,
 one structured verdict (`pass`, `changed`, `fail`, `error`) plus an HTML report.
@@ -32,6 +33,18 @@ OPEN_WARNING = ("THE DIFFIE API IS OPEN: DIFFIE_API_TOKENS is empty, so anyone w
                 "DIFFIE_API_TOKENS (comma-separated; read:TOKEN, submit:TOKEN or TOKEN).")
 
 
+def warn_hosts_apart(settings: Settings) -> None:
+    """With an artifact store the API and the workers are on different hosts: a local
+    repository path is checked here and read there, so both need it (a shared mount)."""
+    local = [src for src in settings.repo_mode_sources if not is_url(src)]
+    if settings.artifact_store and local:
+        log.warning("DIFFIE_ARTIFACT_STORE is set (API and worker hosts apart) and "
+                    "DIFFIE_REPO_MODE_SOURCES lists local directories (%s): the API checks a "
+                    "repository there on its own disk and every worker host reads it on its "
+                    "own, so mount them at the same path everywhere, or list URL prefixes "
+                    "(workers clone them)", ", ".join(local))
+
+
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> FastAPI:
     """The API. Builds (and on shutdown closes) its own context unless one is given."""
     own = context is None
@@ -42,6 +55,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     if not parse_tokens(current.api_tokens, warn=True):       # ConfigError on a bad entry
         log.warning("%s", OPEN_WARNING)
     ctx = context or build_context(settings)
+    warn_hosts_apart(ctx.settings)
 
     route, mcp = mcp_route(ctx)
 

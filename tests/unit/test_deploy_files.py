@@ -5,6 +5,7 @@ file) and its systemd unit, the image's contents."""
 
 from __future__ import annotations
 
+import logging
 import re
 import stat
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from diffie.api import warn_hosts_apart
+from diffie.config import Settings
 from tests.paths import REPO_ROOT
 
 
@@ -83,3 +86,15 @@ def test_the_worker_host_setup_is_idempotent_and_keeps_the_operators_settings(
     wrong = subprocess.run([*script, "--bogus"], capture_output=True, text=True, timeout=60,
                            check=False)
     assert wrong.returncode == 2 and "unknown option --bogus" in wrong.stderr
+
+
+def test_hosts_apart_with_local_repositories_get_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="diffie.api"):
+        warn_hosts_apart(Settings(artifact_store="s3://runs/p",
+                                  repo_mode_sources=["/srv/repos", "https://git.example/"]))
+        warn_hosts_apart(Settings(artifact_store="", repo_mode_sources=["/srv/repos"]))
+        warn_hosts_apart(Settings(artifact_store="s3://runs/p",
+                                  repo_mode_sources=["https://git.example/"]))
+    assert len(caplog.records) == 1
+    assert "/srv/repos" in caplog.records[0].getMessage()
+    assert "https://git.example/" not in caplog.records[0].getMessage()
