@@ -52,6 +52,9 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
+from diffie.artifact_store import S3Store, cache_locally
+from diffie.artifacts import NAME_RE
+
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "diffie-runs"
 TOKEN = "b3nch-" + "x" * 20
@@ -307,6 +310,28 @@ def burst(work: Path, *, database_url: str, redis_url: str, runs: int = 6,
         return result
 
 
+def store_only(folder: Path) -> int:
+    """Upload one run folder to a fresh S3 server and fetch it back, as worker and API do:
+    ``store: files=<n> bytes=<n> upload_s=<s> fetch_s=<s>``."""
+    if not folder.is_dir():
+        print(f"error: {folder} is not a run folder")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="diffie-store-") as tmp, \
+            s3_server(Path(tmp)) as endpoint:
+        env = s3_env(endpoint, "bench")
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        store = S3Store(env["DIFFIE_ARTIFACT_STORE"], endpoint_url=endpoint)
+        sent = store.upload("run", folder)
+        started = time.monotonic()
+        for path in folder.iterdir():
+            if path.is_file() and NAME_RE.match(path.name):
+                cache_locally(store, Path(tmp) / "api", "run", path.name)
+        fetched = time.monotonic() - started
+    print(f"store: files={sent.files} bytes={sent.bytes} upload_s={sent.seconds:.3f} "
+          f"fetch_s={fetched:.3f}")
+    return 0
+
+
 @contextmanager
 def scratch_database(admin: str) -> Iterator[str]:
     """A new PostgreSQL database (dropped after); its SQLAlchemy URL."""
@@ -331,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="libpq conninfo of a PostgreSQL server (a database is made)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14",
                         help="a Redis database the benchmark may use")
+    parser.add_argument("--store-only", metavar="RUN_DIR", type=Path, default=None,
+                        help="only measure the store: upload this run folder (e.g. a VM run's, "
+                             "$DIFFIE_DATA_DIR/runs/ID) and fetch every file back")
     args = parser.parse_args(argv)
+    if args.store_only is not None:
+        return store_only(args.store_only)
     with tempfile.TemporaryDirectory(prefix="diffie-hosts-") as tmp, \
             scratch_database(args.pg) as database_url:
         result = burst(Path(tmp), database_url=database_url, redis_url=args.redis,
