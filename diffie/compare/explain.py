@@ -261,11 +261,15 @@ def _causes(changes: list[_Change], before: dict[str, Boxed],
         kinds = sorted({_what_it_is(ch.selector, elements) for ch in group})
         if len(kinds) == 1:
             name = f"{kinds[0]} ({len(group)} elements)"
-        else:           # no one rule: name the first elements, then what they are
-            first = ", ".join(_last(ch.selector) for ch in group[:3])
-            more = f" +{len(group) - 3} more" if len(group) > 3 else ""
+        else:           # no one rule: name the first elements (when names say more)
             shown = ", ".join(kinds[:3]) + (f", +{len(kinds) - 3}" if len(kinds) > 3 else "")
-            name = f"{first}{more} ({len(group)} elements: {shown})"
+            names = list(dict.fromkeys(_POSITIONAL.sub("", _last(ch.selector))
+                                       for ch in group))
+            if set(names) == set(kinds):
+                name = f"{len(group)} elements ({shown})"
+            else:
+                more = f" +{len(names) - 3} more" if len(names) > 3 else ""
+                name = f"{', '.join(names[:3])}{more} ({len(group)} elements: {shown})"
         # the key leaves out the count: a narrow viewport may show fewer of the same elements
         causes.append(Cause(kind, ", ".join(kinds), f"{kind}-rule|{','.join(kinds)}|{signature}",
                             f"{name} {group[0].what_many}", count=len(group),

@@ -173,3 +173,9 @@ def test_a_change_on_unlike_elements_names_the_first_of_them() -> None:
     why = explain(base, head)
     assert why.summary() == ("#brand, #nav-cart, #cart-count +1 more (4 elements: a, span) "
                              "color rgb(0, 0, 0) → rgb(9, 9, 9)")
+    plain = [El("body", "b", 0, 0, 100, 100, style={"background-color": "rgb(1, 1, 1)"})]
+    plain += [El(f"body > img:nth-of-type({i})", "", 0, 10 * i, 5, 5,
+                 style={"background-color": "rgb(1, 1, 1)"}) for i in range(1, 4)]
+    washed = [replace(e, style={"background-color": "rgb(2, 2, 2)"}) for e in plain]
+    assert explain(plain, washed).summary() == ("4 elements (body, img) background-color "
+                                                "rgb(1, 1, 1) → rgb(2, 2, 2)")
