@@ -214,8 +214,9 @@ def _execute_run(ctx: AppContext, run_id: str, worker: str, job: Job) -> str:
         log.error("run %s failed: %s\n%s", run_id, reason, traceback.format_exc())
         # the verdict is public (PR comment, check run, report link): an internal error's text
         # stays in the run record (run.reason), the verdict says where to look
-        public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) \
-            else internal_error_reason(run_id)
+        # (the artifact store's address and error are the operator's business, not the PR's)
+        public = reason if isinstance(exc, DiffieError | SoftTimeLimitExceeded) and \
+            not isinstance(exc, StoreError) else internal_error_reason(run_id)
         verdict = _error_verdict(ctx, run_id, change, public)
         out = ArtifactDir(settings.artifacts_dir / run_id)
         store_artifacts(ctx, out, beat, best_effort=True)

@@ -88,5 +88,6 @@ def test_a_store_that_does_not_answer_fails_the_run_with_what_to_check(
             run = s.get(Run, run_id)
             assert run is not None and run.status == "error"
             assert "did not take index.html" in (run.reason or "")
+            assert run.verdict is not None and "s3://" not in run.verdict["reason"]   # public
     finally:
         ctx.close()
