@@ -27,8 +27,9 @@ READ_MAX = 500          # lines a reader takes at a time
 
 
 class ProgressWriter:
-    """The worker's side: ``add`` buffers, and writes the buffer when ``FLUSH_S`` has passed
-    since the last write (``flush`` writes what is left). Thread-safe; never raises."""
+    """The worker's side: ``add`` writes the first line at once, then buffers and writes the
+    buffer when ``flush_s`` has passed since the last write (``flush`` writes what is left).
+    Thread-safe; never raises."""
 
     def __init__(self, db: Database, run_id: str, *, flush_s: float = FLUSH_S) -> None:
         self.db = db
@@ -36,14 +37,14 @@ class ProgressWriter:
         self.flush_s = flush_s
         self._lock = threading.Lock()
         self._pending: list[str] = []
-        self._last = 0.0
+        self._last: float | None = None          # monotonic time of the last write
         self._next: int | None = None
 
     def add(self, message: str) -> None:
         lines = [line.rstrip("\r")[:LINE_MAX] for line in message.split("\n")]
         with self._lock:
             self._pending.extend(lines)
-            due = time.monotonic() - self._last >= self.flush_s
+            due = self._last is None or time.monotonic() - self._last >= self.flush_s
         if due:
             self.flush()
 

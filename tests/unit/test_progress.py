@@ -9,9 +9,10 @@ from diffie.progress import LINE_MAX, ProgressReader, ProgressWriter, latest
 
 def test_lines_are_numbered_resumable_and_bounded(ctx: AppContext) -> None:
     first = ProgressWriter(ctx.db, "run1", flush_s=3600)
-    first.add("phase: deploy base")
+    first.add("phase: deploy base")                                  # the first line at once
+    assert ProgressReader(ctx.db, "run1").read() == [(1, "phase: deploy base")]
     first.add("two\r\nlines")
-    assert ProgressReader(ctx.db, "run1").read() == []              # buffered until flush
+    assert ProgressReader(ctx.db, "run1", after=1).read() == []      # then buffered
     first.flush()
     reader = ProgressReader(ctx.db, "run1")
     assert reader.read() == [(1, "phase: deploy base"), (2, "two"), (3, "lines")]
