@@ -89,6 +89,12 @@ class Lines:
         self.callback(message)
 
 
+def stamped(started: float, message: str) -> str:
+    """A progress line as every reader shows it: ``[   12.3s] message`` (since ``started``,
+    a ``time.monotonic()``)."""
+    return f"[{time.monotonic() - started:7.1f}s] {message}"
+
+
 class ProgressLog:
     """The job's side of a :class:`RunControl`: every line, timed, goes to the run's
     ``progress.log`` and the log, then to ``control``. Thread-safe (two browser lanes)."""
@@ -103,7 +109,7 @@ class ProgressLog:
         return round(time.monotonic() - self.started, 2)
 
     def _write(self, message: str) -> None:
-        line = f"[{time.monotonic() - self.started:7.1f}s] {message}"
+        line = stamped(self.started, message)
         log.info("%s", line)
         with self._lock, open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
 
+from diffie import run_store
 from diffie.app_context import AppContext
 from diffie.db import Database
-from diffie.models import Run, Slot, WorkerBeat, utcnow
+from diffie.models import Run, Slot, utcnow
 from diffie.redact import redact
 
 BROKER_TIMEOUT_S = 3.0
@@ -80,10 +81,7 @@ class Readiness:
 
 def live_workers(db: Database, within_s: float) -> list[Worker]:
     now = utcnow()
-    cutoff = now - timedelta(seconds=within_s)
-    with db.session() as s:
-        rows = s.scalars(select(WorkerBeat).where(WorkerBeat.last_seen >= cutoff)
-                         .order_by(WorkerBeat.hostname, WorkerBeat.name)).all()
+    rows = run_store.live_worker_rows(db, within_s=within_s)
     return [Worker(r.name, r.hostname, r.pid, r.embedded, r.last_seen,
                    (now - _aware(r.last_seen)).total_seconds()) for r in rows]
 

@@ -105,14 +105,11 @@ class DiffieCollector(Collector):
             rows = s.execute(select(RunPhase.phase, func.count(), func.sum(RunPhase.seconds),
                                     *columns).group_by(RunPhase.phase)).all()
         for phase, count, total, *cumulative in rows:
-            buckets = [(_le(b), float(n or 0)) for b, n in zip(BUCKETS, cumulative, strict=True)]
+            buckets = [(str(float(b)), float(n or 0))
+                       for b, n in zip(BUCKETS, cumulative, strict=True)]
             buckets.append(("+Inf", float(count)))
             hist.add_metric([phase], buckets, sum_value=float(total or 0.0))
         return hist
-
-
-def _le(bound: float) -> str:
-    return f"{float(bound)}"
 
 
 def render(ctx: AppContext) -> bytes:

@@ -44,17 +44,20 @@ class Remote:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def request(self, method: str, path: str, *, answers: tuple[int, ...] = (),
-                **kwargs: Any) -> Any:
-        """One API call; its JSON (a status >= 400 listed in ``answers`` is an answer too), or
-        the Diffie error its answer stands for."""
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            resp = httpx.request(method, f"{self.server}{path}", headers=self._headers(),
+            return httpx.request(method, f"{self.server}{path}", headers=self._headers(),
                                  timeout=kwargs.pop("timeout", REQUEST_TIMEOUT_S), **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach the Diffie server {self.server} "
                               f"({type(exc).__name__}: {exc}); check --server / {SERVER_ENV}"
                               ) from None
+
+    def request(self, method: str, path: str, *, answers: tuple[int, ...] = (),
+                **kwargs: Any) -> Any:
+        """One API call; its JSON (a status >= 400 listed in ``answers`` is an answer too), or
+        the Diffie error its answer stands for."""
+        resp = self._send(method, path, **kwargs)
         if resp.status_code >= 400 and resp.status_code not in answers:
             raise error_of_response(resp, self.server)
         return resp.json()
@@ -63,13 +66,7 @@ class Remote:
 
     def artifact(self, run_id: str, name: str) -> bytes | None:
         """One artifact of a run (None: the run has no such file)."""
-        try:
-            resp = httpx.get(f"{self.server}/v1/runs/{run_id}/artifacts/{name}",
-                             headers=self._headers(), timeout=REQUEST_TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the Diffie server {self.server} "
-                              f"({type(exc).__name__}: {exc}); check --server / {SERVER_ENV}"
-                              ) from None
+        resp = self._send("GET", f"/v1/runs/{run_id}/artifacts/{name}")
         if resp.status_code == 404:
             return None
         if resp.status_code >= 400:

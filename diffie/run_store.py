@@ -393,7 +393,13 @@ def worker_gone(db: Database, name: str) -> None:
         s.execute(delete(WorkerBeat).where(WorkerBeat.name == name))
 
 
-def live_workers(db: Database, *, within_s: float) -> list[str]:
+def live_worker_rows(db: Database, *, within_s: float) -> list[WorkerBeat]:
+    """Workers that heartbeated within ``within_s``, by host and name."""
     cutoff = utcnow() - timedelta(seconds=within_s)
     with db.session() as s:
-        return list(s.scalars(select(WorkerBeat.name).where(WorkerBeat.last_seen >= cutoff)))
+        return list(s.scalars(select(WorkerBeat).where(WorkerBeat.last_seen >= cutoff)
+                              .order_by(WorkerBeat.hostname, WorkerBeat.name)))
+
+
+def live_workers(db: Database, *, within_s: float) -> list[str]:
+    return [row.name for row in live_worker_rows(db, within_s=within_s)]

@@ -23,21 +23,30 @@ def check_url_origins(settings: Settings, urls: dict[str, str | None]) -> None:
     """URL mode opens the given URLs (``{field: url}``) from the worker: only the origins the
     operator allows. :class:`InputError` naming the field otherwise."""
     for name, url in urls.items():
-        if url is None:
-            continue
-        try:
-            origin = strict_origin(url)
-        except ValueError as exc:
-            raise InputError(name, str(exc)) from None
-        if not settings.url_mode_origins:
-            raise InputError(name, f"URL mode is off on this server: it verifies only origins "
-                             f"the operator allows. Set {URL_MODE_SETTING} (comma-separated "
-                             "scheme://host:port) to allow your app's origins, or use repo mode",
-                             "url_mode_off", setting=URL_MODE_SETTING)
-        if not is_allowed(origin, settings.url_mode_origins):
-            raise InputError(name, f"origin {origin} is not allowed for URL mode: the operator "
-                             f"allows origins with {URL_MODE_SETTING}", "origin_not_allowed",
-                             setting=URL_MODE_SETTING, origin=origin)
+        _check_origin(name, url, settings.url_mode_origins, setting=URL_MODE_SETTING,
+                      purpose="URL mode",
+                      off=f"URL mode is off on this server: it verifies only origins the "
+                          f"operator allows. Set {URL_MODE_SETTING} (comma-separated "
+                          "scheme://host:port) to allow your app's origins, or use repo mode",
+                      off_code="url_mode_off")
+
+
+def _check_origin(name: str, url: str | None, allowed: list[str], *, setting: str,
+                  purpose: str, off: str, off_code: str) -> None:
+    """``url`` (field ``name``) is a strict http(s) URL whose origin is in ``allowed``;
+    :class:`InputError` saying which of the three it is not (``off``: nothing is allowed)."""
+    if url is None:
+        return
+    try:
+        origin = strict_origin(url)
+    except ValueError as exc:
+        raise InputError(name, str(exc)) from None
+    if not allowed:
+        raise InputError(name, off, off_code, setting=setting)
+    if not is_allowed(origin, allowed):
+        raise InputError(name, f"origin {origin} is not allowed for {purpose}: the operator "
+                         f"allows origins with {setting}", "origin_not_allowed",
+                         setting=setting, origin=origin)
 
 
 def repo_source_allowed(repo: str, sources: list[str]) -> bool:
@@ -79,18 +88,9 @@ def check_repo_source(settings: Settings, repo: str) -> None:
 def check_callback(settings: Settings, url: str | None) -> None:
     """A run's ``callback_url`` makes a worker POST to it: only origins the operator allows,
     and only when callbacks are signed (``DIFFIE_CALLBACK_SECRET``)."""
-    if url is None:
-        return
-    try:
-        origin = strict_origin(url)
-    except ValueError as exc:
-        raise InputError("callback_url", str(exc)) from None
-    if not settings.callback_origins or not settings.callback_secret:
-        raise InputError("callback_url", f"callbacks are off on this server: the operator "
-                         f"allows them with {CALLBACK_SETTING} (comma-separated "
-                         "scheme://host:port) and DIFFIE_CALLBACK_SECRET (their signing key)",
-                         "callbacks_off", setting=CALLBACK_SETTING)
-    if not is_allowed(origin, settings.callback_origins):
-        raise InputError("callback_url", f"origin {origin} is not allowed for callbacks: the "
-                         f"operator allows origins with {CALLBACK_SETTING}",
-                         "origin_not_allowed", setting=CALLBACK_SETTING, origin=origin)
+    _check_origin("callback_url", url,
+                  settings.callback_origins if settings.callback_secret else [],
+                  setting=CALLBACK_SETTING, purpose="callbacks",
+                  off=f"callbacks are off on this server: the operator allows them with "
+                      f"{CALLBACK_SETTING} (comma-separated scheme://host:port) and "
+                      "DIFFIE_CALLBACK_SECRET (their signing key)", off_code="callbacks_off")

@@ -26,7 +26,7 @@ from diffie.app_context import VERIFY_TASK, AppContext
 from diffie.artifact_store import StoreError
 from diffie.artifacts import ArtifactDir
 from diffie.config import Settings
-from diffie.control import RunCancelled, RunControl
+from diffie.control import RunCancelled, RunControl, stamped
 from diffie.deps import JobDeps
 from diffie.errors import DiffieError
 from diffie.logs import run_context
@@ -141,7 +141,7 @@ class Heartbeat(threading.Thread):
         return out + self._extra + [("run", now - self.started)]
 
     def _line(self, message: str) -> None:
-        self.progress.add(f"[{time.monotonic() - self.started:7.1f}s] {message}")
+        self.progress.add(stamped(self.started, message))
 
     def phase(self, name: str) -> None:
         self._phases.append((name, time.monotonic()))
